@@ -1,0 +1,5 @@
+"""Allow ``python -m rtqa``."""
+
+from rtqa.cli import main
+
+main()

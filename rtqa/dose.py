@@ -1,0 +1,242 @@
+"""Pure dose-grid maths: canonical axes from DICOM geometry, interpolation, resampling.
+
+A DICOM RT Dose stores frames of rows and columns along the directions of
+ImageOrientationPatient, frames spaced by GridFrameOffsetVector along their cross product.
+rtqa turns every axis-aligned grid (all eight standard patient orientations, and sagittal or
+coronal grids) into one canonical layout: axes ``x_mm``, ``y_mm``, ``z_mm`` strictly increasing
+and the dose array indexed ``[z, y, x]``. Oblique grids are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rtqa.errors import DoseGridError
+from rtqa.model import DoseGrid, FloatArray
+
+_AXIS_NAMES = "xyz"
+_ORIENTATION_NAMES = {
+    ((1, 0, 0), (0, 1, 0)): "HFS",
+    ((-1, 0, 0), (0, -1, 0)): "HFP",
+    ((-1, 0, 0), (0, 1, 0)): "FFS",
+    ((1, 0, 0), (0, -1, 0)): "FFP",
+}
+
+
+@dataclass(frozen=True)
+class CanonicalGrid:
+    """How to turn a stored (frame, row, column) array into the canonical [z, y, x] layout."""
+
+    x_mm: FloatArray
+    y_mm: FloatArray
+    z_mm: FloatArray
+    axes: tuple[int, int, int]  # stored axis (0 frame, 1 row, 2 column) for z, y, x
+    flips: tuple[bool, bool, bool]  # flip that canonical axis after transposing
+    orientation: str
+
+    def apply(self, stored: npt.NDArray[np.floating]) -> FloatArray:
+        """Rearrange a stored (frames, rows, columns) array into [z, y, x] order."""
+        out = np.transpose(stored, self.axes)
+        for axis, flip in enumerate(self.flips):
+            if flip:
+                out = np.flip(out, axis=axis)
+        return np.ascontiguousarray(out, dtype=np.float64)
+
+
+def compute_canonical_grid(
+    *,
+    position_mm: tuple[float, float, float],
+    orientation: tuple[float, ...],
+    pixel_spacing_mm: tuple[float, float],
+    frame_offsets_mm: FloatArray,
+    rows: int,
+    columns: int,
+) -> CanonicalGrid:
+    """Canonical axes of a dose grid from its DICOM geometry.
+
+    Parameters
+    ----------
+    position_mm
+        ImagePositionPatient: the centre of the first voxel transmitted.
+    orientation
+        ImageOrientationPatient: row direction cosines then column direction cosines.
+    pixel_spacing_mm
+        PixelSpacing: (spacing between rows, spacing between columns).
+    frame_offsets_mm
+        GridFrameOffsetVector, already made relative (first value 0) by the caller.
+    rows, columns
+        The in-plane size.
+
+    Raises
+    ------
+    DoseGridError
+        An oblique or degenerate orientation, non-positive spacing, or frame offsets that are
+        not strictly monotonic.
+
+    Examples
+    --------
+    >>> g = compute_canonical_grid(position_mm=(0., 0., 10.), orientation=(-1, 0, 0, 0, 1, 0),
+    ...     pixel_spacing_mm=(2., 3.), frame_offsets_mm=np.array([0., 5.]), rows=2, columns=2)
+    >>> g.orientation, g.x_mm.tolist(), g.z_mm.tolist()
+    ('FFS', [-3.0, 0.0], [5.0, 10.0])
+    """
+    iop = np.asarray(orientation, dtype=np.float64)
+    if iop.shape != (6,):
+        raise DoseGridError(None, f"expected 6 direction cosines, got {iop.size}", attribute="ImageOrientationPatient (0020,0037)")
+    rounded = np.round(iop)
+    if np.any(np.abs(iop - rounded) > 1e-4) or np.count_nonzero(rounded[:3]) != 1 or np.count_nonzero(rounded[3:]) != 1:
+        raise DoseGridError(
+            None,
+            f"{tuple(float(v) for v in iop)} is oblique; rtqa needs a dose grid aligned with the "
+            "patient axes (direction cosines of 0 or ±1)",
+            attribute="ImageOrientationPatient (0020,0037)",
+        )
+    row_dir = rounded[:3]
+    col_dir = rounded[3:]
+    normal = np.cross(row_dir, col_dir)
+    if not np.any(normal):
+        raise DoseGridError(None, "row and column directions are parallel", attribute="ImageOrientationPatient (0020,0037)")
+    d_row, d_col = (float(v) for v in pixel_spacing_mm)
+    if d_row <= 0 or d_col <= 0:
+        raise DoseGridError(None, f"{pixel_spacing_mm} must be positive", attribute="PixelSpacing (0028,0030)")
+    offsets = np.asarray(frame_offsets_mm, dtype=np.float64)
+    steps = np.diff(offsets)
+    if offsets.size > 1 and not (np.all(steps > 0) or np.all(steps < 0)):
+        raise DoseGridError(
+            None, "frame offsets must be strictly increasing or strictly decreasing", attribute="GridFrameOffsetVector (3004,000C)"
+        )
+
+    ipp = np.asarray(position_mm, dtype=np.float64)
+    # stored axis 2 (columns) moves along row_dir, axis 1 (rows) along col_dir, axis 0 along normal
+    directions = {2: row_dir, 1: col_dir, 0: normal}
+    coords = {
+        2: np.arange(columns) * d_col,
+        1: np.arange(rows) * d_row,
+        0: offsets,
+    }
+    axes: list[int] = []
+    flips: list[bool] = []
+    canon: list[FloatArray] = []
+    for patient_axis in (2, 1, 0):  # z, y, x
+        stored_axis = next(a for a, d in directions.items() if d[patient_axis] != 0)
+        sign = directions[stored_axis][patient_axis]
+        values = ipp[patient_axis] + sign * coords[stored_axis]
+        flip = bool(values.size > 1 and values[-1] < values[0])
+        axes.append(stored_axis)
+        flips.append(flip)
+        canon.append(values[::-1].copy() if flip else values)
+    key = (tuple(int(v) for v in row_dir), tuple(int(v) for v in col_dir))
+    if key in _ORIENTATION_NAMES:
+        name = _ORIENTATION_NAMES[key]  # type: ignore[index]
+    elif normal[2] != 0:
+        name = f"decubitus axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
+    else:
+        name = f"non-axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
+    z, y, x = canon
+    return CanonicalGrid(x, y, z, (axes[0], axes[1], axes[2]), (flips[0], flips[1], flips[2]), name)
+
+
+def _axis_label(direction: FloatArray) -> str:
+    k = int(np.flatnonzero(direction)[0])
+    return ("+" if direction[k] > 0 else "-") + _AXIS_NAMES[k]
+
+
+def relative_frame_offsets(
+    offsets_mm: FloatArray, *, position_z_mm: float, orientation: tuple[float, ...]
+) -> FloatArray:
+    """GridFrameOffsetVector made relative (first value 0).
+
+    Relative vectors start at 0. An absolute vector (first value = the z of
+    ImagePositionPatient) is allowed only with orientation (1,0,0,0,1,0); any other non-zero
+    start is refused (PS3.3 C.8.8.3.2).
+    """
+    offsets = np.asarray(offsets_mm, dtype=np.float64)
+    if offsets.size == 0 or abs(offsets[0]) < 1e-6:
+        return offsets
+    identity = np.allclose(np.asarray(orientation, dtype=float), [1, 0, 0, 0, 1, 0], atol=1e-4)
+    if identity and abs(offsets[0] - position_z_mm) < 0.01:
+        return offsets - offsets[0]
+    raise DoseGridError(
+        None,
+        f"first value {offsets[0]:g} is neither 0 (relative) nor the ImagePositionPatient z "
+        f"{position_z_mm:g} with orientation (1,0,0,0,1,0) (absolute)",
+        attribute="GridFrameOffsetVector (3004,000C)",
+    )
+
+
+def interpolate_trilinear(
+    dose: DoseGrid, x_mm: FloatArray, y_mm: FloatArray, z_mm: FloatArray, *, outside: float = np.nan
+) -> FloatArray:
+    """Trilinear interpolation of a dose grid at points; ``outside`` beyond the grid nodes.
+
+    Points within half a voxel outside the outermost nodes take the value of the nearest face
+    (the grid is taken to cover whole voxels). Axes may be non-uniform.
+    """
+    idx = []
+    frac = []
+    inside = np.ones(np.shape(x_mm), dtype=bool)
+    for axis, p in ((dose.z_mm, z_mm), (dose.y_mm, y_mm), (dose.x_mm, x_mm)):
+        i, f, ok = _axis_weights(axis, np.asarray(p, dtype=np.float64))
+        idx.append(i)
+        frac.append(f)
+        inside &= ok
+    iz, iy, ix = idx
+    fz, fy, fx = frac
+    d = dose.dose_gy
+    nz, ny, nx = d.shape
+    iz1 = np.minimum(iz + 1, nz - 1)
+    iy1 = np.minimum(iy + 1, ny - 1)
+    ix1 = np.minimum(ix + 1, nx - 1)
+    c00 = d[iz, iy, ix] * (1 - fx) + d[iz, iy, ix1] * fx
+    c01 = d[iz, iy1, ix] * (1 - fx) + d[iz, iy1, ix1] * fx
+    c10 = d[iz1, iy, ix] * (1 - fx) + d[iz1, iy, ix1] * fx
+    c11 = d[iz1, iy1, ix] * (1 - fx) + d[iz1, iy1, ix1] * fx
+    c0 = c00 * (1 - fy) + c01 * fy
+    c1 = c10 * (1 - fy) + c11 * fy
+    out = c0 * (1 - fz) + c1 * fz
+    return np.where(inside, out, outside)
+
+
+def _axis_weights(axis: FloatArray, p: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, npt.NDArray[np.bool_]]:
+    n = axis.size
+    if n == 1:
+        half = 0.5
+        ok = np.abs(p - axis[0]) <= half
+        return np.zeros(p.shape, dtype=np.intp), np.zeros(p.shape), ok
+    lo_half = (axis[1] - axis[0]) / 2
+    hi_half = (axis[-1] - axis[-2]) / 2
+    ok = (p >= axis[0] - lo_half - 1e-9) & (p <= axis[-1] + hi_half + 1e-9)
+    pc = np.clip(p, axis[0], axis[-1])
+    i = np.clip(np.searchsorted(axis, pc, side="right") - 1, 0, n - 2)
+    f = (pc - axis[i]) / (axis[i + 1] - axis[i])
+    return i.astype(np.intp), np.clip(f, 0.0, 1.0), ok
+
+
+def resample(dose: DoseGrid, *, onto: DoseGrid) -> FloatArray:
+    """Trilinearly resample ``dose`` onto the nodes of ``onto``; 0 Gy outside ``dose``."""
+    if (
+        dose.x_mm.shape == onto.x_mm.shape
+        and dose.y_mm.shape == onto.y_mm.shape
+        and dose.z_mm.shape == onto.z_mm.shape
+        and np.allclose(dose.x_mm, onto.x_mm, atol=1e-3)
+        and np.allclose(dose.y_mm, onto.y_mm, atol=1e-3)
+        and np.allclose(dose.z_mm, onto.z_mm, atol=1e-3)
+    ):
+        return dose.dose_gy
+    z, y, x = np.meshgrid(onto.z_mm, onto.y_mm, onto.x_mm, indexing="ij")
+    return interpolate_trilinear(dose, x, y, z, outside=0.0)
+
+
+def sum_doses(doses: list[DoseGrid], *, weights: list[float] | None = None) -> DoseGrid:
+    """Weighted sum of dose grids on the grid of the first one (others resampled trilinearly)."""
+    if not doses:
+        raise ValueError("no dose to sum")
+    w = weights or [1.0] * len(doses)
+    ref = doses[0]
+    total = np.zeros_like(ref.dose_gy)
+    for d, wi in zip(doses, w, strict=True):
+        total += wi * resample(d, onto=ref)
+    return DoseGrid(dose_gy=total, x_mm=ref.x_mm, y_mm=ref.y_mm, z_mm=ref.z_mm, info=ref.info)

@@ -1,0 +1,13 @@
+"""The reading layer: the only part of rtqa that imports pydicom.
+
+Each ``read_*`` function takes a path and returns a domain object of :mod:`rtqa.model`, or
+raises an :class:`~rtqa.errors.InputError` naming the file, the attribute and what was
+expected. Input files are opened read-only and never written to.
+"""
+
+from rtqa.io.dose import read_dose, read_dose_info
+from rtqa.io.header import read_header
+from rtqa.io.plan import read_plan
+from rtqa.io.structures import read_structure_set
+
+__all__ = ["read_dose", "read_dose_info", "read_header", "read_plan", "read_structure_set"]

@@ -1,0 +1,181 @@
+"""Read an RT Dose: its header (:class:`DoseInfo`) cheaply, its pixel data on demand."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from rtqa.dose import CanonicalGrid, compute_canonical_grid, relative_frame_offsets
+from rtqa.errors import DoseGridError, InputError, UnsupportedObjectError
+from rtqa.io.common import RT_DOSE, as_float, as_int, open_dataset, require, text, uid_list
+from rtqa.model import DoseGrid, DoseInfo, DoseSummationType, DoseType, Heterogeneity
+
+
+def read_dose_info(path: str | os.PathLike[str]) -> DoseInfo:
+    """Read everything about an RT Dose except its pixel data (which is never loaded).
+
+    Raises
+    ------
+    DoseGridError
+        RELATIVE dose units, a spatial transform, an oblique grid, bad frame offsets.
+    InputError
+        A required attribute missing or malformed; the message names it.
+    """
+    spath = os.fspath(path)
+    ds, _ = open_dataset(spath, stop_before_pixels=True)
+    return _info(ds, spath)
+
+
+def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
+    """Read an RT Dose into a canonical grid in Gy (``[z, y, x]``, axes increasing).
+
+    Raises
+    ------
+    DoseGridError, InputError
+        As :func:`read_dose_info`, and when the pixel data is truncated or undecodable.
+    """
+    spath = os.fspath(path)
+    ds, _ = open_dataset(spath)
+    info = _info(ds, spath)
+    scaling = as_float(require(ds, "DoseGridScaling", spath, "a positive scaling factor"), spath, "DoseGridScaling")
+    if scaling is None or scaling <= 0:
+        raise DoseGridError(spath, f"{scaling} must be positive", attribute="DoseGridScaling (3004,000E)")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise DoseGridError(
+            spath, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})", attribute="PixelData (7FE0,0010)"
+        ) from exc
+    frames = info.z_mm.size
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    pixels = np.asarray(pixels).reshape(frames, rows, cols)
+    grid = _grid(ds, spath, frames)
+    dose = grid.apply(pixels.astype(np.float64) * scaling)
+    return DoseGrid(dose_gy=dose, x_mm=info.x_mm, y_mm=info.y_mm, z_mm=info.z_mm, info=info)
+
+
+def _info(ds: Dataset, path: str) -> DoseInfo:
+    if text(ds, "SOPClassUID") != RT_DOSE and text(ds, "Modality").upper() != "RTDOSE":
+        raise UnsupportedObjectError(path, f"expected an RT Dose ({RT_DOSE})", attribute="SOPClassUID (0008,0016)")
+    units = text(ds, "DoseUnits").upper()
+    if units != "GY":
+        raise DoseGridError(
+            path,
+            f"is {units or 'absent'}; rtqa needs absolute dose in GY (RELATIVE dose cannot be graded)",
+            attribute="DoseUnits (3004,0002)",
+        )
+    transform = text(ds, "SpatialTransformOfDose", "NONE").upper()
+    if transform not in ("NONE", ""):
+        raise DoseGridError(
+            path,
+            f"is {transform}; rtqa reads only dose in the planning frame (NONE)",
+            attribute="SpatialTransformOfDose (3004,0005)",
+        )
+    summation_text = text(ds, "DoseSummationType").upper()
+    try:
+        summation = DoseSummationType(summation_text)
+    except ValueError:
+        raise InputError(
+            path, f"{summation_text or 'absent'} is not a defined term of PS3.3 C.8.8.3", attribute="DoseSummationType (3004,000A)"
+        ) from None
+    dose_type_text = text(ds, "DoseType").upper()
+    try:
+        dose_type = DoseType(dose_type_text)
+    except ValueError:
+        raise InputError(
+            path, f"{dose_type_text or 'absent'}; expected PHYSICAL, EFFECTIVE or ERROR", attribute="DoseType (3004,0004)"
+        ) from None
+
+    hetero_values = tuple(str(v).upper() for v in _multi(ds.get("TissueHeterogeneityCorrection")))
+    if not hetero_values:
+        hetero = Heterogeneity.UNKNOWN
+    elif set(hetero_values) == {"WATER"}:
+        hetero = Heterogeneity.OFF
+    else:
+        hetero = Heterogeneity.ON
+
+    plan_seq = ds.get("ReferencedRTPlanSequence") or []
+    fraction_group = None
+    beams: tuple[int, ...] = ()
+    if plan_seq:
+        fg_seq = plan_seq[0].get("ReferencedFractionGroupSequence") or []
+        if fg_seq:
+            fraction_group = as_int(fg_seq[0].get("ReferencedFractionGroupNumber"), path, "ReferencedFractionGroupNumber")
+            beams = tuple(
+                as_int(b.get("ReferencedBeamNumber"), path, "ReferencedBeamNumber") or 0
+                for b in fg_seq[0].get("ReferencedBeamSequence") or []
+            )
+    frames = as_int(ds.get("NumberOfFrames", 1), path, "NumberOfFrames") or 1
+    grid = _grid(ds, path, frames)
+    return DoseInfo(
+        path=path,
+        sop_instance_uid=text(ds, "SOPInstanceUID"),
+        patient_id=text(ds, "PatientID"),
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID") or None,
+        summation_type=summation,
+        dose_type=dose_type,
+        heterogeneity=hetero,
+        heterogeneity_values=hetero_values,
+        referenced_plan_uids=uid_list(plan_seq),
+        referenced_fraction_group=fraction_group,
+        referenced_beam_numbers=beams,
+        x_mm=grid.x_mm,
+        y_mm=grid.y_mm,
+        z_mm=grid.z_mm,
+        orientation=grid.orientation,
+        has_dvh_sequence=bool(ds.get("DVHSequence")),
+    )
+
+
+def _multi(value: object) -> list[object]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)  # type: ignore[call-overload]
+    return [value]
+
+
+def _floats(ds: Dataset, keyword: str, path: str, n: int, expected: str) -> tuple[float, ...]:
+    value = require(ds, keyword, path, expected)
+    values = _multi(value)
+    try:
+        out = tuple(float(v) for v in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(path, f"{value!r}; expected {expected}", attribute=_attr(keyword)) from None
+    if n and len(out) != n:
+        raise InputError(path, f"has {len(out)} values; expected {expected}", attribute=_attr(keyword))
+    return out
+
+
+def _attr(keyword: str) -> str:
+    from rtqa.io.common import attr_name
+
+    return attr_name(keyword)
+
+
+def _grid(ds: Dataset, path: str, frames: int) -> CanonicalGrid:
+    ipp = _floats(ds, "ImagePositionPatient", path, 3, "3 numbers (x, y, z of the first voxel)")
+    iop = _floats(ds, "ImageOrientationPatient", path, 6, "6 direction cosines")
+    spacing = _floats(ds, "PixelSpacing", path, 2, "2 numbers (row spacing, column spacing)")
+    rows = as_int(require(ds, "Rows", path, "the number of rows"), path, "Rows") or 0
+    cols = as_int(require(ds, "Columns", path, "the number of columns"), path, "Columns") or 0
+    if frames > 1 or ds.get("GridFrameOffsetVector") is not None:
+        offsets = np.asarray(
+            _floats(ds, "GridFrameOffsetVector", path, frames, f"{frames} offsets (one per frame)"), dtype=np.float64
+        )
+    else:
+        offsets = np.zeros(1)
+    try:
+        rel = relative_frame_offsets(offsets, position_z_mm=ipp[2], orientation=iop)
+        return compute_canonical_grid(
+            position_mm=(ipp[0], ipp[1], ipp[2]),
+            orientation=iop,
+            pixel_spacing_mm=(spacing[0], spacing[1]),
+            frame_offsets_mm=rel,
+            rows=rows,
+            columns=cols,
+        )
+    except DoseGridError as exc:
+        raise DoseGridError(path, str(exc), attribute=None) from exc

@@ -1,0 +1,135 @@
+"""Read an RT Plan into :class:`rtqa.model.Plan`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from rtqa.errors import InputError, UnsupportedObjectError
+from rtqa.io.common import RT_ION_PLAN, RT_PLAN, as_float, as_int, open_dataset, require, text, uid_list
+from rtqa.model import Beam, DoseReference, FractionGroup, Plan, ReferencedBeam
+
+
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read an RT Plan (photon or electron; RT Ion plans are refused by name).
+
+    Raises
+    ------
+    UnsupportedObjectError
+        The file is an RT Ion Plan, or not a plan at all.
+    InputError
+        A required attribute is missing or malformed; the message names it.
+    """
+    spath = os.fspath(path)
+    ds, _ = open_dataset(spath)
+    sop_class = text(ds, "SOPClassUID")
+    if sop_class == RT_ION_PLAN or text(ds, "Modality").upper() == "RTIONPLAN":
+        raise UnsupportedObjectError(
+            spath, "is an RT Ion Plan; rtqa checks photon plans (RT Plan) only", attribute="SOPClassUID (0008,0016)"
+        )
+    if sop_class != RT_PLAN and text(ds, "Modality").upper() != "RTPLAN":
+        raise UnsupportedObjectError(
+            spath, f"expected an RT Plan ({RT_PLAN}), found {sop_class or 'none'}", attribute="SOPClassUID (0008,0016)"
+        )
+    warnings: list[str] = []
+    fraction_groups = tuple(_fraction_group(fg, spath) for fg in ds.get("FractionGroupSequence") or [])
+    if not fraction_groups:
+        warnings.append("FractionGroupSequence (300A,0070) is absent: number of fractions unknown")
+    ref_plans = ds.get("ReferencedRTPlanSequence") or []
+    return Plan(
+        path=spath,
+        sop_instance_uid=str(require(ds, "SOPInstanceUID", spath, "a UID")),
+        patient_id=text(ds, "PatientID"),
+        patient_name=text(ds, "PatientName"),
+        label=text(ds, "RTPlanLabel"),
+        name=text(ds, "RTPlanName"),
+        date=_date(text(ds, "RTPlanDate")),
+        approval_status=text(ds, "ApprovalStatus", "UNKNOWN").upper(),
+        intent=text(ds, "PlanIntent").upper(),
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID") or None,
+        referenced_structure_set_uid=next(iter(uid_list(ds.get("ReferencedStructureSetSequence"))), None),
+        referenced_plan_uids=uid_list(ref_plans),
+        fraction_groups=fraction_groups,
+        dose_references=tuple(_dose_reference(d, spath) for d in ds.get("DoseReferenceSequence") or []),
+        beams=tuple(_beam(b, spath) for b in ds.get("BeamSequence") or []),
+        institution_name=text(ds, "InstitutionName"),
+        warnings=tuple(warnings),
+    )
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _fraction_group(fg: Dataset, path: str) -> FractionGroup:
+    beams = tuple(
+        ReferencedBeam(
+            beam_number=as_int(rb.get("ReferencedBeamNumber"), path, "ReferencedBeamNumber") or 0,
+            beam_dose_gy=as_float(rb.get("BeamDose"), path, "BeamDose"),
+            meterset_mu=as_float(rb.get("BeamMeterset"), path, "BeamMeterset"),
+        )
+        for rb in fg.get("ReferencedBeamSequence") or []
+    )
+    return FractionGroup(
+        number=as_int(fg.get("FractionGroupNumber"), path, "FractionGroupNumber") or 1,
+        # NumberOfFractionsPlanned is IS; some systems export "25.0" or " 25": as_int copes
+        fractions_planned=as_int(fg.get("NumberOfFractionsPlanned"), path, "NumberOfFractionsPlanned"),
+        beams=beams,
+    )
+
+
+def _dose_reference(d: Dataset, path: str) -> DoseReference:
+    return DoseReference(
+        number=as_int(d.get("DoseReferenceNumber"), path, "DoseReferenceNumber") or 0,
+        structure_type=text(d, "DoseReferenceStructureType").upper(),
+        reference_type=text(d, "DoseReferenceType").upper(),
+        description=text(d, "DoseReferenceDescription"),
+        referenced_roi_number=as_int(d.get("ReferencedROINumber"), path, "ReferencedROINumber"),
+        target_prescription_dose_gy=as_float(d.get("TargetPrescriptionDose"), path, "TargetPrescriptionDose"),
+    )
+
+
+def _beam(b: Dataset, path: str) -> Beam:
+    cps = b.get("ControlPointSequence") or []
+    energy = None
+    if cps:
+        energy = as_float(cps[0].get("NominalBeamEnergy"), path, "NominalBeamEnergy")
+    return Beam(
+        number=as_int(b.get("BeamNumber"), path, "BeamNumber") or 0,
+        name=text(b, "BeamName") or text(b, "BeamDescription"),
+        delivery_type=text(b, "TreatmentDeliveryType", "TREATMENT").upper(),
+        beam_type=text(b, "BeamType").upper(),
+        radiation_type=text(b, "RadiationType").upper(),
+        nominal_energy_mev=energy,
+        fluence_mode=_fluence_mode(b),
+        control_point_count=len(cps),
+        mlc_modulated=_mlc_modulated(cps),
+    )
+
+
+def _fluence_mode(b: Dataset) -> str:
+    seq = b.get("PrimaryFluenceModeSequence") or []
+    return text(seq[0], "FluenceMode", "STANDARD").upper() if seq else "STANDARD"
+
+
+def _mlc_modulated(control_points: list[Dataset]) -> bool:
+    """True when MLC leaf positions differ between control points (step-and-shoot or dynamic).
+
+    Control points carry only the devices that change (PS3.3 C.8.8.14.5), so a device missing
+    from a later control point keeps its earlier positions.
+    """
+    positions: list[np.ndarray] = []
+    for cp in control_points:
+        for dev in cp.get("BeamLimitingDevicePositionSequence") or []:
+            if "MLC" in text(dev, "RTBeamLimitingDeviceType").upper():
+                positions.append(np.asarray(dev.LeafJawPositions, dtype=float))
+    if len(positions) < 2:
+        return False
+    first = positions[0]
+    return any(p.shape != first.shape or not np.allclose(p, first, atol=0.01) for p in positions[1:])

@@ -1,0 +1,124 @@
+"""The prescription of a plan, from the sources DOMAIN.md section 3 ranks.
+
+In order of trust: the trial's stated prescription per target (clinical facts, supplied by
+the protocol layer); a TARGET dose reference with a TargetPrescriptionDose; the sum of the
+per-fraction BeamDose values times the number of fractions, which is a point dose and is
+labelled so. Sources that disagree by more than 2 % are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from rtqa.model import Plan
+
+DISAGREEMENT_LIMIT = 0.02
+
+
+class PrescriptionSource(str, Enum):
+    CLINICAL = "clinical"
+    DOSE_REFERENCE = "dose_reference"
+    BEAM_DOSES = "beam_doses"
+
+
+@dataclass(frozen=True)
+class TargetPrescription:
+    name: str  # ROI name, dose-reference description, or the target of the case-report form
+    total_gy: float
+    roi_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Prescription:
+    """The prescription used to grade a plan, and where it came from."""
+
+    total_gy: float | None
+    fractions: int | None
+    source: PrescriptionSource | None
+    targets: tuple[TargetPrescription, ...] = ()
+    candidates: tuple[tuple[PrescriptionSource, float], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def per_fraction_gy(self) -> float | None:
+        if self.total_gy is None or not self.fractions:
+            return None
+        return self.total_gy / self.fractions
+
+
+def derive_prescription(
+    plan: Plan,
+    *,
+    clinical_targets: tuple[TargetPrescription, ...] = (),
+    roi_names: dict[int, str] | None = None,
+) -> Prescription:
+    """Derive the prescription of one plan (first fraction group) with its source.
+
+    Parameters
+    ----------
+    plan
+        The RT Plan.
+    clinical_targets
+        Per-target prescriptions from the case-report form, if supplied; they take precedence.
+    roi_names
+        ROI number to name, to name dose references tied to an ROI.
+    """
+    names = roi_names or {}
+    warnings: list[str] = []
+    fractions = None
+    beam_total = None
+    if plan.fraction_groups:
+        fg = plan.fraction_groups[0]
+        if len(plan.fraction_groups) > 1:
+            warnings.append(
+                f"plan has {len(plan.fraction_groups)} fraction groups; the prescription is read from group {fg.number}"
+            )
+        fractions = fg.fractions_planned
+        beam_doses = [b.beam_dose_gy for b in fg.beams]
+        if fractions and beam_doses and all(d is not None for d in beam_doses):
+            beam_total = sum(d for d in beam_doses if d is not None) * fractions
+
+    ref_targets = tuple(
+        TargetPrescription(
+            name=names.get(d.referenced_roi_number or -1) or d.description or f"DoseReference {d.number}",
+            total_gy=float(d.target_prescription_dose_gy),
+            roi_number=d.referenced_roi_number,
+        )
+        for d in plan.dose_references
+        if d.reference_type == "TARGET" and d.target_prescription_dose_gy
+    )
+
+    candidates: list[tuple[PrescriptionSource, float]] = []
+    if clinical_targets:
+        candidates.append((PrescriptionSource.CLINICAL, max(t.total_gy for t in clinical_targets)))
+    if ref_targets:
+        candidates.append((PrescriptionSource.DOSE_REFERENCE, max(t.total_gy for t in ref_targets)))
+    if beam_total is not None and beam_total > 0:
+        candidates.append((PrescriptionSource.BEAM_DOSES, beam_total))
+
+    if not candidates:
+        return Prescription(
+            total_gy=None,
+            fractions=fractions,
+            source=None,
+            warnings=(*warnings, "no prescription found: no clinical prescription, TARGET dose reference or BeamDose"),
+        )
+    source, total = candidates[0]
+    targets = clinical_targets if source is PrescriptionSource.CLINICAL else ref_targets
+    if source is PrescriptionSource.BEAM_DOSES:
+        warnings.append("prescription taken from the sum of BeamDose values (a point dose, possibly a nominal split)")
+    for other, value in candidates[1:]:
+        if abs(value - total) > DISAGREEMENT_LIMIT * total:
+            warnings.append(
+                f"prescription sources disagree: {source.value} gives {total:.2f} Gy, "
+                f"{other.value} gives {value:.2f} Gy (more than {DISAGREEMENT_LIMIT:.0%} apart)"
+            )
+    return Prescription(
+        total_gy=total,
+        fractions=fractions,
+        source=source,
+        targets=targets,
+        candidates=tuple(candidates),
+        warnings=tuple(warnings),
+    )
