@@ -1,0 +1,253 @@
+"""Discovery: find every plan in any folder layout and group its files into plan sets.
+
+Only headers are read (no pixel data, no contours). Files are linked through referenced
+SOP Instance UIDs (dose -> plan -> structure set); when an anonymiser broke a reference, a
+link by PatientID + FrameOfReferenceUID is allowed if it is unambiguous, and flagged as
+inferred. Every problem is reported with the file and the reason; nothing here raises for
+bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from rtqa.errors import InputError
+from rtqa.io.common import NotDicomError
+from rtqa.io.header import read_header
+from rtqa.model import FileHeader, Modality
+
+# plan-to-plan relationships that make two plans one treatment course (a composite)
+_COURSE_RELATIONSHIPS = {"PREDECESSOR", "SUCCESSOR", "CONCURRENT", "PREDECESSOR_ALT", "SUCCESSOR_ALT", ""}
+
+
+@dataclass(frozen=True)
+class UnassignedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    """The files of one case: its plan(s), structure set and dose files.
+
+    ``plans`` has several entries for a composite (a sequential boost). A structure-set-only
+    case (no plan yet: eligibility before planning) has no plans and no doses.
+    """
+
+    patient_id: str
+    plans: tuple[FileHeader, ...]
+    structure_set: FileHeader | None
+    doses: tuple[FileHeader, ...]
+    inferred_links: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.plans:
+            return " + ".join(p.plan_label or p.sop_instance_uid for p in self.plans)
+        return "structure set only"
+
+    @property
+    def is_composite(self) -> bool:
+        return len(self.plans) > 1
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        ss = (self.structure_set.path,) if self.structure_set else ()
+        return tuple(p.path for p in self.plans) + ss + tuple(d.path for d in self.doses)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    plan_sets: tuple[PlanSet, ...]
+    unassigned: tuple[UnassignedFile, ...]
+    ignored: dict[str, int] = field(default_factory=dict)  # modality (or "not DICOM") -> count
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Every regular file under the given files and folders, sorted, without duplicates."""
+    found: set[str] = set()
+    for p in paths:
+        sp = os.fspath(p)
+        if os.path.isdir(sp):
+            for root, dirs, files in os.walk(sp):
+                dirs.sort()
+                found.update(os.path.join(root, f) for f in files)
+        elif os.path.isfile(sp):
+            found.add(sp)
+    return sorted(found)
+
+
+def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
+    """Read the header of every file under ``paths`` and group the RT files into plan sets."""
+    headers: list[FileHeader] = []
+    unassigned: list[UnassignedFile] = []
+    ignored: dict[str, int] = defaultdict(int)
+    for path in iter_files(paths):
+        try:
+            headers.append(read_header(path))
+        except NotDicomError:
+            ignored["not DICOM"] += 1
+        except InputError as exc:
+            unassigned.append(UnassignedFile(path, _strip_path(str(exc), path)))
+    result = group_headers(headers)
+    for h in headers:
+        if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
+            ignored[str(h.modality)] += 1
+    return Discovery(
+        plan_sets=result.plan_sets,
+        unassigned=tuple(sorted(unassigned + list(result.unassigned), key=lambda u: u.path)),
+        ignored=dict(sorted(ignored.items())),
+    )
+
+
+def _strip_path(message: str, path: str) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def group_headers(headers: Sequence[FileHeader]) -> Discovery:
+    """Group file headers into plan sets (pure: no file access)."""
+    unassigned: list[UnassignedFile] = []
+    by_uid: dict[str, FileHeader] = {}
+    for h in sorted(headers, key=lambda h: h.path):
+        if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
+            continue
+        if h.sop_instance_uid in by_uid:
+            unassigned.append(UnassignedFile(
+                h.path, f"duplicate SOPInstanceUID {h.sop_instance_uid} (also in {by_uid[h.sop_instance_uid].path}); "
+                "the first file is used"))
+            continue
+        if h.modality == Modality.RTIONPLAN:
+            unassigned.append(UnassignedFile(h.path, "RT Ion Plan: rtqa checks photon plans only"))
+            continue
+        by_uid[h.sop_instance_uid] = h
+
+    plans = {u: h for u, h in by_uid.items() if h.modality == Modality.RTPLAN}
+    structure_sets = {u: h for u, h in by_uid.items() if h.modality == Modality.RTSTRUCT}
+    doses = [h for h in by_uid.values() if h.modality == Modality.RTDOSE]
+
+    # 1. composites: plans of one course, linked by plan references or a MULTI_PLAN dose
+    parent = {u: u for u in plans}
+
+    def find(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    def join(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for u, h in plans.items():
+        for ref, rel in zip(h.referenced_plan_uids, h.referenced_plan_relationships or ("",) * len(h.referenced_plan_uids),
+                            strict=False):
+            if ref in plans and rel.upper() in _COURSE_RELATIONSHIPS and not _is_verification(h) \
+                    and not _is_verification(plans[ref]):
+                join(u, ref)
+    for d in doses:
+        if (d.dose_summation_type or "") == "MULTI_PLAN":
+            refs = [r for r in d.referenced_plan_uids if r in plans]
+            for a, b in zip(refs, refs[1:], strict=False):
+                join(a, b)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for u in sorted(plans):
+        groups[find(u)].append(u)
+
+    # 2. doses to groups
+    group_of = {u: find(u) for u in plans}
+    group_doses: dict[str, list[FileHeader]] = defaultdict(list)
+    inferred: dict[str, list[str]] = defaultdict(list)
+    for d in sorted(doses, key=lambda h: h.path):
+        targets = {group_of[r] for r in d.referenced_plan_uids if r in group_of}
+        if len(targets) == 1:
+            group_doses[targets.pop()].append(d)
+            continue
+        if len(targets) > 1:
+            unassigned.append(UnassignedFile(d.path, "dose references plans of different courses"))
+            continue
+        candidates = sorted({
+            group_of[u] for u, p in plans.items()
+            if p.patient_id == d.patient_id and d.frame_of_reference_uid
+            and p.frame_of_reference_uid == d.frame_of_reference_uid
+        })
+        missing = ", ".join(d.referenced_plan_uids) or "none"
+        if len(candidates) == 1:
+            group_doses[candidates[0]].append(d)
+            inferred[candidates[0]].append(
+                f"dose {os.path.basename(d.path)} linked to its plan by PatientID + FrameOfReferenceUID "
+                f"(its referenced plan {missing} is not in the input)")
+        elif candidates:
+            unassigned.append(UnassignedFile(
+                d.path, f"dose with no plan: referenced plan {missing} absent, and {len(candidates)} plans of patient "
+                f"{d.patient_id!r} share its frame of reference (ambiguous)"))
+        else:
+            unassigned.append(UnassignedFile(d.path, f"dose with no plan: referenced plan {missing} is not in the input"))
+
+    # 3. structure sets to groups
+    used_ss: set[str] = set()
+    plan_sets: list[PlanSet] = []
+    for root, members in groups.items():
+        heads = [plans[u] for u in members]
+        problems: list[str] = []
+        links = list(inferred.get(root, []))
+        ss_uids = {h.referenced_structure_set_uid for h in heads if h.referenced_structure_set_uid}
+        ss: FileHeader | None = None
+        present = [u for u in sorted(ss_uids) if u in structure_sets]
+        if len(ss_uids) > 1:
+            problems.append(f"the plans of this course reference {len(ss_uids)} different structure sets")
+        if present:
+            ss = structure_sets[present[0]]
+        else:
+            first = heads[0]
+            candidates = sorted(
+                (s for s in structure_sets.values()
+                 if s.patient_id == first.patient_id and first.frame_of_reference_uid
+                 and s.frame_of_reference_uid == first.frame_of_reference_uid),
+                key=lambda s: s.path,
+            )
+            wanted = ", ".join(sorted(ss_uids)) or "none"
+            if len(candidates) == 1:
+                ss = candidates[0]
+                links.append(f"structure set {os.path.basename(ss.path)} linked by PatientID + FrameOfReferenceUID "
+                             f"(the plan references {wanted})")
+            elif candidates:
+                problems.append(f"plan's structure set {wanted} is absent and {len(candidates)} structure sets of the "
+                                "patient share its frame of reference (ambiguous)")
+            else:
+                problems.append(f"plan {os.path.basename(first.path)} references structure set {wanted}, "
+                                "which is not in the input")
+        if ss is not None:
+            used_ss.add(ss.sop_instance_uid)
+        dose_list = sorted(group_doses.get(root, []), key=lambda h: h.path)
+        if not dose_list:
+            problems.append("no RT Dose file for this plan")
+        if ss is not None:
+            for d in dose_list:
+                if d.frame_of_reference_uid and ss.frame_of_reference_uid \
+                        and d.frame_of_reference_uid != ss.frame_of_reference_uid:
+                    problems.append(
+                        f"FrameOfReferenceUID of dose {os.path.basename(d.path)} ({d.frame_of_reference_uid}) differs "
+                        f"from the structure set's ({ss.frame_of_reference_uid})")
+        plan_sets.append(PlanSet(
+            patient_id=heads[0].patient_id,
+            plans=tuple(heads),
+            structure_set=ss,
+            doses=tuple(dose_list),
+            inferred_links=tuple(links),
+            problems=tuple(problems),
+        ))
+    for u, s in sorted(structure_sets.items(), key=lambda kv: kv[1].path):
+        if u not in used_ss:
+            plan_sets.append(PlanSet(patient_id=s.patient_id, plans=(), structure_set=s, doses=()))
+    plan_sets.sort(key=lambda p: (p.patient_id, p.label, p.files))
+    return Discovery(plan_sets=tuple(plan_sets), unassigned=tuple(unassigned))
+
+
+def _is_verification(h: FileHeader) -> bool:
+    return (h.plan_intent or "").upper() == "VERIFICATION"
