@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import maximum_filter, minimum_filter
 
 from rtqa.errors import GeometryError
 from rtqa.geometry import EndCap, SlabStack
@@ -173,17 +174,24 @@ def compute_dvh(
             if not (z_lo_cover <= zm <= z_hi_cover):
                 uncovered += float(vol.sum())
                 continue
-            plane, gz = _plane_at(dose, zm)
+            plane, gz, lower, upper = _plane_at(dose, zm)
             sub = plane[np.ix_(ic, jc)]
+            # the trilinear dose within a cell never leaves the range of its neighbouring nodes
+            cell_max = maximum_filter(upper, size=3, mode="nearest")[np.ix_(ic, jc)]
+            cell_min = minimum_filter(lower, size=3, mode="nearest")[np.ix_(ic, jc)]
             gy_, gx_ = np.gradient(sub, dy, dx) if sub.shape[0] > 1 and sub.shape[1] > 1 else _gradient_fallback(sub, dy, dx)
             gzs = gz[np.ix_(ic, jc)]
             d = sub[r_idx, c_idx] + gx_[r_idx, c_idx] * offx + gy_[r_idx, c_idx] * offy
             ext = np.sqrt(frac)
             w = np.sqrt((gx_[r_idx, c_idx] * dx * ext) ** 2 + (gy_[r_idx, c_idx] * dy * ext) ** 2
                         + (gzs[r_idx, c_idx] * t) ** 2)
+            lo_d = np.maximum(d - w / 2, cell_min[r_idx, c_idx])
+            hi_d = np.minimum(d + w / 2, cell_max[r_idx, c_idx])
+            lo_d = np.minimum(lo_d, d)
+            hi_d = np.maximum(hi_d, d)
             uncovered += float(vol[~inplane_ok].sum())
-            doses.append(d[inplane_ok])
-            widths.append(w[inplane_ok])
+            doses.append(((lo_d + hi_d) / 2)[inplane_ok])
+            widths.append((hi_d - lo_d)[inplane_ok])
             volumes.append(vol[inplane_ok])
 
     warnings: list[str] = []
@@ -221,11 +229,12 @@ def _gradient_fallback(a: FloatArray, dy: float, dx: float) -> tuple[FloatArray,
     return gy, gx
 
 
-def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray]:
-    """The dose plane at ``z_mm`` (linear between dose planes, clamped) and dD/dz there."""
+def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The dose plane at ``z_mm`` (linear between dose planes, clamped), dD/dz there, and the
+    node-wise minimum and maximum of the dose planes around it."""
     z = dose.z_mm
     if z.size == 1:
-        return dose.dose_gy[0], np.zeros_like(dose.dose_gy[0])
+        return dose.dose_gy[0], np.zeros_like(dose.dose_gy[0]), dose.dose_gy[0], dose.dose_gy[0]
     k = int(np.clip(np.searchsorted(z, z_mm, side="right") - 1, 0, z.size - 2))
     span = z[k + 1] - z[k]
     f = float(np.clip((z_mm - z[k]) / span, 0.0, 1.0))
@@ -233,7 +242,8 @@ def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray]:
     gz = (upper - lower) / span
     if z_mm < z[0] or z_mm > z[-1]:
         gz = np.zeros_like(lower)  # beyond the outermost plane the dose is held constant
-    return lower + f * (upper - lower), gz
+    near = dose.dose_gy[max(k - 1, 0): k + 3]  # a sub-slab may reach past its bracketing planes
+    return lower + f * (upper - lower), gz, near.min(axis=0), near.max(axis=0)
 
 
 def _pixel_coverage(

@@ -1,0 +1,121 @@
+"""Renderers of ``rtqa dvh`` results: text, JSON (the DVH contract of DESIGN.md) and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtqa.casedvh import StructureDVH
+
+CURVE_STEP_GY = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class DvhResult:
+    """One case: identity, facts to print, and its structures (or the error that stopped it)."""
+
+    patient_id: str
+    plan_uid: str | None
+    plan_label: str
+    facts: tuple[tuple[str, str], ...]
+    structures: tuple[StructureDVH, ...]
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def render_text(results: list[DvhResult]) -> str:
+    lines: list[str] = []
+    for res in results:
+        lines.append(f"Patient {res.patient_id} - plan {res.plan_label}")
+        lines.extend(f"  {k}: {v}" for k, v in res.facts)
+        if res.error:
+            lines.append(f"  NOT EVALUABLE: {res.error}")
+            lines.append("")
+            continue
+        header = f"  {'structure':<18}{'volume cc':>11}{'uncov cc':>10}{'min Gy':>9}{'mean Gy':>9}{'max Gy':>9}" \
+                 f"{'D98%':>8}{'D95%':>8}{'D2%':>8}{'D0.03cc':>9}"
+        lines.append(header)
+        for s in res.structures:
+            if s.dvh is None:
+                lines.append(f"  {s.name:<18}  missing: {s.problem}")
+                continue
+            d = s.d_gy()
+            cells = [s.dvh.volume_cc, s.dvh.uncovered_cc, s.dvh.min_gy, s.dvh.mean_gy, s.dvh.max_gy,
+                     d["D98%"], d["D95%"], d["D2%"], d["D0.03cc"]]
+            widths = (11, 10, 9, 9, 9, 8, 8, 8, 9)
+            text = "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, widths, strict=True))
+            flag = "  (small)" if s.dvh.is_small else ""
+            lines.append(f"  {s.name:<18}{text}{flag}")
+        for w in res.warnings:
+            lines.append(f"  warning: {w}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _structure_json(s: StructureDVH) -> dict[str, object]:
+    if s.dvh is None:
+        return {"roi": s.roi, "missing": s.problem}
+    dvh = s.dvh
+    top = dvh.max_gy or 0.0
+    grid = np.arange(0.0, top + CURVE_STEP_GY, CURVE_STEP_GY)
+    curve = np.interp(grid, dvh.dose_edges_gy, dvh.volume_ge_cc, left=dvh.covered_cc, right=0.0)
+    return {
+        "roi": s.roi,
+        "volume_cc": _r(dvh.volume_cc),
+        "uncovered_cc": _r(dvh.uncovered_cc),
+        "min_gy": _r(dvh.min_gy),
+        "mean_gy": _r(dvh.mean_gy),
+        "max_gy": _r(dvh.max_gy),
+        "d_gy": {k: _r(v) for k, v in s.d_gy().items()},
+        "end_cap": dvh.end_cap.value,
+        "small": dvh.is_small,
+        "curve": {"dose_gy": [_r(v) for v in grid], "volume_cc": [_r(v, 3) for v in curve]},
+        "warnings": list(dvh.warnings),
+    }
+
+
+def render_json(results: list[DvhResult]) -> str:
+    plans = []
+    for res in results:
+        plans.append({
+            "patient_id": res.patient_id,
+            "plan_uid": res.plan_uid,
+            "plan_label": res.plan_label,
+            "facts": dict(res.facts),
+            "error": res.error,
+            "warnings": list(res.warnings),
+            "structures": {s.name: _structure_json(s) for s in res.structures},
+        })
+    return json.dumps({"plans": plans}, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def render_csv(results: list[DvhResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["patient_id", "plan_uid", "structure", "roi", "volume_cc", "uncovered_cc", "min_gy", "mean_gy",
+                     "max_gy", "D98%_gy", "D95%_gy", "D50%_gy", "D2%_gy", "D2cc_gy", "D0.03cc_gy", "problem"])
+    for res in results:
+        if res.error:
+            writer.writerow([res.patient_id, res.plan_uid, "", "", "", "", "", "", "", "", "", "", "", "", "",
+                             res.error])
+        for s in res.structures:
+            if s.dvh is None:
+                writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "", *[""] * 11, s.problem])
+                continue
+            d = s.d_gy()
+            values = [s.dvh.volume_cc, s.dvh.uncovered_cc, s.dvh.min_gy, s.dvh.mean_gy, s.dvh.max_gy,
+                      d["D98%"], d["D95%"], d["D50%"], d["D2%"], d["D2cc"], d["D0.03cc"]]
+            writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "",
+                             *["" if v is None else f"{v:.2f}" for v in values], ""])
+    return buf.getvalue()
