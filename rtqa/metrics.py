@@ -42,8 +42,8 @@ class Metric:
     @property
     def is_relative(self) -> bool:
         """True when the metric needs a reference (prescription) dose."""
-        return self.output_unit == "%" and self.kind in ("D", "DC", "Mean", "Max", "Min") or self.value_unit == "%" \
-            and self.kind in ("V", "CV")
+        return (self.output_unit == "%" and self.kind in ("D", "DC", "Mean", "Max", "Min")) or (self.value_unit == "%" \
+            and self.kind in ("V", "CV"))
 
 
 def parse_metric(text: str) -> Metric:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -16,6 +18,22 @@ RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_ION_PLAN = "1.2.840.10008.5.1.4.1.1.481.8"
 RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet_pydicom(func: F) -> F:
+    """Silence pydicom's value-validation warnings (invalid UIDs and the like are common in
+    clinical exports); problems that matter to rtqa become errors or report warnings."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class NotDicomError(InputError):

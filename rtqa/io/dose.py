@@ -9,10 +9,20 @@ from pydicom.dataset import Dataset
 
 from rtqa.dose import CanonicalGrid, compute_canonical_grid, relative_frame_offsets
 from rtqa.errors import DoseGridError, InputError, UnsupportedObjectError
-from rtqa.io.common import RT_DOSE, as_float, as_int, open_dataset, require, text, uid_list
+from rtqa.io.common import (
+    RT_DOSE,
+    as_float,
+    as_int,
+    open_dataset,
+    quiet_pydicom,
+    require,
+    text,
+    uid_list,
+)
 from rtqa.model import DoseGrid, DoseInfo, DoseSummationType, DoseType, Heterogeneity
 
 
+@quiet_pydicom
 def read_dose_info(path: str | os.PathLike[str]) -> DoseInfo:
     """Read everything about an RT Dose except its pixel data (which is never loaded).
 
@@ -28,6 +38,7 @@ def read_dose_info(path: str | os.PathLike[str]) -> DoseInfo:
     return _info(ds, spath)
 
 
+@quiet_pydicom
 def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     """Read an RT Dose into a canonical grid in Gy (``[z, y, x]``, axes increasing).
 

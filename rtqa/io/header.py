@@ -14,6 +14,7 @@ from rtqa.io.common import (
     RT_STRUCT,
     as_int,
     open_dataset,
+    quiet_pydicom,
     text,
     uid_list,
 )
@@ -41,6 +42,7 @@ _HEADER_TAGS = [
 ]
 
 
+@quiet_pydicom
 def read_header(path: str | os.PathLike[str]) -> FileHeader:
     """Read what discovery needs from one file, without pixel data or contour data.
 

@@ -8,11 +8,22 @@ import os
 import numpy as np
 from pydicom.dataset import Dataset
 
-from rtqa.errors import InputError, UnsupportedObjectError
-from rtqa.io.common import RT_ION_PLAN, RT_PLAN, as_float, as_int, open_dataset, require, text, uid_list
+from rtqa.errors import UnsupportedObjectError
+from rtqa.io.common import (
+    RT_ION_PLAN,
+    RT_PLAN,
+    as_float,
+    as_int,
+    open_dataset,
+    quiet_pydicom,
+    require,
+    text,
+    uid_list,
+)
 from rtqa.model import Beam, DoseReference, FractionGroup, Plan, ReferencedBeam
 
 
+@quiet_pydicom
 def read_plan(path: str | os.PathLike[str]) -> Plan:
     """Read an RT Plan (photon or electron; RT Ion plans are refused by name).
 

@@ -15,13 +15,14 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from rtqa.errors import InputError, UnsupportedObjectError
-from rtqa.io.common import RT_STRUCT, as_int, open_dataset, text
+from rtqa.io.common import RT_STRUCT, as_int, open_dataset, quiet_pydicom, text
 from rtqa.model import ContourPlane, ContourType, FloatArray, Roi, StructureSet
 
 _CONTOUR_DATA = 0x30060050
 PLANE_TOLERANCE_MM = 0.05
 
 
+@quiet_pydicom
 def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
     """Read every ROI of an RT Structure Set, its closed contours grouped by axial plane.
 
@@ -132,6 +133,8 @@ def _roi(number: int, name: str, interpreted: str, item: Dataset | None, path: s
         if non_axial:
             warnings.append(f"{non_axial} non-axial contour(s) skipped: rtqa needs contours on axial planes")
     planes = _group(by_plane, xor_planes)
+    for kind, n in sorted(skipped.items()):
+        warnings.append(f"{n} {kind} contour(s) skipped: they enclose no volume")
     if not planes:
         warnings.append("has no closed contours (empty ROI)")
     return Roi(

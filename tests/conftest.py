@@ -1,0 +1,33 @@
+"""Shared fixtures: synthetic cases are generated once per test session into a temp folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures import cases
+
+
+@pytest.fixture(scope="session")
+def liver_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every liver variant and the sequential boost, generated once (truth beside each case)."""
+    out = tmp_path_factory.mktemp("liver")
+    for spec in cases.liver_variants():
+        cases.write_liver_case(str(out), spec)
+    cases.write_sequential_boost(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    cases.write_phantoms(str(out))
+    return out
+
+
+def case(tree: Path, name: str) -> str:
+    path = os.path.join(tree, name)
+    assert os.path.isdir(path), path
+    return path

@@ -1,0 +1,163 @@
+"""RT Dose geometry: orientations, frame offsets and refusals.
+
+Reference positions come from the DICOM formula itself (PS3.3 C.7.6.2.1.1 and C.8.8.3.2):
+P = IPP + column * dc * row_direction + row * dr * column_direction + offset * normal,
+with the dose files written by hand here, not by the fixture writer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from rtqa.dose import compute_canonical_grid, interpolate_trilinear, resample, sum_doses
+from rtqa.errors import DoseGridError, InputError
+from rtqa.io import read_dose, read_dose_info
+from rtqa.model import DoseGrid, DoseSummationType, Heterogeneity
+
+ORIENTATIONS = {
+    "HFS": (1, 0, 0, 0, 1, 0),
+    "HFP": (-1, 0, 0, 0, -1, 0),
+    "FFS": (-1, 0, 0, 0, 1, 0),
+    "FFP": (1, 0, 0, 0, -1, 0),
+    "HFDL": (0, -1, 0, 1, 0, 0),
+    "HFDR": (0, 1, 0, -1, 0, 0),
+    "FFDL": (0, 1, 0, 1, 0, 0),
+    "FFDR": (0, -1, 0, -1, 0, 0),
+}
+
+
+def write_raw_dose(path, *, iop, ipp=(-10.0, 20.0, 30.0), spacing=(2.0, 3.0), offsets=(0.0, 4.0, 8.0, 12.0),
+                   shape=(4, 5, 6), hot=(2, 3, 4), units="GY", extra=None):
+    """A dose of 1 Gy everywhere but 9 Gy at stored voxel hot=(frame, row, column)."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "RTDOSE"
+    ds.PatientID = "GEOM"
+    ds.FrameOfReferenceUID = "1.2.3.4"
+    ds.ImagePositionPatient = list(ipp)
+    ds.ImageOrientationPatient = list(iop)
+    ds.PixelSpacing = list(spacing)
+    ds.NumberOfFrames, ds.Rows, ds.Columns = shape
+    ds.GridFrameOffsetVector = list(offsets)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.DoseUnits = units
+    ds.DoseType = "PHYSICAL"
+    ds.DoseSummationType = "PLAN"
+    ds.DoseGridScaling = "0.001"
+    for k, v in (extra or {}).items():
+        setattr(ds, k, v)
+    pixels = np.full(shape, 1000, dtype=np.uint16)
+    pixels[hot] = 9000
+    ds.PixelData = pixels.tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def dicom_position(ipp, iop, spacing, offsets, hot):
+    row_dir, col_dir = np.array(iop[:3], float), np.array(iop[3:], float)
+    normal = np.cross(row_dir, col_dir)
+    f, r, c = hot
+    return np.array(ipp) + c * spacing[1] * row_dir + r * spacing[0] * col_dir + offsets[f] * normal
+
+
+@pytest.mark.parametrize("name", sorted(ORIENTATIONS))
+def test_each_orientation_places_the_hot_voxel_at_its_patient_coordinate(tmp_path, name):
+    iop = ORIENTATIONS[name]
+    path = write_raw_dose(tmp_path / "rd.dcm", iop=iop)
+    grid = read_dose(path)
+    expected = dicom_position((-10.0, 20.0, 30.0), iop, (2.0, 3.0), (0.0, 4.0, 8.0, 12.0), (2, 3, 4))
+    iz, iy, ix = np.unravel_index(np.argmax(grid.dose_gy), grid.dose_gy.shape)
+    assert grid.dose_gy.max() == pytest.approx(9.0)
+    np.testing.assert_allclose([grid.x_mm[ix], grid.y_mm[iy], grid.z_mm[iz]], expected, atol=1e-6)
+    for axis in (grid.x_mm, grid.y_mm, grid.z_mm):
+        assert np.all(np.diff(axis) > 0)
+
+
+def test_feet_first_planes_run_along_minus_z(tmp_path):
+    info = read_dose_info(write_raw_dose(tmp_path / "rd.dcm", iop=ORIENTATIONS["FFS"]))
+    np.testing.assert_allclose(info.z_mm, [18.0, 22.0, 26.0, 30.0])
+
+
+def test_relative_and_absolute_frame_offsets_give_the_same_grid(tmp_path):
+    rel = read_dose(write_raw_dose(tmp_path / "rel.dcm", iop=ORIENTATIONS["HFS"], offsets=(0, 4, 8, 12)))
+    absolute = read_dose(write_raw_dose(tmp_path / "abs.dcm", iop=ORIENTATIONS["HFS"], offsets=(30, 34, 38, 42)))
+    np.testing.assert_allclose(rel.z_mm, absolute.z_mm)
+    np.testing.assert_allclose(rel.dose_gy, absolute.dose_gy)
+
+
+def test_decreasing_and_non_uniform_offsets(tmp_path):
+    dec = read_dose(write_raw_dose(tmp_path / "dec.dcm", iop=ORIENTATIONS["HFS"], offsets=(0, -3, -6, -12)))
+    np.testing.assert_allclose(dec.z_mm, [18.0, 24.0, 27.0, 30.0])
+    # stored frame 2 (offset -6) holds the hot voxel: z = 30 - 6 = 24
+    iz = np.unravel_index(np.argmax(dec.dose_gy), dec.dose_gy.shape)[0]
+    assert dec.z_mm[iz] == pytest.approx(24.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"iop": (0.9, 0.1, 0, 0, 1, 0)}, r"ImageOrientationPatient \(0020,0037\).*oblique"),
+        ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (5, 9, 13, 17)}, r"GridFrameOffsetVector \(3004,000C\).*neither 0"),
+        ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (0, 4, 4, 8)}, r"GridFrameOffsetVector.*strictly"),
+        ({"iop": (1, 0, 0, 0, 1, 0), "units": "RELATIVE"}, r"DoseUnits \(3004,0002\): is RELATIVE"),
+        ({"iop": (1, 0, 0, 0, 1, 0), "extra": {"SpatialTransformOfDose": "RIGID"}},
+         r"SpatialTransformOfDose \(3004,0005\): is RIGID"),
+        ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (0, 4, 8)}, r"GridFrameOffsetVector.*3 values; expected 4"),
+    ],
+)
+def test_bad_dose_grids_are_refused_naming_file_and_attribute(tmp_path, kwargs, match):
+    path = write_raw_dose(tmp_path / "bad.dcm", **kwargs)
+    with pytest.raises(InputError, match=match) as info:
+        read_dose(path)
+    assert str(path) in str(info.value)
+
+
+def test_heterogeneity_states(tmp_path):
+    iop = ORIENTATIONS["HFS"]
+    off = read_dose_info(write_raw_dose(tmp_path / "a.dcm", iop=iop, extra={"TissueHeterogeneityCorrection": "WATER"}))
+    on = read_dose_info(write_raw_dose(tmp_path / "b.dcm", iop=iop,
+                                       extra={"TissueHeterogeneityCorrection": ["IMAGE", "ROI_OVERRIDE"]}))
+    unknown = read_dose_info(write_raw_dose(tmp_path / "c.dcm", iop=iop))
+    assert (off.heterogeneity, on.heterogeneity, unknown.heterogeneity) == (
+        Heterogeneity.OFF, Heterogeneity.ON, Heterogeneity.UNKNOWN)
+    assert unknown.summation_type is DoseSummationType.PLAN
+
+
+def test_canonical_grid_refuses_parallel_directions():
+    with pytest.raises(DoseGridError, match="oblique|parallel"):
+        compute_canonical_grid(position_mm=(0, 0, 0), orientation=(1, 0, 0, 1, 0, 0), pixel_spacing_mm=(1, 1),
+                               frame_offsets_mm=np.zeros(1), rows=2, columns=2)
+
+
+def _linear_grid(x, y, z):
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    return DoseGrid(dose_gy=1.0 + 0.5 * xx - 0.25 * yy + 2.0 * zz, x_mm=x, y_mm=y, z_mm=z)
+
+
+def test_trilinear_interpolation_is_exact_for_a_linear_dose_and_nan_outside():
+    grid = _linear_grid(np.arange(0, 10.0, 2), np.arange(0, 9.0, 3), np.array([0.0, 1.0, 5.0]))
+    px, py, pz = np.array([1.3, 7.9, 100.0]), np.array([0.5, 5.5, 1.0]), np.array([0.4, 3.3, 1.0])
+    out = interpolate_trilinear(grid, px, py, pz)
+    np.testing.assert_allclose(out[:2], 1.0 + 0.5 * px[:2] - 0.25 * py[:2] + 2.0 * pz[:2])
+    assert np.isnan(out[2])
+
+
+def test_sum_resamples_other_grids_trilinearly():
+    a = _linear_grid(np.arange(0, 20.0, 2), np.arange(0, 20.0, 2), np.arange(0, 10.0, 2))
+    b = _linear_grid(np.arange(-1, 21.0, 3), np.arange(-1, 21.0, 3), np.arange(-1, 11.0, 3))
+    total = sum_doses([a, b])
+    np.testing.assert_allclose(total.dose_gy, 2 * a.dose_gy, atol=1e-9)
+    np.testing.assert_allclose(resample(a, onto=a), a.dose_gy)
