@@ -155,13 +155,14 @@ def compute_dvh(
     uncovered = 0.0
     total = 0.0
     for slab in structure.slabs:
-        area, cx, cy = _pixel_coverage(slab.rings, xc, yc, dx, dy, lines_per_row)
+        area, cx, cy, vx, vy = _pixel_coverage(slab.rings, xc, yc, dx, dy, lines_per_row)
         occupied = area > 0
         if not occupied.any():
             continue
         r_idx, c_idx = np.nonzero(occupied)
         a = area[r_idx, c_idx]
-        frac = a / (dx * dy)
+        var_x = vx[r_idx, c_idx]
+        var_y = vy[r_idx, c_idx]
         offx = cx[r_idx, c_idx] - xc[c_idx]
         offy = cy[r_idx, c_idx] - yc[r_idx]
         inplane_ok = in_x[c_idx] & in_y[r_idx]
@@ -182,8 +183,8 @@ def compute_dvh(
             gy_, gx_ = np.gradient(sub, dy, dx) if sub.shape[0] > 1 and sub.shape[1] > 1 else _gradient_fallback(sub, dy, dx)
             gzs = gz[np.ix_(ic, jc)]
             d = sub[r_idx, c_idx] + gx_[r_idx, c_idx] * offx + gy_[r_idx, c_idx] * offy
-            ext = np.sqrt(frac)
-            w = np.sqrt((gx_[r_idx, c_idx] * dx * ext) ** 2 + (gy_[r_idx, c_idx] * dy * ext) ** 2
+            # width of the uniform distribution with the variance of the dose over the sample
+            w = np.sqrt(12 * (gx_[r_idx, c_idx] ** 2 * var_x + gy_[r_idx, c_idx] ** 2 * var_y)
                         + (gzs[r_idx, c_idx] * t) ** 2)
             lo_d = np.maximum(d - w / 2, cell_min[r_idx, c_idx])
             hi_d = np.minimum(d + w / 2, cell_max[r_idx, c_idx])
@@ -248,12 +249,13 @@ def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray, Floa
 
 def _pixel_coverage(
     rings: tuple[FloatArray, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Occupied area and its centroid per pixel (rows ``yc``, columns ``xc``), by parity."""
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Occupied area, its centroid and its variance along x and y, per pixel (rows ``yc``,
+    columns ``xc``), with contours combined by parity."""
     nr, nc = yc.size, xc.size
     area = np.zeros((nr, nc))
     if not rings:
-        return area, area.copy(), area.copy()
+        return area, area.copy(), area.copy(), area.copy(), area.copy()
     pts0 = np.concatenate(rings)
     pts1 = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
     xa, ya, xb, yb = pts0[:, 0], pts0[:, 1], pts1[:, 0], pts1[:, 1]
@@ -267,7 +269,7 @@ def _pixel_coverage(
     last = np.minimum(last, nr * k - 1)
     count = np.maximum(last - first + 1, 0)
     if count.sum() == 0:
-        return area, area.copy(), area.copy()
+        return area, area.copy(), area.copy(), area.copy(), area.copy()
     edge = np.repeat(np.arange(xa.size), count)
     starts = np.repeat(np.cumsum(count) - count, count)
     line = first[edge] + (np.arange(edge.size) - starts)
@@ -291,46 +293,40 @@ def _pixel_coverage(
     ia = np.clip(np.floor(fa).astype(np.int64), 0, nc - 1)
     ib = np.clip(np.floor(fb).astype(np.int64), 0, nc - 1)
     same = ia == ib
-    length = np.zeros((nr, nc))
-    mom_x = np.zeros((nr, nc))
-    mom_y = np.zeros((nr, nc))
     size = nr * nc
+    sums = np.zeros((5, size))  # length, x, x^2, y, y^2 moments per pixel
 
-    def add(idx: npt.NDArray[np.int64], ln: FloatArray, mx: FloatArray, my: FloatArray) -> None:
-        length.flat[:] += np.bincount(idx, ln, minlength=size)
-        mom_x.flat[:] += np.bincount(idx, mx, minlength=size)
-        mom_y.flat[:] += np.bincount(idx, my, minlength=size)
+    def add(idx: npt.NDArray[np.int64], lo: FloatArray, hi: FloatArray, yv: FloatArray) -> None:
+        ln = hi - lo
+        for n, w in enumerate((ln, (hi**2 - lo**2) / 2, (hi**3 - lo**3) / 3, ln * yv, ln * yv**2)):
+            sums[n] += np.bincount(idx, w, minlength=size)
 
     # intervals inside one pixel
     s = same
-    ln = b[s] - a[s]
-    add(row[s] * nc + ia[s], ln, ln * (a[s] + b[s]) / 2, ln * ylin[s])
+    add(row[s] * nc + ia[s], a[s], b[s], ylin[s])
     # partial first and last pixels of longer intervals
     s = ~same
-    right_edge = xleft + (ia[s] + 1) * dx
-    ln = right_edge - a[s]
-    add(row[s] * nc + ia[s], ln, ln * (a[s] + right_edge) / 2, ln * ylin[s])
-    left_edge = xleft + ib[s] * dx
-    ln = b[s] - left_edge
-    add(row[s] * nc + ib[s], ln, ln * (b[s] + left_edge) / 2, ln * ylin[s])
-    # whole pixels in between, by a difference array along each row
-    full = np.zeros((nr, nc + 1))
-    full_y = np.zeros((nr, nc + 1))
-    np.add.at(full, (row[s], ia[s] + 1), 1.0)
-    np.add.at(full, (row[s], ib[s]), -1.0)
-    np.add.at(full_y, (row[s], ia[s] + 1), ylin[s])
-    np.add.at(full_y, (row[s], ib[s]), -ylin[s])
-    n_full = np.cumsum(full, axis=1)[:, :nc]
-    y_full = np.cumsum(full_y, axis=1)[:, :nc]
-    length += n_full * dx
-    mom_x += n_full * dx * xc[None, :]
-    mom_y += y_full * dx
+    add(row[s] * nc + ia[s], a[s], xleft + (ia[s] + 1) * dx, ylin[s])
+    add(row[s] * nc + ib[s], xleft + ib[s] * dx, b[s], ylin[s])
+    # whole pixels in between, by difference arrays along each row
+    full = np.zeros((3, nr, nc + 1))
+    for n, w in enumerate((np.ones_like(ylin[s]), ylin[s], ylin[s] ** 2)):
+        np.add.at(full[n], (row[s], ia[s] + 1), w)
+        np.add.at(full[n], (row[s], ib[s]), -w)
+    n_full, y_full, yy_full = (np.cumsum(f, axis=1)[:, :nc] for f in full)
+    length = sums[0].reshape(nr, nc) + n_full * dx
+    mom_x = sums[1].reshape(nr, nc) + n_full * dx * xc[None, :]
+    mom_xx = sums[2].reshape(nr, nc) + n_full * dx * (xc[None, :] ** 2 + dx * dx / 12)
+    mom_y = sums[3].reshape(nr, nc) + y_full * dx
+    mom_yy = sums[4].reshape(nr, nc) + yy_full * dx
     area = length * h
     with np.errstate(invalid="ignore", divide="ignore"):
         cx = np.where(length > 0, mom_x / length, xc[None, :])
         cy = np.where(length > 0, mom_y / length, yc[:, None])
+        var_x = np.where(length > 0, np.maximum(mom_xx / length - cx**2, 0.0), 0.0)
+        var_y = np.where(length > 0, np.maximum(mom_yy / length - cy**2, 0.0) + h * h / 12, 0.0)
     area[area < 1e-9] = 0.0
-    return area, cx, cy
+    return area, cx, cy, var_x, var_y
 
 
 def cumulative_histogram(

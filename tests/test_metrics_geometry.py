@@ -1,0 +1,121 @@
+"""Metric syntax and evaluation, derived structures and parity, on hand-built geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtqa.dvh import compute_dvh
+from rtqa.errors import GeometryError, MetricSyntaxError, MissingStructureError
+from rtqa.geometry import combine, evaluate_expression, roi_stack
+from rtqa.metrics import MetricError, evaluate_metric, parse_metric
+from rtqa.model import ContourPlane, DoseGrid, Roi
+
+PLANES = np.arange(0.0, 31.0, 2.0)  # 16 planes, 2 mm apart
+
+
+def square(half: float, cx: float = 0.0, cy: float = 0.0) -> np.ndarray:
+    return np.array([[cx - half, cy - half], [cx + half, cy - half], [cx + half, cy + half], [cx - half, cy + half]])
+
+
+def box_roi(name: str, rings: list[np.ndarray], zs=PLANES[1:-1]) -> Roi:
+    return Roi(number=1, name=name, interpreted_type="", color=None,
+               planes=tuple(ContourPlane(float(z), tuple(rings)) for z in zs))
+
+
+def uniform_grid(value: float = 50.0) -> DoseGrid:
+    x = np.arange(-40.0, 41.0, 2.5)
+    z = np.arange(-5.0, 36.0, 2.5)
+    return DoseGrid(np.full((z.size, x.size, x.size), value), x, x.copy(), z)
+
+
+def xgrad_grid() -> DoseGrid:
+    x = np.arange(-40.0, 41.0, 2.5)
+    z = np.arange(-5.0, 36.0, 2.5)
+    zz, yy, xx = np.meshgrid(z, x, x, indexing="ij")
+    return DoseGrid(50.0 + xx, x, x.copy(), z)  # 1 Gy/mm along x
+
+
+def test_parity_makes_a_hole_whatever_the_winding():
+    outer, inner = square(10), square(5)[::-1]  # inner wound the other way on purpose
+    ring = box_roi("Ring", [outer, inner])
+    stack = roi_stack(ring, PLANES)
+    # 14 planes x 2 mm x (400 - 100) mm2
+    assert stack.volume_cc == pytest.approx(14 * 2 * 300 / 1000)
+    dvh = compute_dvh(stack, uniform_grid())
+    assert dvh.volume_cc == pytest.approx(8.4, rel=1e-4)
+
+
+def test_derived_difference_and_union_are_exact():
+    big = roi_stack(box_roi("Liver", [square(10)]), PLANES)
+    small = roi_stack(box_roi("GTV", [square(4, cx=3)]), PLANES)
+    other = roi_stack(box_roi("GTV2", [square(3, cx=-6)], zs=PLANES[3:8]), PLANES)
+    stacks = {"Liver": big, "GTV": small, "GTV2": other}
+    normal = evaluate_expression("Liver - (GTV | GTV2)", stacks, name="Liver-GTV")
+    # other occupies 5 planes (slabs 2 mm): 5 x 2 x 36 mm3; small 14 x 2 x 64 mm3; union overlap 0 (x ranges)
+    expected = big.volume_cc - (14 * 2 * 64 + 5 * 2 * 36) / 1000
+    assert normal.volume_cc == pytest.approx(expected, rel=1e-9)
+    assert combine("&", big, small).volume_cc == pytest.approx(small.volume_cc, rel=1e-9)
+    dvh = compute_dvh(normal, uniform_grid())
+    assert dvh.volume_cc == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("expression", "match"), [
+    ("Liver - ", "ends too early"),
+    ("Liver - (GTV", "missing"),
+    ("Liver - Pancreas", "unknown structure 'Pancreas'"),
+])
+def test_bad_expressions_are_refused(expression, match):
+    stacks = {"Liver": roi_stack(box_roi("Liver", [square(10)]), PLANES),
+              "GTV": roi_stack(box_roi("GTV", [square(4)]), PLANES)}
+    with pytest.raises(GeometryError, match=match):
+        evaluate_expression(expression, stacks)
+
+
+def test_empty_and_tiny_rois_are_missing():
+    with pytest.raises(MissingStructureError, match="no closed contours"):
+        roi_stack(Roi(1, "Empty", "", None, ()), PLANES)
+    with pytest.raises(MissingStructureError, match="treated as missing"):
+        roi_stack(box_roi("Speck", [square(0.02)], zs=PLANES[2:3]), PLANES)
+
+
+def test_metrics_on_a_linear_gradient_match_closed_form():
+    # a 20 x 20 mm square prism in 50 + x Gy: dose uniform in [40, 60] over the volume
+    stack = roi_stack(box_roi("Box", [square(10)]), PLANES)
+    dvh = compute_dvh(stack, xgrad_grid())
+    v = stack.volume_cc  # 14 planes x 2 mm x 400 mm2 = 11.2 cc
+    assert evaluate_metric(dvh, "Volume[cc]") == pytest.approx(v, rel=1e-4)
+    assert evaluate_metric(dvh, "Mean[Gy]") == pytest.approx(50.0, abs=0.01)
+    assert evaluate_metric(dvh, "D95%[Gy]") == pytest.approx(41.0, abs=0.05)  # 40 + 0.05 x 20
+    assert evaluate_metric(dvh, "D95%[%]", reference_dose_gy=50.0) == pytest.approx(82.0, abs=0.1)
+    assert evaluate_metric(dvh, "D2cc[cGy]") == pytest.approx(100 * (60 - 20 * 2 / v), abs=5)
+    assert evaluate_metric(dvh, "V55Gy[%]") == pytest.approx(25.0, abs=0.1)
+    assert evaluate_metric(dvh, "V55Gy[cc]") == pytest.approx(v / 4, rel=0.005)
+    assert evaluate_metric(dvh, "V110%[%]", reference_dose_gy=50.0) == pytest.approx(25.0, abs=0.1)
+    assert evaluate_metric(dvh, "CV45Gy[cc]") == pytest.approx(v / 4, rel=0.005)
+    # DC<x>cc = highest dose of the coldest x cc = D at volume V - x
+    assert evaluate_metric(dvh, "DC2.8cc[Gy]") == pytest.approx(45.0, abs=0.05)
+    assert evaluate_metric(dvh, "Max[Gy]") == pytest.approx(60.0, abs=0.3)
+    assert evaluate_metric(dvh, "Min[Gy]") == pytest.approx(40.0, abs=0.3)
+    assert evaluate_metric(dvh, "D0.03cc[Gy]") == pytest.approx(60 - 20 * 0.03 / v, abs=0.1)
+
+
+def test_d0_03cc_is_null_for_structures_under_0_03cc():
+    stack = roi_stack(box_roi("Tiny", [square(1.0)], zs=PLANES[2:4]), PLANES)  # 2 x 2 mm x 4 mm = 0.016 cc
+    dvh = compute_dvh(stack, uniform_grid())
+    assert evaluate_metric(dvh, "D0.03cc[Gy]") is None
+    assert evaluate_metric(dvh, "D50%[Gy]") == pytest.approx(50.0, abs=0.011)
+
+
+@pytest.mark.parametrize("text", ["D95", "D95%", "d95%[Gy]", "D95 %[Gy]", "V20gy[%]", "Mean[gy]", "D120%[Gy]",
+                                  "DC700%[Gy]", "Volume[%]", "V20Gy[Gy]"])
+def test_malformed_metrics_raise_naming_the_text(text):
+    with pytest.raises(MetricSyntaxError, match="metric '"):
+        parse_metric(text)
+
+
+def test_relative_metric_without_reference_says_so():
+    stack = roi_stack(box_roi("Box", [square(10)]), PLANES)
+    dvh = compute_dvh(stack, uniform_grid())
+    with pytest.raises(MetricError, match=r"'D95%\[%\]' is relative to a reference dose"):
+        evaluate_metric(dvh, "D95%[%]")
