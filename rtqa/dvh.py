@@ -186,6 +186,7 @@ def compute_dvh(
             # width of the uniform distribution with the variance of the dose over the sample
             w = np.sqrt(12 * (gx_[r_idx, c_idx] ** 2 * var_x + gy_[r_idx, c_idx] ** 2 * var_y)
                         + (gzs[r_idx, c_idx] * t) ** 2)
+            d = np.clip(d, cell_min[r_idx, c_idx], cell_max[r_idx, c_idx])
             lo_d = np.maximum(d - w / 2, cell_min[r_idx, c_idx])
             hi_d = np.minimum(d + w / 2, cell_max[r_idx, c_idx])
             lo_d = np.minimum(lo_d, d)
