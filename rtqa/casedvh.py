@@ -62,7 +62,9 @@ def compute_case_dvhs(
         if name in stacks:
             out.append(StructureDVH(name, name, compute_dvh(stacks[name], dose)))
         else:
-            out.append(StructureDVH(name, None, None, problems.get(name, f"no ROI named {name!r} in the structure set")))
+            out.append(
+                StructureDVH(name, None, None, problems.get(name, f"no ROI named {name!r} in the structure set"))
+            )
     for name, expression in derived:
         try:
             stack = evaluate_expression(expression, stacks, name=name)

@@ -46,21 +46,44 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--structure", "structures", multiple=True, metavar="NAME", help="Only these ROIs (repeatable).")
-@click.option("--derived", multiple=True, callback=_derived, metavar="NAME=EXPR",
-              help="A derived structure, e.g. 'Liver-GTV=Liver - (GTVp | GTVv | GTVn)' (repeatable).")
-@click.option("--end-cap", type=click.Choice([e.value for e in EndCap]), default=EndCap.HALF_SLAB.value,
-              show_default=True, help="Slab convention at the first and last contour of each structure.")
+@click.option(
+    "--derived",
+    multiple=True,
+    callback=_derived,
+    metavar="NAME=EXPR",
+    help="A derived structure, e.g. 'Liver-GTV=Liver - (GTVp | GTVv | GTVn)' (repeatable).",
+)
+@click.option(
+    "--end-cap",
+    type=click.Choice([e.value for e in EndCap]),
+    default=EndCap.HALF_SLAB.value,
+    show_default=True,
+    help="Slab convention at the first and last contour of each structure.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
-def dvh(paths: tuple[str, ...], structures: tuple[str, ...], derived: list[tuple[str, str]], end_cap: str,
-        fmt: str, output: str | None, debug: bool) -> None:
+def dvh(
+    paths: tuple[str, ...],
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: str,
+    fmt: str,
+    output: str | None,
+    debug: bool,
+) -> None:
     """Dose-volume statistics of every structure of every plan found under PATHS."""
     _run(lambda: _dvh(paths, structures, derived, EndCap(end_cap), fmt, output), debug)
 
 
-def _dvh(paths: tuple[str, ...], structures: tuple[str, ...], derived: list[tuple[str, str]], end_cap: EndCap,
-         fmt: str, output: str | None) -> int:
+def _dvh(
+    paths: tuple[str, ...],
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: EndCap,
+    fmt: str,
+    output: str | None,
+) -> int:
     found = discover(paths)
     results = []
     not_evaluable = bool(found.unassigned)
@@ -84,8 +107,9 @@ def _dvh(paths: tuple[str, ...], structures: tuple[str, ...], derived: list[tupl
     return EXIT_NOT_EVALUABLE if not_evaluable else EXIT_OK
 
 
-def _case_dvh(plan_set: PlanSet, structures: tuple[str, ...], derived: list[tuple[str, str]],
-              end_cap: EndCap) -> DvhResult:
+def _case_dvh(
+    plan_set: PlanSet, structures: tuple[str, ...], derived: list[tuple[str, str]], end_cap: EndCap
+) -> DvhResult:
     plan_uid = plan_set.plans[0].sop_instance_uid
     label = plan_set.label
     if plan_set.problems:
@@ -98,8 +122,13 @@ def _case_dvh(plan_set: PlanSet, structures: tuple[str, ...], derived: list[tupl
             intent = " (VERIFICATION plan)" if plan.is_verification else ""
             if rx.total_gy is not None:
                 per = f"{rx.per_fraction_gy:.2f} Gy x {rx.fractions}" if rx.per_fraction_gy else "fractions unknown"
-                facts.append(("prescription", f"{plan.label}: {rx.total_gy:.2f} Gy ({per}) from "
-                              f"{rx.source.value if rx.source else '?'}{intent}"))
+                facts.append(
+                    (
+                        "prescription",
+                        f"{plan.label}: {rx.total_gy:.2f} Gy ({per}) from "
+                        f"{rx.source.value if rx.source else '?'}{intent}",
+                    )
+                )
         sx, sy, sz = case.dose.info.spacing_mm if case.dose.info else (0.0, 0.0, 0.0)
         facts.append(("dose grid", f"{sx:.2f} x {sy:.2f} x {sz:.2f} mm, max {case.dose.max_gy:.2f} Gy"))
         facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
@@ -121,8 +150,7 @@ def _run(action: Callable[[], int], debug: bool) -> Any:
     except Exception as exc:  # a bug: say so, and keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        click.echo(f"rtqa: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it",
-                   err=True)
+        click.echo(f"rtqa: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(code)
 

@@ -106,7 +106,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
 
 def _strip_path(message: str, path: str) -> str:
     prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def group_headers(headers: Sequence[FileHeader]) -> Discovery:
@@ -117,9 +117,13 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
             continue
         if h.sop_instance_uid in by_uid:
-            unassigned.append(UnassignedFile(
-                h.path, f"duplicate SOPInstanceUID {h.sop_instance_uid} (also in {by_uid[h.sop_instance_uid].path}); "
-                "the first file is used"))
+            unassigned.append(
+                UnassignedFile(
+                    h.path,
+                    f"duplicate SOPInstanceUID {h.sop_instance_uid} (also in {by_uid[h.sop_instance_uid].path}); "
+                    "the first file is used",
+                )
+            )
             continue
         if h.modality == Modality.RTIONPLAN:
             unassigned.append(UnassignedFile(h.path, "RT Ion Plan: rtqa checks photon plans only"))
@@ -145,10 +149,15 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
             parent[max(ra, rb)] = min(ra, rb)
 
     for u, h in plans.items():
-        for ref, rel in zip(h.referenced_plan_uids, h.referenced_plan_relationships or ("",) * len(h.referenced_plan_uids),
-                            strict=False):
-            if ref in plans and rel.upper() in _COURSE_RELATIONSHIPS and not _is_verification(h) \
-                    and not _is_verification(plans[ref]):
+        for ref, rel in zip(
+            h.referenced_plan_uids, h.referenced_plan_relationships or ("",) * len(h.referenced_plan_uids), strict=False
+        ):
+            if (
+                ref in plans
+                and rel.upper() in _COURSE_RELATIONSHIPS
+                and not _is_verification(h)
+                and not _is_verification(plans[ref])
+            ):
                 join(u, ref)
     for d in doses:
         if (d.dose_summation_type or "") == "MULTI_PLAN":
@@ -171,23 +180,34 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
         if len(targets) > 1:
             unassigned.append(UnassignedFile(d.path, "dose references plans of different courses"))
             continue
-        candidates = sorted({
-            group_of[u] for u, p in plans.items()
-            if p.patient_id == d.patient_id and d.frame_of_reference_uid
-            and p.frame_of_reference_uid == d.frame_of_reference_uid
-        })
+        candidates = sorted(
+            {
+                group_of[u]
+                for u, p in plans.items()
+                if p.patient_id == d.patient_id
+                and d.frame_of_reference_uid
+                and p.frame_of_reference_uid == d.frame_of_reference_uid
+            }
+        )
         missing = ", ".join(d.referenced_plan_uids) or "none"
         if len(candidates) == 1:
             group_doses[candidates[0]].append(d)
             inferred[candidates[0]].append(
                 f"dose {os.path.basename(d.path)} linked to its plan by PatientID + FrameOfReferenceUID "
-                f"(its referenced plan {missing} is not in the input)")
+                f"(its referenced plan {missing} is not in the input)"
+            )
         elif candidates:
-            unassigned.append(UnassignedFile(
-                d.path, f"dose with no plan: referenced plan {missing} absent, and {len(candidates)} plans of patient "
-                f"{d.patient_id!r} share its frame of reference (ambiguous)"))
+            unassigned.append(
+                UnassignedFile(
+                    d.path,
+                    f"dose with no plan: referenced plan {missing} absent, and {len(candidates)} plans of patient "
+                    f"{d.patient_id!r} share its frame of reference (ambiguous)",
+                )
+            )
         else:
-            unassigned.append(UnassignedFile(d.path, f"dose with no plan: referenced plan {missing} is not in the input"))
+            unassigned.append(
+                UnassignedFile(d.path, f"dose with no plan: referenced plan {missing} is not in the input")
+            )
 
     # 3. structure sets to groups
     used_ss: set[str] = set()
@@ -205,23 +225,32 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
             ss = structure_sets[present[0]]
         else:
             first = heads[0]
-            candidates = sorted(
-                (s for s in structure_sets.values()
-                 if s.patient_id == first.patient_id and first.frame_of_reference_uid
-                 and s.frame_of_reference_uid == first.frame_of_reference_uid),
-                key=lambda s: s.path,
+            ss_candidates = sorted(
+                (
+                    cand
+                    for cand in structure_sets.values()
+                    if cand.patient_id == first.patient_id
+                    and first.frame_of_reference_uid
+                    and cand.frame_of_reference_uid == first.frame_of_reference_uid
+                ),
+                key=lambda cand: cand.path,
             )
             wanted = ", ".join(sorted(ss_uids)) or "none"
-            if len(candidates) == 1:
-                ss = candidates[0]
-                links.append(f"structure set {os.path.basename(ss.path)} linked by PatientID + FrameOfReferenceUID "
-                             f"(the plan references {wanted})")
-            elif candidates:
-                problems.append(f"plan's structure set {wanted} is absent and {len(candidates)} structure sets of the "
-                                "patient share its frame of reference (ambiguous)")
+            if len(ss_candidates) == 1:
+                ss = ss_candidates[0]
+                links.append(
+                    f"structure set {os.path.basename(ss.path)} linked by PatientID + FrameOfReferenceUID "
+                    f"(the plan references {wanted})"
+                )
+            elif ss_candidates:
+                problems.append(
+                    f"plan's structure set {wanted} is absent and {len(ss_candidates)} structure sets of the "
+                    "patient share its frame of reference (ambiguous)"
+                )
             else:
-                problems.append(f"plan {os.path.basename(first.path)} references structure set {wanted}, "
-                                "which is not in the input")
+                problems.append(
+                    f"plan {os.path.basename(first.path)} references structure set {wanted}, which is not in the input"
+                )
         if ss is not None:
             used_ss.add(ss.sop_instance_uid)
         dose_list = sorted(group_doses.get(root, []), key=lambda h: h.path)
@@ -229,19 +258,25 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
             problems.append("no RT Dose file for this plan")
         if ss is not None:
             for d in dose_list:
-                if d.frame_of_reference_uid and ss.frame_of_reference_uid \
-                        and d.frame_of_reference_uid != ss.frame_of_reference_uid:
+                if (
+                    d.frame_of_reference_uid
+                    and ss.frame_of_reference_uid
+                    and d.frame_of_reference_uid != ss.frame_of_reference_uid
+                ):
                     problems.append(
                         f"FrameOfReferenceUID of dose {os.path.basename(d.path)} ({d.frame_of_reference_uid}) differs "
-                        f"from the structure set's ({ss.frame_of_reference_uid})")
-        plan_sets.append(PlanSet(
-            patient_id=heads[0].patient_id,
-            plans=tuple(heads),
-            structure_set=ss,
-            doses=tuple(dose_list),
-            inferred_links=tuple(links),
-            problems=tuple(problems),
-        ))
+                        f"from the structure set's ({ss.frame_of_reference_uid})"
+                    )
+        plan_sets.append(
+            PlanSet(
+                patient_id=heads[0].patient_id,
+                plans=tuple(heads),
+                structure_set=ss,
+                doses=tuple(dose_list),
+                inferred_links=tuple(links),
+                problems=tuple(problems),
+            )
+        )
     for u, s in sorted(structure_sets.items(), key=lambda kv: kv[1].path):
         if u not in used_ss:
             plan_sets.append(PlanSet(patient_id=s.patient_id, plans=(), structure_set=s, doses=()))

@@ -85,7 +85,9 @@ def compute_canonical_grid(
     """
     iop = np.asarray(orientation, dtype=np.float64)
     if iop.shape != (6,):
-        raise DoseGridError(None, f"expected 6 direction cosines, got {iop.size}", attribute="ImageOrientationPatient (0020,0037)")
+        raise DoseGridError(
+            None, f"expected 6 direction cosines, got {iop.size}", attribute="ImageOrientationPatient (0020,0037)"
+        )
     rounded = np.round(iop)
     if np.any(np.abs(iop - rounded) > 1e-4) or np.count_nonzero(rounded[:3]) != 1 or np.count_nonzero(rounded[3:]) != 1:
         raise DoseGridError(
@@ -98,7 +100,9 @@ def compute_canonical_grid(
     col_dir = rounded[3:]
     normal = np.cross(row_dir, col_dir)
     if not np.any(normal):
-        raise DoseGridError(None, "row and column directions are parallel", attribute="ImageOrientationPatient (0020,0037)")
+        raise DoseGridError(
+            None, "row and column directions are parallel", attribute="ImageOrientationPatient (0020,0037)"
+        )
     d_row, d_col = (float(v) for v in pixel_spacing_mm)
     if d_row <= 0 or d_col <= 0:
         raise DoseGridError(None, f"{pixel_spacing_mm} must be positive", attribute="PixelSpacing (0028,0030)")
@@ -106,7 +110,9 @@ def compute_canonical_grid(
     steps = np.diff(offsets)
     if offsets.size > 1 and not (np.all(steps > 0) or np.all(steps < 0)):
         raise DoseGridError(
-            None, "frame offsets must be strictly increasing or strictly decreasing", attribute="GridFrameOffsetVector (3004,000C)"
+            None,
+            "frame offsets must be strictly increasing or strictly decreasing",
+            attribute="GridFrameOffsetVector (3004,000C)",
         )
 
     ipp = np.asarray(position_mm, dtype=np.float64)
@@ -130,7 +136,7 @@ def compute_canonical_grid(
         canon.append(values[::-1].copy() if flip else values)
     key = (tuple(int(v) for v in row_dir), tuple(int(v) for v in col_dir))
     if key in _ORIENTATION_NAMES:
-        name = _ORIENTATION_NAMES[key]  # type: ignore[index]
+        name = _ORIENTATION_NAMES[key]
     elif normal[2] != 0:
         name = f"decubitus axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
     else:
@@ -158,7 +164,8 @@ def relative_frame_offsets(
         return offsets
     identity = np.allclose(np.asarray(orientation, dtype=float), [1, 0, 0, 0, 1, 0], atol=1e-4)
     if identity and abs(offsets[0] - position_z_mm) < 0.01:
-        return offsets - offsets[0]
+        relative: FloatArray = offsets - offsets[0]
+        return relative
     raise DoseGridError(
         None,
         f"first value {offsets[0]:g} is neither 0 (relative) nor the ImagePositionPatient z "
@@ -197,7 +204,8 @@ def interpolate_trilinear(
     c0 = c00 * (1 - fy) + c01 * fy
     c1 = c10 * (1 - fy) + c11 * fy
     out = c0 * (1 - fz) + c1 * fz
-    return np.where(inside, out, outside)
+    result: FloatArray = np.where(inside, out, outside)
+    return result
 
 
 def _axis_weights(axis: FloatArray, p: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, npt.NDArray[np.bool_]]:

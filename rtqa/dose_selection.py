@@ -43,8 +43,9 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
         raise DoseSelectionError("no plan to choose a dose for")
     if len(plans) > 1:
         uids = {p.sop_instance_uid for p in plans}
-        multi = [d for d in doses if d.summation_type is DoseSummationType.MULTI_PLAN
-                 and set(d.referenced_plan_uids) >= uids]
+        multi = [
+            d for d in doses if d.summation_type is DoseSummationType.MULTI_PLAN and set(d.referenced_plan_uids) >= uids
+        ]
         if len(multi) == 1:
             return DoseChoice(((multi[0], 1.0),), "MULTI_PLAN")
         if len(multi) > 1:
@@ -53,8 +54,12 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
         warnings: list[str] = []
         labels = []
         for plan in plans:
-            own = tuple(d for d in doses if plan.sop_instance_uid in d.referenced_plan_uids
-                        and d.summation_type is not DoseSummationType.MULTI_PLAN)
+            own = tuple(
+                d
+                for d in doses
+                if plan.sop_instance_uid in d.referenced_plan_uids
+                and d.summation_type is not DoseSummationType.MULTI_PLAN
+            )
             choice = choose_dose((plan,), own)
             parts.extend(choice.parts)
             warnings.extend(choice.warnings)
@@ -75,8 +80,11 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
         raise DoseSelectionError(_ambiguous("PLAN", plan_doses))
     if plan_doses:
         beams_ok = bool(beam_doses) and not _missing_beams(plan, beam_doses)
-        return DoseChoice(((plan_doses[0], 1.0),), plan_doses[0].summation_type.value,
-                          crosscheck=tuple(beam_doses) if beams_ok else ())
+        return DoseChoice(
+            ((plan_doses[0], 1.0),),
+            plan_doses[0].summation_type.value,
+            crosscheck=tuple(beam_doses) if beams_ok else (),
+        )
     if beam_doses:
         _require_complete(plan, beam_doses)
         return DoseChoice(tuple((d, 1.0) for d in beam_doses), f"BEAM sum ({len(beam_doses)} files)")
@@ -96,7 +104,9 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
             warnings=(f"dose is one session ({session_type.value}); multiplied by {fractions} fractions",),
         )
     found = ", ".join(sorted({d.summation_type.value for d in mine})) or "none"
-    raise DoseSelectionError(f"no usable dose for plan {plan.label or plan.sop_instance_uid}: dose types found: {found}")
+    raise DoseSelectionError(
+        f"no usable dose for plan {plan.label or plan.sop_instance_uid}: dose types found: {found}"
+    )
 
 
 def _ambiguous(kind: str, doses: list[DoseInfo]) -> str:
@@ -123,4 +133,5 @@ def _require_complete(plan: Plan, doses: list[DoseInfo]) -> None:
         have = sorted(set(numbers))
         raise DoseSelectionError(
             f"BEAM doses cover beams {have} but treatment beam(s) {sorted(missing)} of plan "
-            f"{plan.label or plan.sop_instance_uid} have no dose: the plan dose cannot be formed")
+            f"{plan.label or plan.sop_instance_uid} have no dose: the plan dose cannot be formed"
+        )

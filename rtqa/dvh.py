@@ -180,12 +180,15 @@ def compute_dvh(
             # the trilinear dose within a cell never leaves the range of its neighbouring nodes
             cell_max = maximum_filter(upper, size=3, mode="nearest")[np.ix_(ic, jc)]
             cell_min = minimum_filter(lower, size=3, mode="nearest")[np.ix_(ic, jc)]
-            gy_, gx_ = np.gradient(sub, dy, dx) if sub.shape[0] > 1 and sub.shape[1] > 1 else _gradient_fallback(sub, dy, dx)
+            gy_, gx_ = (
+                np.gradient(sub, dy, dx) if sub.shape[0] > 1 and sub.shape[1] > 1 else _gradient_fallback(sub, dy, dx)
+            )
             gzs = gz[np.ix_(ic, jc)]
             d = sub[r_idx, c_idx] + gx_[r_idx, c_idx] * offx + gy_[r_idx, c_idx] * offy
             # width of the uniform distribution with the variance of the dose over the sample
-            w = np.sqrt(12 * (gx_[r_idx, c_idx] ** 2 * var_x + gy_[r_idx, c_idx] ** 2 * var_y)
-                        + (gzs[r_idx, c_idx] * t) ** 2)
+            w = np.sqrt(
+                12 * (gx_[r_idx, c_idx] ** 2 * var_x + gy_[r_idx, c_idx] ** 2 * var_y) + (gzs[r_idx, c_idx] * t) ** 2
+            )
             d = np.clip(d, cell_min[r_idx, c_idx], cell_max[r_idx, c_idx])
             lo_d = np.maximum(d - w / 2, cell_min[r_idx, c_idx])
             hi_d = np.minimum(d + w / 2, cell_max[r_idx, c_idx])
@@ -199,12 +202,25 @@ def compute_dvh(
     warnings: list[str] = []
     volume_cc = total / 1000.0
     if volume_cc < SMALL_STRUCTURE_CC:
-        warnings.append(f"small structure ({volume_cc:.3f} cc < {SMALL_STRUCTURE_CC} cc): partial-volume effects dominate")
+        warnings.append(
+            f"small structure ({volume_cc:.3f} cc < {SMALL_STRUCTURE_CC} cc): partial-volume effects dominate"
+        )
     if uncovered > 0:
         warnings.append(f"{uncovered / 1000:.2f} cc of {structure.name} lies outside the dose grid")
     if not doses or sum(v.size for v in doses) == 0:
-        return DVH(structure.name, np.zeros(1), np.zeros(1), volume_cc, uncovered / 1000.0, None, None, None,
-                   structure.end_cap, bin_width_gy, tuple(warnings))
+        return DVH(
+            structure.name,
+            np.zeros(1),
+            np.zeros(1),
+            volume_cc,
+            uncovered / 1000.0,
+            None,
+            None,
+            None,
+            structure.end_cap,
+            bin_width_gy,
+            tuple(warnings),
+        )
     d = np.concatenate(doses)
     w = np.concatenate(widths)
     v = np.concatenate(volumes) / 1000.0
@@ -244,7 +260,7 @@ def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray, Floa
     gz = (upper - lower) / span
     if z_mm < z[0] or z_mm > z[-1]:
         gz = np.zeros_like(lower)  # beyond the outermost plane the dose is held constant
-    near = dose.dose_gy[max(k - 1, 0): k + 3]  # a sub-slab may reach past its bracketing planes
+    near = dose.dose_gy[max(k - 1, 0) : k + 3]  # a sub-slab may reach past its bracketing planes
     return lower + f * (upper - lower), gz, near.min(axis=0), near.max(axis=0)
 
 
@@ -337,10 +353,10 @@ def cumulative_histogram(
 
     Returns ``(edges, volume_ge)``, exact (for this sample model) at every edge.
     """
-    lo = np.maximum(dose_gy - width_gy / 2, 0.0)
-    hi = np.maximum(dose_gy + width_gy / 2, 0.0)
+    lo: FloatArray = np.maximum(dose_gy - width_gy / 2, 0.0)
+    hi: FloatArray = np.maximum(dose_gy + width_gy / 2, 0.0)
     n_edges = int(math.ceil(float(hi.max()) / bin_width_gy)) + 2
-    edges = np.arange(n_edges) * bin_width_gy
+    edges: FloatArray = np.arange(n_edges, dtype=np.float64) * bin_width_gy
     total = float(volume_cc.sum())
     steep = (hi - lo) < bin_width_gy * 1e-3
     below = np.zeros(n_edges)  # volume with dose < edge

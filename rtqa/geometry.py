@@ -69,8 +69,14 @@ class SlabStack:
     @property
     def bounds_mm(self) -> tuple[float, float, float, float, float, float]:
         pts = np.concatenate([r for s in self.slabs for r in s.rings])
-        return (float(pts[:, 0].min()), float(pts[:, 1].min()), self.slabs[0].z_lo_mm,
-                float(pts[:, 0].max()), float(pts[:, 1].max()), self.slabs[-1].z_hi_mm)
+        return (
+            float(pts[:, 0].min()),
+            float(pts[:, 1].min()),
+            self.slabs[0].z_lo_mm,
+            float(pts[:, 0].max()),
+            float(pts[:, 1].max()),
+            self.slabs[-1].z_hi_mm,
+        )
 
 
 def _rings_area(rings: tuple[FloatArray, ...]) -> float:
@@ -122,7 +128,8 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
             if typical is None:
                 raise MissingStructureError(
                     f"ROI {roi.name!r} lies on a single plane and the structure set has no other plane: "
-                    "its thickness is unknown")
+                    "its thickness is unknown"
+                )
             below, above = z - typical, z + typical
         lo = (z + below) / 2 if below is not None else z - (above - z) / 2  # type: ignore[operator]
         hi = (z + above) / 2 if above is not None else z + (z - below) / 2  # type: ignore[operator]
@@ -137,7 +144,8 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
     if not slabs or stack.volume_cc < MIN_VOLUME_CC:
         raise MissingStructureError(
             f"ROI {roi.name!r} encloses {stack.volume_cc if slabs else 0.0:.4f} cc (< {MIN_VOLUME_CC} cc): "
-            "treated as missing")
+            "treated as missing"
+        )
     return stack
 
 

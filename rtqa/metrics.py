@@ -42,8 +42,9 @@ class Metric:
     @property
     def is_relative(self) -> bool:
         """True when the metric needs a reference (prescription) dose."""
-        return (self.output_unit == "%" and self.kind in ("D", "DC", "Mean", "Max", "Min")) or (self.value_unit == "%" \
-            and self.kind in ("V", "CV"))
+        return (self.output_unit == "%" and self.kind in ("D", "DC", "Mean", "Max", "Min")) or (
+            self.value_unit == "%" and self.kind in ("V", "CV")
+        )
 
 
 def parse_metric(text: str) -> Metric:
@@ -73,7 +74,8 @@ def parse_metric(text: str) -> Metric:
         return Metric(text, kind, value, m.group(2), m.group(3))
     raise MetricSyntaxError(
         f"metric {text!r} is not TG-263 syntax; expected e.g. D95%[Gy], D0.03cc[Gy], V20Gy[%], V95%[%], "
-        "Mean[Gy], Max[Gy], Min[Gy], Volume[cc], DC700cc[Gy] or CV15Gy[cc] (no spaces, case-sensitive units)")
+        "Mean[Gy], Max[Gy], Min[Gy], Volume[cc], DC700cc[Gy] or CV15Gy[cc] (no spaces, case-sensitive units)"
+    )
 
 
 def evaluate_metric(dvh: DVH, metric: Metric | str, *, reference_dose_gy: float | None = None) -> float | None:

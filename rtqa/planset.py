@@ -50,20 +50,32 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
         choice = choose_dose(plans, infos)
         warnings.extend(choice.warnings)
         grids = [read_dose(info.path) for info, _ in choice.parts]
-        dose = grids[0] if len(grids) == 1 and choice.parts[0][1] == 1.0 else \
-            sum_doses(grids, weights=[w for _, w in choice.parts])
+        dose = (
+            grids[0]
+            if len(grids) == 1 and choice.parts[0][1] == 1.0
+            else sum_doses(grids, weights=[w for _, w in choice.parts])
+        )
         if choice.crosscheck:
             beam_sum = sum_doses([read_dose(i.path) for i in choice.crosscheck])
             diff = _relative_difference(dose, beam_sum)
             if diff > BEAM_CROSSCHECK_LIMIT:
-                warnings.append(f"the sum of the BEAM doses differs from the PLAN dose by {diff:.1%} of its maximum "
-                                f"(more than {BEAM_CROSSCHECK_LIMIT:.0%}); the PLAN dose is used")
-        if structure_set is not None and dose.info is not None and structure_set.frame_of_reference_uid \
-                and dose.info.frame_of_reference_uid \
-                and structure_set.frame_of_reference_uid != dose.info.frame_of_reference_uid:
-            raise InputError(dose.info.path, f"{dose.info.frame_of_reference_uid} differs from the structure set's "
-                             f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
-                             attribute="FrameOfReferenceUID (0020,0052)")
+                warnings.append(
+                    f"the sum of the BEAM doses differs from the PLAN dose by {diff:.1%} of its maximum "
+                    f"(more than {BEAM_CROSSCHECK_LIMIT:.0%}); the PLAN dose is used"
+                )
+        if (
+            structure_set is not None
+            and dose.info is not None
+            and structure_set.frame_of_reference_uid
+            and dose.info.frame_of_reference_uid
+            and structure_set.frame_of_reference_uid != dose.info.frame_of_reference_uid
+        ):
+            raise InputError(
+                dose.info.path,
+                f"{dose.info.frame_of_reference_uid} differs from the structure set's "
+                f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
+                attribute="FrameOfReferenceUID (0020,0052)",
+            )
     return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings))
 
 

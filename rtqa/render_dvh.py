@@ -43,16 +43,27 @@ def render_text(results: list[DvhResult]) -> str:
             lines.append(f"  NOT EVALUABLE: {res.error}")
             lines.append("")
             continue
-        header = f"  {'structure':<18}{'volume cc':>11}{'uncov cc':>10}{'min Gy':>9}{'mean Gy':>9}{'max Gy':>9}" \
-                 f"{'D98%':>8}{'D95%':>8}{'D2%':>8}{'D0.03cc':>9}"
+        header = (
+            f"  {'structure':<18}{'volume cc':>11}{'uncov cc':>10}{'min Gy':>9}{'mean Gy':>9}{'max Gy':>9}"
+            f"{'D98%':>8}{'D95%':>8}{'D2%':>8}{'D0.03cc':>9}"
+        )
         lines.append(header)
         for s in res.structures:
             if s.dvh is None:
                 lines.append(f"  {s.name:<18}  missing: {s.problem}")
                 continue
             d = s.d_gy()
-            cells = [s.dvh.volume_cc, s.dvh.uncovered_cc, s.dvh.min_gy, s.dvh.mean_gy, s.dvh.max_gy,
-                     d["D98%"], d["D95%"], d["D2%"], d["D0.03cc"]]
+            cells = [
+                s.dvh.volume_cc,
+                s.dvh.uncovered_cc,
+                s.dvh.min_gy,
+                s.dvh.mean_gy,
+                s.dvh.max_gy,
+                d["D98%"],
+                d["D95%"],
+                d["D2%"],
+                d["D0.03cc"],
+            ]
             widths = (11, 10, 9, 9, 9, 8, 8, 8, 9)
             text = "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, widths, strict=True))
             flag = "  (small)" if s.dvh.is_small else ""
@@ -88,34 +99,74 @@ def _structure_json(s: StructureDVH) -> dict[str, object]:
 def render_json(results: list[DvhResult]) -> str:
     plans = []
     for res in results:
-        plans.append({
-            "patient_id": res.patient_id,
-            "plan_uid": res.plan_uid,
-            "plan_label": res.plan_label,
-            "facts": dict(res.facts),
-            "error": res.error,
-            "warnings": list(res.warnings),
-            "structures": {s.name: _structure_json(s) for s in res.structures},
-        })
+        plans.append(
+            {
+                "patient_id": res.patient_id,
+                "plan_uid": res.plan_uid,
+                "plan_label": res.plan_label,
+                "facts": dict(res.facts),
+                "error": res.error,
+                "warnings": list(res.warnings),
+                "structures": {s.name: _structure_json(s) for s in res.structures},
+            }
+        )
     return json.dumps({"plans": plans}, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def render_csv(results: list[DvhResult]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["patient_id", "plan_uid", "structure", "roi", "volume_cc", "uncovered_cc", "min_gy", "mean_gy",
-                     "max_gy", "D98%_gy", "D95%_gy", "D50%_gy", "D2%_gy", "D2cc_gy", "D0.03cc_gy", "problem"])
+    writer.writerow(
+        [
+            "patient_id",
+            "plan_uid",
+            "structure",
+            "roi",
+            "volume_cc",
+            "uncovered_cc",
+            "min_gy",
+            "mean_gy",
+            "max_gy",
+            "D98%_gy",
+            "D95%_gy",
+            "D50%_gy",
+            "D2%_gy",
+            "D2cc_gy",
+            "D0.03cc_gy",
+            "problem",
+        ]
+    )
     for res in results:
         if res.error:
-            writer.writerow([res.patient_id, res.plan_uid, "", "", "", "", "", "", "", "", "", "", "", "", "",
-                             res.error])
+            writer.writerow(
+                [res.patient_id, res.plan_uid, "", "", "", "", "", "", "", "", "", "", "", "", "", res.error]
+            )
         for s in res.structures:
             if s.dvh is None:
                 writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "", *[""] * 11, s.problem])
                 continue
             d = s.d_gy()
-            values = [s.dvh.volume_cc, s.dvh.uncovered_cc, s.dvh.min_gy, s.dvh.mean_gy, s.dvh.max_gy,
-                      d["D98%"], d["D95%"], d["D50%"], d["D2%"], d["D2cc"], d["D0.03cc"]]
-            writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "",
-                             *["" if v is None else f"{v:.2f}" for v in values], ""])
+            values = [
+                s.dvh.volume_cc,
+                s.dvh.uncovered_cc,
+                s.dvh.min_gy,
+                s.dvh.mean_gy,
+                s.dvh.max_gy,
+                d["D98%"],
+                d["D95%"],
+                d["D50%"],
+                d["D2%"],
+                d["D2cc"],
+                d["D0.03cc"],
+            ]
+            writer.writerow(
+                [
+                    res.patient_id,
+                    res.plan_uid,
+                    s.name,
+                    s.roi or "",
+                    *["" if v is None else f"{v:.2f}" for v in values],
+                    "",
+                ]
+            )
     return buf.getvalue()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -34,8 +34,9 @@ def test_dvh_text_on_the_clean_case(liver_tree):
 
 
 def test_dvh_json_follows_the_contract(liver_tree):
-    result = run("dvh", case(liver_tree, "liver_clean"), "--structure", "PTVp", "--structure", "Liver",
-                 "--format", "json")
+    result = run(
+        "dvh", case(liver_tree, "liver_clean"), "--structure", "PTVp", "--structure", "Liver", "--format", "json"
+    )
     assert result.exit_code == 0
     data = json.loads(result.output)
     (plan,) = data["plans"]

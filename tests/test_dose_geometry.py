@@ -29,8 +29,18 @@ ORIENTATIONS = {
 }
 
 
-def write_raw_dose(path, *, iop, ipp=(-10.0, 20.0, 30.0), spacing=(2.0, 3.0), offsets=(0.0, 4.0, 8.0, 12.0),
-                   shape=(4, 5, 6), hot=(2, 3, 4), units="GY", extra=None):
+def write_raw_dose(
+    path,
+    *,
+    iop,
+    ipp=(-10.0, 20.0, 30.0),
+    spacing=(2.0, 3.0),
+    offsets=(0.0, 4.0, 8.0, 12.0),
+    shape=(4, 5, 6),
+    hot=(2, 3, 4),
+    units="GY",
+    extra=None,
+):
     """A dose of 1 Gy everywhere but 9 Gy at stored voxel hot=(frame, row, column)."""
     ds = Dataset()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
@@ -113,8 +123,10 @@ def test_decreasing_and_non_uniform_offsets(tmp_path):
         ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (5, 9, 13, 17)}, r"GridFrameOffsetVector \(3004,000C\).*neither 0"),
         ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (0, 4, 4, 8)}, r"GridFrameOffsetVector.*strictly"),
         ({"iop": (1, 0, 0, 0, 1, 0), "units": "RELATIVE"}, r"DoseUnits \(3004,0002\): is RELATIVE"),
-        ({"iop": (1, 0, 0, 0, 1, 0), "extra": {"SpatialTransformOfDose": "RIGID"}},
-         r"SpatialTransformOfDose \(3004,0005\): is RIGID"),
+        (
+            {"iop": (1, 0, 0, 0, 1, 0), "extra": {"SpatialTransformOfDose": "RIGID"}},
+            r"SpatialTransformOfDose \(3004,0005\): is RIGID",
+        ),
         ({"iop": (1, 0, 0, 0, 1, 0), "offsets": (0, 4, 8)}, r"GridFrameOffsetVector.*3 values; expected 4"),
     ],
 )
@@ -128,18 +140,28 @@ def test_bad_dose_grids_are_refused_naming_file_and_attribute(tmp_path, kwargs, 
 def test_heterogeneity_states(tmp_path):
     iop = ORIENTATIONS["HFS"]
     off = read_dose_info(write_raw_dose(tmp_path / "a.dcm", iop=iop, extra={"TissueHeterogeneityCorrection": "WATER"}))
-    on = read_dose_info(write_raw_dose(tmp_path / "b.dcm", iop=iop,
-                                       extra={"TissueHeterogeneityCorrection": ["IMAGE", "ROI_OVERRIDE"]}))
+    on = read_dose_info(
+        write_raw_dose(tmp_path / "b.dcm", iop=iop, extra={"TissueHeterogeneityCorrection": ["IMAGE", "ROI_OVERRIDE"]})
+    )
     unknown = read_dose_info(write_raw_dose(tmp_path / "c.dcm", iop=iop))
     assert (off.heterogeneity, on.heterogeneity, unknown.heterogeneity) == (
-        Heterogeneity.OFF, Heterogeneity.ON, Heterogeneity.UNKNOWN)
+        Heterogeneity.OFF,
+        Heterogeneity.ON,
+        Heterogeneity.UNKNOWN,
+    )
     assert unknown.summation_type is DoseSummationType.PLAN
 
 
 def test_canonical_grid_refuses_parallel_directions():
     with pytest.raises(DoseGridError, match="oblique|parallel"):
-        compute_canonical_grid(position_mm=(0, 0, 0), orientation=(1, 0, 0, 1, 0, 0), pixel_spacing_mm=(1, 1),
-                               frame_offsets_mm=np.zeros(1), rows=2, columns=2)
+        compute_canonical_grid(
+            position_mm=(0, 0, 0),
+            orientation=(1, 0, 0, 1, 0, 0),
+            pixel_spacing_mm=(1, 1),
+            frame_offsets_mm=np.zeros(1),
+            rows=2,
+            columns=2,
+        )
 
 
 def _linear_grid(x, y, z):

@@ -17,8 +17,8 @@ Tolerances (issue 3):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
+from pathlib import Path
 
 import pytest
 
@@ -100,8 +100,21 @@ def test_end_cap_none_removes_half_a_slab_at_each_end(phantom_tree):
     assert half.volume_cc - none.volume_cc == pytest.approx(one_slab_cc, rel=1e-6)
 
 
-LIVER_KEYS = ("Liver", "GTVp", "GTVv", "GTVn", "PTVp", "PTVv", "PTVn", "SpinalCord", "Kidney_L", "Kidney_R",
-              "Duodenum", "Stomach", "Esophagus")
+LIVER_KEYS = (
+    "Liver",
+    "GTVp",
+    "GTVv",
+    "GTVn",
+    "PTVp",
+    "PTVv",
+    "PTVn",
+    "SpinalCord",
+    "Kidney_L",
+    "Kidney_R",
+    "Duodenum",
+    "Stomach",
+    "Esophagus",
+)
 
 
 @pytest.mark.parametrize("name", ["liver_clean", "liver_high_liver_mean"])
@@ -111,8 +124,10 @@ def test_liver_case_matches_generator_truth(liver_tree, name):
     rx = 50.0
     ss = read_structure_set(os.path.join(folder, "RS.dcm"))
     dose = read_dose(os.path.join(folder, "RD_PLAN.dcm"))
-    results = {s.name: s for s in compute_case_dvhs(
-        ss, dose, names=LIVER_KEYS, derived=[("Liver-GTV", "Liver - (GTVp | GTVv | GTVn)")])}
+    results = {
+        s.name: s
+        for s in compute_case_dvhs(ss, dose, names=LIVER_KEYS, derived=[("Liver-GTV", "Liver - (GTVp | GTVv | GTVn)")])
+    }
     normal = results["Liver-GTV"].dvh
     assert normal.volume_cc == pytest.approx(truth["Liver-GTV"]["volume_cc"], rel=0.005)
     assert normal.mean_gy == pytest.approx(truth["Liver-GTV"]["mean_gy"], rel=0.005)

@@ -19,8 +19,13 @@ def square(half: float, cx: float = 0.0, cy: float = 0.0) -> np.ndarray:
 
 
 def box_roi(name: str, rings: list[np.ndarray], zs=PLANES[1:-1]) -> Roi:
-    return Roi(number=1, name=name, interpreted_type="", color=None,
-               planes=tuple(ContourPlane(float(z), tuple(rings)) for z in zs))
+    return Roi(
+        number=1,
+        name=name,
+        interpreted_type="",
+        color=None,
+        planes=tuple(ContourPlane(float(z), tuple(rings)) for z in zs),
+    )
 
 
 def uniform_grid(value: float = 50.0) -> DoseGrid:
@@ -60,14 +65,19 @@ def test_derived_difference_and_union_are_exact():
     assert dvh.volume_cc == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.mark.parametrize(("expression", "match"), [
-    ("Liver - ", "ends too early"),
-    ("Liver - (GTV", "missing"),
-    ("Liver - Pancreas", "unknown structure 'Pancreas'"),
-])
+@pytest.mark.parametrize(
+    ("expression", "match"),
+    [
+        ("Liver - ", "ends too early"),
+        ("Liver - (GTV", "missing"),
+        ("Liver - Pancreas", "unknown structure 'Pancreas'"),
+    ],
+)
 def test_bad_expressions_are_refused(expression, match):
-    stacks = {"Liver": roi_stack(box_roi("Liver", [square(10)]), PLANES),
-              "GTV": roi_stack(box_roi("GTV", [square(4)]), PLANES)}
+    stacks = {
+        "Liver": roi_stack(box_roi("Liver", [square(10)]), PLANES),
+        "GTV": roi_stack(box_roi("GTV", [square(4)]), PLANES),
+    }
     with pytest.raises(GeometryError, match=match):
         evaluate_expression(expression, stacks)
 
@@ -107,8 +117,21 @@ def test_d0_03cc_is_null_for_structures_under_0_03cc():
     assert evaluate_metric(dvh, "D50%[Gy]") == pytest.approx(50.0, abs=0.011)
 
 
-@pytest.mark.parametrize("text", ["D95", "D95%", "d95%[Gy]", "D95 %[Gy]", "V20gy[%]", "Mean[gy]", "D120%[Gy]",
-                                  "DC700%[Gy]", "Volume[%]", "V20Gy[Gy]"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "D95",
+        "D95%",
+        "d95%[Gy]",
+        "D95 %[Gy]",
+        "V20gy[%]",
+        "Mean[gy]",
+        "D120%[Gy]",
+        "DC700%[Gy]",
+        "Volume[%]",
+        "V20Gy[Gy]",
+    ],
+)
 def test_malformed_metrics_raise_naming_the_text(text):
     with pytest.raises(MetricSyntaxError, match="metric '"):
         parse_metric(text)

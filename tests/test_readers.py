@@ -61,17 +61,35 @@ def _patient():
 
 def test_rt_ion_plan_is_refused_by_name(tmp_path):
     path = str(tmp_path / "ion.dcm")
-    write_plan(path, _patient(), sop_uid=uid("ion"), structure_set_uid=None, label="ION", fractions=5,
-               beams=[BeamSpec(1, "B1", 0.0, 2.0)], ion=True)
+    write_plan(
+        path,
+        _patient(),
+        sop_uid=uid("ion"),
+        structure_set_uid=None,
+        label="ION",
+        fractions=5,
+        beams=[BeamSpec(1, "B1", 0.0, 2.0)],
+        ion=True,
+    )
     with pytest.raises(UnsupportedObjectError, match=r"ion.dcm: SOPClassUID \(0008,0016\): is an RT Ion Plan"):
         read_plan(path)
 
 
 def test_fractions_stored_as_text_and_prescription_from_beam_doses(tmp_path):
     path = str(tmp_path / "rp.dcm")
-    write_plan(path, _patient(), sop_uid=uid("txt"), structure_set_uid=None, label="TXT", fractions="25.0",
-               beams=[BeamSpec(1, "A", 0.0, 1.2), BeamSpec(2, "B", 180.0, 0.8),
-                      BeamSpec(3, "SETUP", 0.0, None, delivery_type="SETUP", modulated=False)])
+    write_plan(
+        path,
+        _patient(),
+        sop_uid=uid("txt"),
+        structure_set_uid=None,
+        label="TXT",
+        fractions="25.0",
+        beams=[
+            BeamSpec(1, "A", 0.0, 1.2),
+            BeamSpec(2, "B", 180.0, 0.8),
+            BeamSpec(3, "SETUP", 0.0, None, delivery_type="SETUP", modulated=False),
+        ],
+    )
     plan = read_plan(path)
     assert plan.fraction_groups[0].fractions_planned == 25
     assert [b.is_treatment for b in plan.beams] == [True, True, False]
@@ -85,8 +103,15 @@ def test_fractions_stored_as_text_and_prescription_from_beam_doses(tmp_path):
 
 def test_malformed_fraction_count_names_the_attribute(tmp_path):
     path = str(tmp_path / "rp.dcm")
-    write_plan(path, _patient(), sop_uid=uid("bad"), structure_set_uid=None, label="BAD", fractions="25.5",
-               beams=[BeamSpec(1, "A", 0.0, 2.0)])
+    write_plan(
+        path,
+        _patient(),
+        sop_uid=uid("bad"),
+        structure_set_uid=None,
+        label="BAD",
+        fractions="25.5",
+        beams=[BeamSpec(1, "A", 0.0, 2.0)],
+    )
     with pytest.raises(InputError, match=r"rp.dcm: NumberOfFractionsPlanned.*not a whole number"):
         read_plan(path)
 
@@ -125,8 +150,9 @@ def test_contour_point_count_mismatch_is_reported(tmp_path):
     import pydicom
 
     path = str(tmp_path / "rs.dcm")
-    write_structure_set(path, _patient(), [RoiSpec(1, "Box", contours=[("CLOSED_PLANAR", _square(0.0))])],
-                        sop_uid=uid("rs2"))
+    write_structure_set(
+        path, _patient(), [RoiSpec(1, "Box", contours=[("CLOSED_PLANAR", _square(0.0))])], sop_uid=uid("rs2")
+    )
     ds = pydicom.dcmread(path)
     ds.ROIContourSequence[0].ContourSequence[0].NumberOfContourPoints = 7
     ds.save_as(path)
@@ -136,7 +162,12 @@ def test_contour_point_count_mismatch_is_reported(tmp_path):
 
 def test_non_ascii_names_are_decoded(tmp_path):
     path = str(tmp_path / "rs.dcm")
-    write_structure_set(path, _patient(), [RoiSpec(1, "肝脏", contours=[("CLOSED_PLANAR", _square(0.0))])],
-                        sop_uid=uid("gb"), charset="GB18030")
+    write_structure_set(
+        path,
+        _patient(),
+        [RoiSpec(1, "肝脏", contours=[("CLOSED_PLANAR", _square(0.0))])],
+        sop_uid=uid("gb"),
+        charset="GB18030",
+    )
     assert read_structure_set(path).rois[0].name == "肝脏"
     assert os.path.getsize(path) > 0

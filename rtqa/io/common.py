@@ -63,9 +63,7 @@ def open_dataset(
     spath = os.fspath(path)
     tags = list(specific_tags) if specific_tags is not None else None
     try:
-        ds = pydicom.dcmread(
-            spath, stop_before_pixels=stop_before_pixels, specific_tags=tags, defer_size="256 KB"
-        )
+        ds = pydicom.dcmread(spath, stop_before_pixels=stop_before_pixels, specific_tags=tags, defer_size="256 KB")
         return ds, False
     except InvalidDicomError:
         pass

@@ -89,14 +89,18 @@ def _info(ds: Dataset, path: str) -> DoseInfo:
         summation = DoseSummationType(summation_text)
     except ValueError:
         raise InputError(
-            path, f"{summation_text or 'absent'} is not a defined term of PS3.3 C.8.8.3", attribute="DoseSummationType (3004,000A)"
+            path,
+            f"{summation_text or 'absent'} is not a defined term of PS3.3 C.8.8.3",
+            attribute="DoseSummationType (3004,000A)",
         ) from None
     dose_type_text = text(ds, "DoseType").upper()
     try:
         dose_type = DoseType(dose_type_text)
     except ValueError:
         raise InputError(
-            path, f"{dose_type_text or 'absent'}; expected PHYSICAL, EFFECTIVE or ERROR", attribute="DoseType (3004,0004)"
+            path,
+            f"{dose_type_text or 'absent'}; expected PHYSICAL, EFFECTIVE or ERROR",
+            attribute="DoseType (3004,0004)",
         ) from None
 
     hetero_values = tuple(str(v).upper() for v in _multi(ds.get("TissueHeterogeneityCorrection")))
@@ -113,7 +117,9 @@ def _info(ds: Dataset, path: str) -> DoseInfo:
     if plan_seq:
         fg_seq = plan_seq[0].get("ReferencedFractionGroupSequence") or []
         if fg_seq:
-            fraction_group = as_int(fg_seq[0].get("ReferencedFractionGroupNumber"), path, "ReferencedFractionGroupNumber")
+            fraction_group = as_int(
+                fg_seq[0].get("ReferencedFractionGroupNumber"), path, "ReferencedFractionGroupNumber"
+            )
             beams = tuple(
                 as_int(b.get("ReferencedBeamNumber"), path, "ReferencedBeamNumber") or 0
                 for b in fg_seq[0].get("ReferencedBeamSequence") or []
@@ -144,7 +150,7 @@ def _multi(value: object) -> list[object]:
     if value is None or value == "":
         return []
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return list(value)  # type: ignore[call-overload]
+        return list(value)  # type: ignore[call-overload, no-any-return]
     return [value]
 
 
