@@ -9,6 +9,7 @@ bad input.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -162,7 +163,7 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
     for d in doses:
         if (d.dose_summation_type or "") == "MULTI_PLAN":
             refs = [r for r in d.referenced_plan_uids if r in plans]
-            for a, b in zip(refs, refs[1:], strict=False):
+            for a, b in itertools.pairwise(refs):
                 join(a, b)
     groups: dict[str, list[str]] = defaultdict(list)
     for u in sorted(plans):

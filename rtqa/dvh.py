@@ -355,7 +355,7 @@ def cumulative_histogram(
     """
     lo: FloatArray = np.maximum(dose_gy - width_gy / 2, 0.0)
     hi: FloatArray = np.maximum(dose_gy + width_gy / 2, 0.0)
-    n_edges = int(math.ceil(float(hi.max()) / bin_width_gy)) + 2
+    n_edges = math.ceil(float(hi.max()) / bin_width_gy) + 2
     edges: FloatArray = np.arange(n_edges, dtype=np.float64) * bin_width_gy
     total = float(volume_cc.sum())
     steep = (hi - lo) < bin_width_gy * 1e-3

@@ -13,6 +13,7 @@ their volumes are exact at the boundaries.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -184,7 +185,7 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
         return None
 
     slabs = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mid = (lo + hi) / 2
         ra, rb = region(a, 0, mid), region(b, 1, mid)
         if ra is None and rb is None:

@@ -70,7 +70,7 @@ def test_two_plan_doses_are_an_ambiguity(liver_tree, tmp_path):
     ds.save_as(folder / "RD_PLAN_COPY.dcm")
     plan = read_plan(folder / "RP.dcm")
     infos = (read_dose_info(folder / "RD_PLAN.dcm"), read_dose_info(folder / "RD_PLAN_COPY.dcm"))
-    with pytest.raises(DoseSelectionError, match="2 PLAN doses for one plan.*never sums"):
+    with pytest.raises(DoseSelectionError, match=r"2 PLAN doses for one plan.*never sums"):
         choose_dose((plan,), infos)
 
 

@@ -153,7 +153,7 @@ def test_heterogeneity_states(tmp_path):
 
 
 def test_canonical_grid_refuses_parallel_directions():
-    with pytest.raises(DoseGridError, match="oblique|parallel"):
+    with pytest.raises(DoseGridError, match=r"oblique|parallel"):
         compute_canonical_grid(
             position_mm=(0, 0, 0),
             orientation=(1, 0, 0, 1, 0, 0),

@@ -37,7 +37,7 @@ def uniform_grid(value: float = 50.0) -> DoseGrid:
 def xgrad_grid() -> DoseGrid:
     x = np.arange(-40.0, 41.0, 2.5)
     z = np.arange(-5.0, 36.0, 2.5)
-    zz, yy, xx = np.meshgrid(z, x, x, indexing="ij")
+    _zz, _yy, xx = np.meshgrid(z, x, x, indexing="ij")
     return DoseGrid(50.0 + xx, x, x.copy(), z)  # 1 Gy/mm along x
 
 
