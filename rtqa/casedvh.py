@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rtqa.dvh import DVH, compute_dvh
+from rtqa.dvh import DVH, compute_dvh, prepare_dose
 from rtqa.errors import RtqaError
 from rtqa.geometry import EndCap, SlabStack, evaluate_expression, roi_stack
 from rtqa.metrics import evaluate_metric
@@ -41,6 +41,7 @@ def compute_case_dvhs(
     instead of a DVH: it is reported as missing, never as zero dose.
     """
     planes = structure_set.plane_positions_mm
+    prepared = prepare_dose(dose)
     stacks: dict[str, SlabStack] = {}
     problems: dict[str, str] = {}
     for roi in structure_set.rois:
@@ -60,7 +61,7 @@ def compute_case_dvhs(
             continue
         seen.add(name)
         if name in stacks:
-            out.append(StructureDVH(name, name, compute_dvh(stacks[name], dose)))
+            out.append(StructureDVH(name, name, compute_dvh(stacks[name], dose, prepared=prepared)))
         else:
             out.append(
                 StructureDVH(name, None, None, problems.get(name, f"no ROI named {name!r} in the structure set"))
@@ -68,7 +69,7 @@ def compute_case_dvhs(
     for name, expression in derived:
         try:
             stack = evaluate_expression(expression, stacks, name=name)
-            out.append(StructureDVH(name, None, compute_dvh(stack, dose)))
+            out.append(StructureDVH(name, None, compute_dvh(stack, dose, prepared=prepared)))
         except RtqaError as exc:
             out.append(StructureDVH(name, None, None, str(exc)))
     return out

@@ -9,7 +9,7 @@ inside intervals, whose exact lengths and first moments are accumulated per pixe
 each pixel its occupied area and the centroid of the occupied part: exact along x, sampled
 finely along y, with no Python loop over pixels or points.
 
-Along z, each slab is cut into sub-slabs no thicker than half the dose grid's z spacing, so a
+Along z, each slab is cut into sub-slabs no thicker than the dose grid's z spacing, so a
 slab that straddles dose planes is sampled throughout (contour planes need not coincide with
 dose planes, and Min/Max are not capped at the outermost contour planes).
 
@@ -32,7 +32,7 @@ import numpy.typing as npt
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from rtqa.errors import GeometryError
-from rtqa.geometry import EndCap, SlabStack
+from rtqa.geometry import EndCap, Slab, SlabStack
 from rtqa.model import DoseGrid, FloatArray
 
 SMALL_STRUCTURE_CC = 0.5
@@ -93,10 +93,53 @@ class DVH:
         return float(self.dose_edges_gy[j] + frac * (self.dose_edges_gy[j + 1] - self.dose_edges_gy[j]))
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedDose:
+    """Arrays derived from a dose grid once and shared by every structure of a plan."""
+
+    dose: DoseGrid
+    dx: float
+    dy: float
+    grad_x: FloatArray  # dD/dx at the nodes
+    grad_y: FloatArray  # dD/dy at the nodes
+    grad_z: FloatArray  # slope between plane k and k+1
+    near_min: FloatArray  # lowest node value around each node (3 x 3 in-plane, 5 planes)
+    near_max: FloatArray
+
+
+def prepare_dose(dose: DoseGrid) -> PreparedDose:
+    """Gradients and neighbourhood bounds of a dose grid (see :func:`compute_dvh`).
+
+    Raises
+    ------
+    GeometryError
+        A grid with fewer than two rows or columns, or non-uniform x/y spacing.
+    """
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    if x.size < 2 or y.size < 2:
+        raise GeometryError("dose grid needs at least two columns and two rows")
+    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    if not (np.allclose(np.diff(x), dx, rtol=1e-4) and np.allclose(np.diff(y), dy, rtol=1e-4)):
+        raise GeometryError("dose grid spacing must be uniform in x and y")
+    d = dose.dose_gy
+    gz = np.diff(d, axis=0) / np.diff(z)[:, None, None] if z.size > 1 else np.zeros_like(d)
+    return PreparedDose(
+        dose=dose,
+        dx=dx,
+        dy=dy,
+        grad_x=np.gradient(d, dx, axis=2),
+        grad_y=np.gradient(d, dy, axis=1),
+        grad_z=gz,
+        near_min=minimum_filter(d, size=(5, 3, 3), mode="nearest"),
+        near_max=maximum_filter(d, size=(5, 3, 3), mode="nearest"),
+    )
+
+
 def compute_dvh(
     structure: SlabStack,
     dose: DoseGrid,
     *,
+    prepared: PreparedDose | None = None,
     bin_width_gy: float = DEFAULT_BIN_WIDTH_GY,
     line_spacing_mm: float | None = None,
     max_subslab_mm: float | None = None,
@@ -109,29 +152,32 @@ def compute_dvh(
         The slab stack (see :func:`rtqa.geometry.roi_stack`).
     dose
         The dose grid; x and y spacing must be uniform (they are in DICOM).
+    prepared
+        :func:`prepare_dose` of ``dose``, to share between the structures of a plan.
     bin_width_gy
         Width of the dose bins of the cumulative curve (0.01 Gy or finer).
     line_spacing_mm
         Distance between scan lines; by default a tenth of the pixel, and finer for
         small structures (at least 40 lines across).
     max_subslab_mm
-        Thickest sub-slab along z; by default half the dose grid's z spacing.
+        Thickest sub-slab along z; by default the dose grid's z spacing.
+
+    Raises
+    ------
+    GeometryError
+        An unusable dose grid, or contours whose crossings do not pair up.
     """
     if bin_width_gy <= 0 or bin_width_gy > 0.01:
         raise ValueError("bin_width_gy must be in (0, 0.01]")
+    pd = prepared if prepared is not None and prepared.dose is dose else prepare_dose(dose)
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
-    if x.size < 2 or y.size < 2:
-        raise GeometryError("dose grid needs at least two columns and two rows")
-    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
-    if not (np.allclose(np.diff(x), dx, rtol=1e-4) and np.allclose(np.diff(y), dy, rtol=1e-4)):
-        raise GeometryError("dose grid spacing must be uniform in x and y")
+    dx, dy = pd.dx, pd.dy
     x0, y0, _, x1, y1, _ = structure.bounds_mm
     if line_spacing_mm is None:
         line_spacing_mm = min(dy / 10, max(0.02, (y1 - y0) / 40))
-    lines_per_row = max(1, math.ceil(dy / line_spacing_mm))
+    k = max(1, math.ceil(dy / line_spacing_mm))
     if max_subslab_mm is None:
-        dz = float(np.min(np.diff(z))) if z.size > 1 else 2 * dx
-        max_subslab_mm = dz / 2
+        max_subslab_mm = float(np.min(np.diff(z))) if z.size > 1 else 2 * dx
 
     # the pixel lattice around the structure, extended beyond the grid where needed
     j0 = math.floor((x0 - x[0]) / dx + 0.5)
@@ -142,64 +188,37 @@ def compute_dvh(
     rows = np.arange(i0, i1 + 1)
     xc = x[0] + cols * dx
     yc = y[0] + rows * dy
-    in_x = (cols >= 0) & (cols < x.size)
-    in_y = (rows >= 0) & (rows < y.size)
-    jc = np.clip(cols, 0, x.size - 1)
-    ic = np.clip(rows, 0, y.size - 1)
+    slabs = structure.slabs
+    cov = _coverage(slabs, xc, yc, dx, dy, k)
+    s_idx, r_idx, c_idx = np.nonzero(cov.area > 0)
+    warnings: list[str] = []
+
+    # sub-slabs along z, all slabs at once
+    z_lo = np.array([sl.z_lo_mm for sl in slabs])
+    thick = np.array([sl.thickness_mm for sl in slabs])
+    n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
+    t_sub = thick / n_sub
+    reps = n_sub[s_idx]
+    cell = np.repeat(np.arange(s_idx.size), reps)
+    m = np.arange(cell.size) - np.repeat(np.cumsum(reps) - reps, reps)
+    sc = s_idx[cell]
+    zm = z_lo[sc] + (m + 0.5) * t_sub[sc]
+    t = t_sub[sc]
+    vol = cov.area[s_idx, r_idx, c_idx][cell] * t
+    total = float(vol.sum())
+
     z_lo_cover = z[0] - (z[1] - z[0]) / 2 if z.size > 1 else z[0] - dx
     z_hi_cover = z[-1] + (z[-1] - z[-2]) / 2 if z.size > 1 else z[-1] + dx
-
-    doses: list[FloatArray] = []
-    widths: list[FloatArray] = []
-    volumes: list[FloatArray] = []
-    uncovered = 0.0
-    total = 0.0
-    for slab in structure.slabs:
-        area, cx, cy, vx, vy = _pixel_coverage(slab.rings, xc, yc, dx, dy, lines_per_row)
-        occupied = area > 0
-        if not occupied.any():
-            continue
-        r_idx, c_idx = np.nonzero(occupied)
-        a = area[r_idx, c_idx]
-        var_x = vx[r_idx, c_idx]
-        var_y = vy[r_idx, c_idx]
-        offx = cx[r_idx, c_idx] - xc[c_idx]
-        offy = cy[r_idx, c_idx] - yc[r_idx]
-        inplane_ok = in_x[c_idx] & in_y[r_idx]
-        n_sub = max(1, math.ceil(slab.thickness_mm / max_subslab_mm - 1e-9))
-        t = slab.thickness_mm / n_sub
-        for m in range(n_sub):
-            zm = slab.z_lo_mm + (m + 0.5) * t
-            vol = a * t
-            total += float(vol.sum())
-            if not (z_lo_cover <= zm <= z_hi_cover):
-                uncovered += float(vol.sum())
-                continue
-            plane, gz, lower, upper = _plane_at(dose, zm)
-            sub = plane[np.ix_(ic, jc)]
-            # the trilinear dose within a cell never leaves the range of its neighbouring nodes
-            cell_max = maximum_filter(upper, size=3, mode="nearest")[np.ix_(ic, jc)]
-            cell_min = minimum_filter(lower, size=3, mode="nearest")[np.ix_(ic, jc)]
-            gy_, gx_ = (
-                np.gradient(sub, dy, dx) if sub.shape[0] > 1 and sub.shape[1] > 1 else _gradient_fallback(sub, dy, dx)
-            )
-            gzs = gz[np.ix_(ic, jc)]
-            d = sub[r_idx, c_idx] + gx_[r_idx, c_idx] * offx + gy_[r_idx, c_idx] * offy
-            # width of the uniform distribution with the variance of the dose over the sample
-            w = np.sqrt(
-                12 * (gx_[r_idx, c_idx] ** 2 * var_x + gy_[r_idx, c_idx] ** 2 * var_y) + (gzs[r_idx, c_idx] * t) ** 2
-            )
-            d = np.clip(d, cell_min[r_idx, c_idx], cell_max[r_idx, c_idx])
-            lo_d = np.maximum(d - w / 2, cell_min[r_idx, c_idx])
-            hi_d = np.minimum(d + w / 2, cell_max[r_idx, c_idx])
-            lo_d = np.minimum(lo_d, d)
-            hi_d = np.maximum(hi_d, d)
-            uncovered += float(vol[~inplane_ok].sum())
-            doses.append(((lo_d + hi_d) / 2)[inplane_ok])
-            widths.append((hi_d - lo_d)[inplane_ok])
-            volumes.append(vol[inplane_ok])
-
-    warnings: list[str] = []
+    r, c = r_idx[cell], c_idx[cell]
+    covered = (
+        (zm >= z_lo_cover)
+        & (zm <= z_hi_cover)
+        & (cols[c] >= 0)
+        & (cols[c] < x.size)
+        & (rows[r] >= 0)
+        & (rows[r] < y.size)
+    )
+    uncovered = float(vol[~covered].sum())
     volume_cc = total / 1000.0
     if volume_cc < SMALL_STRUCTURE_CC:
         warnings.append(
@@ -207,7 +226,7 @@ def compute_dvh(
         )
     if uncovered > 0:
         warnings.append(f"{uncovered / 1000:.2f} cc of {structure.name} lies outside the dose grid")
-    if not doses or sum(v.size for v in doses) == 0:
+    if not covered.any():
         return DVH(
             structure.name,
             np.zeros(1),
@@ -221,129 +240,144 @@ def compute_dvh(
             bin_width_gy,
             tuple(warnings),
         )
-    d = np.concatenate(doses)
-    w = np.concatenate(widths)
-    v = np.concatenate(volumes) / 1000.0
-    edges, v_ge = cumulative_histogram(d, w, v, bin_width_gy=bin_width_gy)
-    mean = float(np.sum(d * v) / np.sum(v))
+
+    sel = np.flatnonzero(covered)
+    cell, r, c, zm, t, vol = cell[sel], r[sel], c[sel], zm[sel], t[sel], vol[sel]
+    cells = (s_idx[cell], r_idx[cell], c_idx[cell])
+    iy, ix = rows[r], cols[c]
+    d = dose.dose_gy
+    if z.size > 1:
+        kz = np.clip(np.searchsorted(z, zm, side="right") - 1, 0, z.size - 2)
+        f = np.clip((zm - z[kz]) / (z[kz + 1] - z[kz]), 0.0, 1.0)
+        gz = np.where((zm >= z[0]) & (zm <= z[-1]), pd.grad_z[kz, iy, ix], 0.0)
+        k1 = kz + 1
+    else:
+        kz = k1 = np.zeros(zm.size, dtype=np.intp)
+        f = np.zeros(zm.size)
+        gz = np.zeros(zm.size)
+    ny, nx = y.size, x.size
+    flat0 = (kz * ny + iy) * nx + ix
+    flat1 = (k1 * ny + iy) * nx + ix
+    g = 1 - f
+
+    def at(arr: FloatArray) -> FloatArray:
+        flat = arr.reshape(-1)
+        return np.take(flat, flat0) * g + np.take(flat, flat1) * f
+
+    node, gx, gy = at(d), at(pd.grad_x), at(pd.grad_y)
+    dval = node + gx * (cov.cx[cells] - xc[c]) + gy * (cov.cy[cells] - yc[r])
+    # the trilinear dose within a cell never leaves the range of its neighbouring nodes
+    cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
+    cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))
+    dval = np.clip(dval, cmin, cmax)
+    # width of the uniform distribution with the variance of the dose over the sample
+    w = np.sqrt(12 * (gx**2 * cov.var_x[cells] + gy**2 * cov.var_y[cells]) + (gz * t) ** 2)
+    lo_d = np.minimum(np.maximum(dval - w / 2, cmin), dval)
+    hi_d = np.maximum(np.minimum(dval + w / 2, cmax), dval)
+    dmid, width, v = (lo_d + hi_d) / 2, hi_d - lo_d, vol / 1000.0
+    edges, v_ge = cumulative_histogram(dmid, width, v, bin_width_gy=bin_width_gy)
     return DVH(
         name=structure.name,
         dose_edges_gy=edges,
         volume_ge_cc=v_ge,
         volume_cc=volume_cc,
         uncovered_cc=uncovered / 1000.0,
-        mean_gy=mean,
-        min_gy=float(max(0.0, np.min(d - w / 2))),
-        max_gy=float(np.max(d + w / 2)),
+        mean_gy=float(np.sum(dmid * v) / np.sum(v)),
+        min_gy=float(max(0.0, np.min(lo_d))),
+        max_gy=float(np.max(hi_d)),
         end_cap=structure.end_cap,
         bin_width_gy=bin_width_gy,
         warnings=tuple(warnings),
     )
 
 
-def _gradient_fallback(a: FloatArray, dy: float, dx: float) -> tuple[FloatArray, FloatArray]:
-    gy = np.gradient(a, dy, axis=0) if a.shape[0] > 1 else np.zeros_like(a)
-    gx = np.gradient(a, dx, axis=1) if a.shape[1] > 1 else np.zeros_like(a)
-    return gy, gx
+@dataclass(frozen=True, eq=False)
+class _Coverage:
+    """Per slab and pixel: occupied area (mm2), its centroid and its variance along x and y."""
+
+    area: FloatArray  # (slabs, rows, columns)
+    cx: FloatArray
+    cy: FloatArray
+    var_x: FloatArray
+    var_y: FloatArray
 
 
-def _plane_at(dose: DoseGrid, z_mm: float) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """The dose plane at ``z_mm`` (linear between dose planes, clamped), dD/dz there, and the
-    node-wise minimum and maximum of the dose planes around it."""
-    z = dose.z_mm
-    if z.size == 1:
-        return dose.dose_gy[0], np.zeros_like(dose.dose_gy[0]), dose.dose_gy[0], dose.dose_gy[0]
-    k = int(np.clip(np.searchsorted(z, z_mm, side="right") - 1, 0, z.size - 2))
-    span = z[k + 1] - z[k]
-    f = float(np.clip((z_mm - z[k]) / span, 0.0, 1.0))
-    lower, upper = dose.dose_gy[k], dose.dose_gy[k + 1]
-    gz = (upper - lower) / span
-    if z_mm < z[0] or z_mm > z[-1]:
-        gz = np.zeros_like(lower)  # beyond the outermost plane the dose is held constant
-    near = dose.dose_gy[max(k - 1, 0) : k + 3]  # a sub-slab may reach past its bracketing planes
-    return lower + f * (upper - lower), gz, near.min(axis=0), near.max(axis=0)
-
-
-def _pixel_coverage(
-    rings: tuple[FloatArray, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Occupied area, its centroid and its variance along x and y, per pixel (rows ``yc``,
-    columns ``xc``), with contours combined by parity."""
-    nr, nc = yc.size, xc.size
-    area = np.zeros((nr, nc))
+def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int) -> _Coverage:
+    """Scan-line coverage of every slab at once; rings of one slab combine by parity."""
+    ns, nr, nc = len(slabs), yc.size, xc.size
+    shape = (ns, nr, nc)
+    rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
     if not rings:
-        return area, area.copy(), area.copy(), area.copy(), area.copy()
-    pts0 = np.concatenate(rings)
-    pts1 = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+        z = np.zeros(shape)
+        return _Coverage(z, z, z, z, z)
+    pts0 = np.concatenate([r for _, r in rings])
+    pts1 = np.concatenate([np.roll(r, -1, axis=0) for _, r in rings])
+    slab_of = np.concatenate([np.full(len(r), i) for i, r in rings])
     xa, ya, xb, yb = pts0[:, 0], pts0[:, 1], pts1[:, 0], pts1[:, 1]
     h = dy / k
+    per_slab = nr * k
     ybase = yc[0] - dy / 2
     ylo, yhi = np.minimum(ya, yb), np.maximum(ya, yb)
-    # line l sits at ybase + (l + 0.5) h; an edge crosses the lines with ylo <= y < yhi
-    first = np.ceil((ylo - ybase) / h - 0.5).astype(np.int64)
-    last = np.ceil((yhi - ybase) / h - 0.5).astype(np.int64) - 1
-    first = np.maximum(first, 0)
-    last = np.minimum(last, nr * k - 1)
+    # line l of a slab sits at ybase + (l + 0.5) h; an edge crosses the lines with ylo <= y < yhi
+    first = np.maximum(np.ceil((ylo - ybase) / h - 0.5).astype(np.int64), 0)
+    last = np.minimum(np.ceil((yhi - ybase) / h - 0.5).astype(np.int64) - 1, per_slab - 1)
     count = np.maximum(last - first + 1, 0)
-    if count.sum() == 0:
-        return area, area.copy(), area.copy(), area.copy(), area.copy()
     edge = np.repeat(np.arange(xa.size), count)
-    starts = np.repeat(np.cumsum(count) - count, count)
-    line = first[edge] + (np.arange(edge.size) - starts)
+    line = first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(count) - count, count))
     yl = ybase + (line + 0.5) * h
-    e_dy = yb[edge] - ya[edge]
-    xs = xa[edge] + (yl - ya[edge]) * (xb[edge] - xa[edge]) / e_dy
-    order = np.lexsort((xs, line))
-    xs, line = xs[order], line[order]
-    if xs.size % 2:
-        raise GeometryError("contour crossings do not pair up: a ring is not closed")
-    a, b, lines = xs[0::2], xs[1::2], line[0::2]
-    if np.any(line[1::2] != lines):
-        raise GeometryError("contour crossings do not pair up on a scan line")
+    xs = xa[edge] + (yl - ya[edge]) * (xb[edge] - xa[edge]) / (yb[edge] - ya[edge])
+    gline = slab_of[edge] * per_slab + line
+    order = np.lexsort((xs, gline))
+    xs, gline = xs[order], gline[order]
+    if xs.size % 2 or np.any(gline[1::2] != gline[0::2]):
+        raise GeometryError("contour crossings do not pair up on a scan line: a ring is not closed")
+    a, b, gl = xs[0::2], xs[1::2], gline[0::2]
     keep = b > a
-    a, b, lines = a[keep], b[keep], lines[keep]
-    row = lines // k
-    ylin = ybase + (lines + 0.5) * h
+    a, b, gl = a[keep], b[keep], gl[keep]
+    grow = gl // k  # slab * rows + row
+    ylin = ybase + (gl % per_slab + 0.5) * h
     xleft = xc[0] - dx / 2
-    fa = (a - xleft) / dx
-    fb = (b - xleft) / dx
-    ia = np.clip(np.floor(fa).astype(np.int64), 0, nc - 1)
-    ib = np.clip(np.floor(fb).astype(np.int64), 0, nc - 1)
-    same = ia == ib
-    size = nr * nc
-    sums = np.zeros((5, size))  # length, x, x^2, y, y^2 moments per pixel
+    ia = np.clip(np.floor((a - xleft) / dx).astype(np.int64), 0, nc - 1)
+    ib = np.clip(np.floor((b - xleft) / dx).astype(np.int64), 0, nc - 1)
+    size = ns * nr * nc
+    sums = np.zeros((5, size))
 
     def add(idx: npt.NDArray[np.int64], lo: FloatArray, hi: FloatArray, yv: FloatArray) -> None:
         ln = hi - lo
         for n, w in enumerate((ln, (hi**2 - lo**2) / 2, (hi**3 - lo**3) / 3, ln * yv, ln * yv**2)):
             sums[n] += np.bincount(idx, w, minlength=size)
 
-    # intervals inside one pixel
-    s = same
-    add(row[s] * nc + ia[s], a[s], b[s], ylin[s])
-    # partial first and last pixels of longer intervals
-    s = ~same
-    add(row[s] * nc + ia[s], a[s], xleft + (ia[s] + 1) * dx, ylin[s])
-    add(row[s] * nc + ib[s], xleft + ib[s] * dx, b[s], ylin[s])
-    # whole pixels in between, by difference arrays along each row
-    full = np.zeros((3, nr, nc + 1))
-    for n, w in enumerate((np.ones_like(ylin[s]), ylin[s], ylin[s] ** 2)):
-        np.add.at(full[n], (row[s], ia[s] + 1), w)
-        np.add.at(full[n], (row[s], ib[s]), -w)
-    n_full, y_full, yy_full = (np.cumsum(f, axis=1)[:, :nc] for f in full)
-    length = sums[0].reshape(nr, nc) + n_full * dx
-    mom_x = sums[1].reshape(nr, nc) + n_full * dx * xc[None, :]
-    mom_xx = sums[2].reshape(nr, nc) + n_full * dx * (xc[None, :] ** 2 + dx * dx / 12)
-    mom_y = sums[3].reshape(nr, nc) + y_full * dx
-    mom_yy = sums[4].reshape(nr, nc) + yy_full * dx
+    same = ia == ib
+    add(grow[same] * nc + ia[same], a[same], b[same], ylin[same])
+    o = ~same
+    add(grow[o] * nc + ia[o], a[o], xleft + (ia[o] + 1) * dx, ylin[o])
+    add(grow[o] * nc + ib[o], xleft + ib[o] * dx, b[o], ylin[o])
+    # whole pixels in between: difference arrays along each row
+    width = nc + 1
+    start_idx = grow[o] * width + ia[o] + 1
+    stop_idx = grow[o] * width + ib[o]
+    fulls = []
+    for w in (np.ones(start_idx.size), ylin[o], ylin[o] ** 2):
+        diff = np.bincount(start_idx, w, minlength=ns * nr * width) - np.bincount(
+            stop_idx, w, minlength=ns * nr * width
+        )
+        fulls.append(np.cumsum(diff.reshape(ns * nr, width), axis=1)[:, :nc].reshape(shape))
+    n_full, y_full, yy_full = fulls
+    xrow = xc[None, None, :]
+    length = sums[0].reshape(shape) + n_full * dx
+    mom_x = sums[1].reshape(shape) + n_full * dx * xrow
+    mom_xx = sums[2].reshape(shape) + n_full * dx * (xrow**2 + dx * dx / 12)
+    mom_y = sums[3].reshape(shape) + y_full * dx
+    mom_yy = sums[4].reshape(shape) + yy_full * dx
     area = length * h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cx = np.where(length > 0, mom_x / length, xc[None, :])
-        cy = np.where(length > 0, mom_y / length, yc[:, None])
-        var_x = np.where(length > 0, np.maximum(mom_xx / length - cx**2, 0.0), 0.0)
-        var_y = np.where(length > 0, np.maximum(mom_yy / length - cy**2, 0.0) + h * h / 12, 0.0)
     area[area < 1e-9] = 0.0
-    return area, cx, cy, var_x, var_y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe = np.where(length > 0, length, 1.0)
+        cx = np.where(length > 0, mom_x / safe, xrow)
+        cy = np.where(length > 0, mom_y / safe, yc[None, :, None])
+        var_x = np.maximum(mom_xx / safe - cx**2, 0.0)
+        var_y = np.maximum(mom_yy / safe - cy**2, 0.0) + h * h / 12
+    return _Coverage(area, cx, cy, var_x, var_y)
 
 
 def cumulative_histogram(
