@@ -9,7 +9,8 @@ from rtqa.dvh import DVH, compute_dvh, prepare_dose
 from rtqa.errors import RtqaError
 from rtqa.geometry import EndCap, SlabStack, evaluate_expression, roi_stack
 from rtqa.metrics import evaluate_metric
-from rtqa.model import DoseGrid, StructureSet
+from rtqa.model import DoseGrid, StoredDVH, StructureSet
+from rtqa.stored_dvh import compare_with_stored, decode_stored_dvh, infer_end_cap
 
 SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
 
@@ -73,3 +74,38 @@ def compute_case_dvhs(
         except RtqaError as exc:
             out.append(StructureDVH(name, None, None, str(exc)))
     return out
+
+
+def review_stored_dvhs(
+    structure_set: StructureSet, dvhs: Sequence[StructureDVH], stored: Sequence[StoredDVH], *, grid_max_gy: float
+) -> list[str]:
+    """Warnings from comparing the planning system's stored DVHs with rtqa's, and the end-cap
+    convention its volumes suggest. Never grades."""
+    by_roi = {s.roi: s for s in dvhs if s.dvh is not None and s.roi is not None}
+    numbers = {r.number: r for r in structure_set.rois}
+    planes = structure_set.plane_positions_mm
+    warnings: list[str] = []
+    volumes: list[tuple[float, float, float]] = []
+    skipped = 0
+    for item in stored:
+        decoded = decode_stored_dvh(item, grid_max_gy=grid_max_gy)
+        roi = numbers.get(item.roi_numbers[0]) if len(item.roi_numbers) == 1 else None
+        if decoded is None or roi is None:
+            skipped += 1
+            continue
+        computed = by_roi.get(roi.name)
+        if computed is not None and computed.dvh is not None:
+            warnings.extend(compare_with_stored(roi.name, computed.dvh, decoded, volume_units=item.volume_units))
+        if item.volume_units == "CM3":
+            try:
+                half = roi_stack(roi, planes, end_cap=EndCap.HALF_SLAB).volume_cc
+                none = roi_stack(roi, planes, end_cap=EndCap.NONE).volume_cc
+            except RtqaError:
+                continue
+            volumes.append((decoded.volume, half, none))
+    if skipped:
+        warnings.append(f"{skipped} stored DVH(s) not compared (several ROIs, relative dose or volume per unit)")
+    verdict = infer_end_cap(volumes)
+    if verdict:
+        warnings.append(verdict)
+    return warnings

@@ -14,10 +14,11 @@ from typing import Any
 import click
 
 from rtqa import __version__
-from rtqa.casedvh import compute_case_dvhs
+from rtqa.casedvh import compute_case_dvhs, review_stored_dvhs
 from rtqa.discover import PlanSet, discover
 from rtqa.errors import RtqaError
 from rtqa.geometry import EndCap
+from rtqa.io import read_stored_dvhs
 from rtqa.planset import load_case
 from rtqa.render_dvh import DvhResult, render_csv, render_json, render_text
 
@@ -134,6 +135,9 @@ def _case_dvh(
         facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
         dvhs = compute_case_dvhs(case.structure_set, case.dose, names=structures, derived=derived, end_cap=end_cap)
         warnings = list(case.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
+        if len(case.dose_choice.parts) == 1 and case.dose_choice.parts[0][0].has_dvh_sequence:
+            stored = read_stored_dvhs(case.dose_choice.parts[0][0].path)
+            warnings += review_stored_dvhs(case.structure_set, dvhs, stored, grid_max_gy=case.dose.max_gy)
         return DvhResult(plan_set.patient_id, plan_uid, label, tuple(facts), tuple(dvhs), tuple(warnings))
     except RtqaError as exc:
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))

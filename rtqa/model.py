@@ -305,3 +305,18 @@ class DoseGrid:
     @property
     def max_gy(self) -> float:
         return float(self.dose_gy.max()) if self.dose_gy.size else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class StoredDVH:
+    """One item of an RT Dose's DVHSequence, decoded (doses in Gy, as stored otherwise)."""
+
+    roi_numbers: tuple[int, ...]
+    dvh_type: str  # CUMULATIVE, DIFFERENTIAL, NATURAL
+    dose_units: str  # GY or RELATIVE
+    volume_units: str  # CM3, PERCENT, PER_U
+    bin_widths_gy: FloatArray
+    volumes: FloatArray
+    min_gy: float | None
+    mean_gy: float | None
+    max_gy: float | None

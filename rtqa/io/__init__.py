@@ -5,9 +5,9 @@ raises an :class:`~rtqa.errors.InputError` naming the file, the attribute and wh
 expected. Input files are opened read-only and never written to.
 """
 
-from rtqa.io.dose import read_dose, read_dose_info
+from rtqa.io.dose import read_dose, read_dose_info, read_stored_dvhs
 from rtqa.io.header import read_header
 from rtqa.io.plan import read_plan
 from rtqa.io.structures import read_structure_set
 
-__all__ = ["read_dose", "read_dose_info", "read_header", "read_plan", "read_structure_set"]
+__all__ = ["read_dose", "read_dose_info", "read_header", "read_plan", "read_stored_dvhs", "read_structure_set"]

@@ -19,7 +19,7 @@ from rtqa.io.common import (
     text,
     uid_list,
 )
-from rtqa.model import DoseGrid, DoseInfo, DoseSummationType, DoseType, Heterogeneity
+from rtqa.model import DoseGrid, DoseInfo, DoseSummationType, DoseType, Heterogeneity, StoredDVH
 
 
 @quiet_pydicom
@@ -65,6 +65,47 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     grid = _grid(ds, spath, frames)
     dose = grid.apply(pixels.astype(np.float64) * scaling)
     return DoseGrid(dose_gy=dose, x_mm=info.x_mm, y_mm=info.y_mm, z_mm=info.z_mm, info=info)
+
+
+@quiet_pydicom
+def read_stored_dvhs(path: str | os.PathLike[str]) -> tuple[StoredDVH, ...]:
+    """The DVHs a planning system stored in an RT Dose (DVHSequence), decoded.
+
+    Bin widths are multiplied by DVHDoseScaling; DVHData holds (bin width, volume) pairs.
+
+    Raises
+    ------
+    InputError
+        DVHData that is not a list of (width, volume) pairs.
+    """
+    spath = os.fspath(path)
+    ds, _ = open_dataset(spath, stop_before_pixels=True)
+    out = []
+    for n, item in enumerate(ds.get("DVHSequence") or [], start=1):
+        data = np.asarray([float(str(v)) for v in _multi(item.get("DVHData"))], dtype=np.float64)
+        if data.size % 2:
+            raise InputError(
+                spath, f"item {n}: {data.size} numbers are not (width, volume) pairs", attribute="DVHData (3004,0058)"
+            )
+        scaling = as_float(item.get("DVHDoseScaling"), spath, "DVHDoseScaling") or 1.0
+        rois = tuple(
+            as_int(r.get("ReferencedROINumber"), spath, "ReferencedROINumber") or 0
+            for r in item.get("DVHReferencedROISequence") or []
+        )
+        out.append(
+            StoredDVH(
+                roi_numbers=rois,
+                dvh_type=text(item, "DVHType").upper(),
+                dose_units=text(item, "DoseUnits").upper(),
+                volume_units=text(item, "DVHVolumeUnits").upper(),
+                bin_widths_gy=data[0::2] * scaling,
+                volumes=data[1::2],
+                min_gy=as_float(item.get("DVHMinimumDose"), spath, "DVHMinimumDose"),
+                mean_gy=as_float(item.get("DVHMeanDose"), spath, "DVHMeanDose"),
+                max_gy=as_float(item.get("DVHMaximumDose"), spath, "DVHMaximumDose"),
+            )
+        )
+    return tuple(out)
 
 
 def _info(ds: Dataset, path: str) -> DoseInfo:
