@@ -14,18 +14,28 @@ from typing import Any
 import click
 
 from rtqa import __version__
+from rtqa.batch import run_batch
+from rtqa.case import PlanSet
 from rtqa.casedvh import compute_case_dvhs, review_stored_dvhs
-from rtqa.discover import PlanSet, discover
-from rtqa.errors import RtqaError
+from rtqa.clinical import read_clinical_csv
+from rtqa.discover import discover
+from rtqa.errors import ProtocolError, RtqaError
 from rtqa.geometry import EndCap
 from rtqa.io import read_stored_dvhs
+from rtqa.limits import Grade
 from rtqa.planset import load_case
+from rtqa.protocol import Protocol, load_protocol
+from rtqa.render_check import COLOUR, CheckResult, findings_csv, plans_csv
+from rtqa.render_check import render_json as check_json
+from rtqa.render_check import render_text as check_text
 from rtqa.render_dvh import DvhResult, render_csv, render_json, render_text
 
 EXIT_OK = 0
+EXIT_FAIL = 1
 EXIT_NOT_EVALUABLE = 4
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
+FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION_UNACCEPTABLE, "never": None}
 
 
 def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -143,14 +153,243 @@ def _case_dvh(
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--protocol",
+    "protocol_name",
+    metavar="FILE|NAME",
+    help="Protocol file or shipped name (default: the NCT03535259 protocol).",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--output", type=click.Path(), help="A file (text, json), or a folder for csv (plans.csv, findings.csv).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Plans checked in parallel.")
+@click.option("--scheduler", metavar="ADDRESS", help="Run on a Dask distributed cluster (pip install rtqa[dask]).")
+@click.option(
+    "--fail-on",
+    type=click.Choice(list(FAIL_ON)),
+    default="deviation",
+    show_default=True,
+    help="Lowest plan grade that sets exit-code bit 1.",
+)
+@click.option(
+    "--clinical",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE.csv",
+    help="Clinical facts per patient ID (child_pugh, dose_algorithm, rx_<target>).",
+)
+@click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def check(
+    paths: tuple[str, ...],
+    protocol_name: str | None,
+    fmt: str,
+    output: str | None,
+    workers: int,
+    scheduler: str | None,
+    fail_on: str,
+    clinical: str | None,
+    include_names: bool,
+    debug: bool,
+) -> None:
+    """Check every plan found under PATHS against the protocol and report deviations."""
+    _run(lambda: _check(paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names), debug)
+
+
+def _check(
+    paths: tuple[str, ...],
+    protocol_name: str | None,
+    fmt: str,
+    output: str | None,
+    workers: int,
+    scheduler: str | None,
+    fail_on: str,
+    clinical_path: str | None,
+    include_names: bool,
+) -> int:
+    protocol = _load_protocol(protocol_name)
+    try:
+        clinical = read_clinical_csv(clinical_path) if clinical_path else None
+    except RtqaError as exc:
+        raise click.UsageError(str(exc)) from None
+    found = discover(paths)
+    graded = [p for p in found.plan_sets if not any((h.plan_intent or "").upper() == "VERIFICATION" for h in p.plans)]
+    skipped = tuple(
+        (h.path, "VERIFICATION plan: not graded against the protocol")
+        for p in found.plan_sets
+        for h in p.plans
+        if (h.plan_intent or "").upper() == "VERIFICATION"
+    )
+    progress = _progress_bar(len(graded))
+    if scheduler:
+        executor_cm: Any = _dask_executor(scheduler)
+    elif workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor_cm = ProcessPoolExecutor(max_workers=workers)
+    else:
+        executor_cm = None
+    if executor_cm is None:
+        reports = run_batch(graded, protocol, clinical=clinical, progress=progress)
+    else:
+        with executor_cm as executor:
+            reports = run_batch(graded, protocol, clinical=clinical, executor=executor, progress=progress)
+    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped)
+    if fmt == "csv" and output:
+        import os
+
+        os.makedirs(output, exist_ok=True)
+        _write(os.path.join(output, "plans.csv"), plans_csv(result))
+        _write(os.path.join(output, "findings.csv"), findings_csv(result))
+    else:
+        text = {
+            "text": lambda: check_text(
+                result, paint=_paint if output is None and sys.stdout.isatty() else None, include_names=include_names
+            ),
+            "json": lambda: check_json(result, include_names=include_names),
+            "csv": lambda: findings_csv(result),
+        }[fmt]()
+        if output:
+            _write(output, text)
+        else:
+            click.echo(text, nl=False)
+    if not reports and not skipped:
+        click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
+    for u in found.unassigned:
+        click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
+    threshold = FAIL_ON[fail_on]
+    code = EXIT_OK
+    if threshold is not None and any(
+        r.grade is not Grade.NOT_EVALUABLE and r.grade.severity >= threshold.severity for r in reports
+    ):
+        code |= EXIT_FAIL
+    if found.unassigned or not reports or any(not r.complete for r in reports):
+        code |= EXIT_NOT_EVALUABLE
+    return code
+
+
+def _paint(text: str, g: Grade) -> str:
+    return click.style(text, fg=COLOUR[g], bold=g is not Grade.PER_PROTOCOL)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+
+
+def _load_protocol(name: str | None) -> Protocol:
+    try:
+        return load_protocol(name)
+    except ProtocolError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _progress_bar(total: int) -> Callable[[int, int], None] | None:
+    if total < 2 or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, n: int) -> None:
+        width = 30
+        filled = int(width * done / n)
+        sys.stderr.write(f"\rchecking plans [{'#' * filled}{'.' * (width - filled)}] {done}/{n}")
+        if done == n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _dask_executor(address: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise click.UsageError("--scheduler needs Dask distributed: pip install 'rtqa[dask]'") from None
+
+    class _DaskExecutor:
+        def __enter__(self) -> Any:
+            self.client = Client(address)
+            return self.client.get_executor()
+
+        def __exit__(self, *exc: object) -> None:
+            self.client.close()
+
+    return _DaskExecutor()
+
+
+@cli.group()
+def rules() -> None:
+    """Validate and show protocol files."""
+
+
+@rules.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def rules_validate(files: tuple[str, ...]) -> None:
+    """Check protocol files; exit 2 if any is invalid."""
+    bad = 0
+    for f in files:
+        try:
+            p = load_protocol(f)
+            click.echo(
+                f"{f}: valid - {p.id} v{p.version}, {len(p.all_rules())} rules, "
+                f"{sum(1 for r in p.all_rules() if r.unconfirmed)} unconfirmed"
+            )
+        except ProtocolError as exc:
+            bad += 1
+            click.echo(str(exc), err=True)
+    sys.exit(EXIT_USAGE if bad else EXIT_OK)
+
+
+@rules.command("show")
+@click.argument("protocol_name", required=False, metavar="[FILE|NAME]")
+def rules_show(protocol_name: str | None) -> None:
+    """A readable table of every rule, limit, source and unconfirmed mark (†)."""
+    p = _load_protocol(protocol_name)
+    click.echo(f"{p.id} v{p.version}: {p.title}")
+    click.echo(f"file {p.path} (sha256 {p.sha256[:12]}...); DVH end cap {p.end_cap.value}; † = unconfirmed")
+    click.echo("")
+    click.echo(
+        f"{'rule':<22} {'kind':<12} {'structure':<12} {'metric/check':<22} {'per protocol':<16} "
+        f"{'variation':<14} source"
+    )
+    for r in p.all_rules():
+        what = r.metric.text if r.metric else (r.check or "")
+        pp = r.per_protocol.text(r.unit) if r.per_protocol else (", ".join(r.allowed) if r.allowed else "-")
+        va = r.variation.text(r.unit) if r.variation else "-"
+        extra = ""
+        if r.when:
+            extra += " when " + "; ".join(f"{k} in {', '.join(v)}" for k, v in r.when.items())
+        dagger = " †" if r.unconfirmed else ""
+        click.echo(
+            f"{r.id:<22} {r.kind:<12} {(r.structure or ''):<12} {what:<22} {pp[:16]:<16} {va[:14]:<14} "
+            f"{r.source}{dagger}{extra}"
+        )
+    click.echo("")
+    click.echo("structures:")
+    for s in p.structures.values():
+        need = "required" if s.required else "optional"
+        card = "many ROIs" if s.many else "one ROI"
+        click.echo(
+            f"  {s.name:<12} {s.role:<7} {need:<9} {card:<9} aliases: {', '.join(s.aliases[1:]) or '-'}"
+            + (f"; patterns: {', '.join(s.patterns)}" if s.patterns else "")
+        )
+    for d in p.derived.values():
+        click.echo(
+            f"  {d.name:<12} derived: {d.expression}"
+            + (" (an ROI of this name is used if present)" if d.prefer_roi else "")
+        )
+
+
 def _run(action: Callable[[], int], debug: bool) -> Any:
     try:
         code = action()
+    except click.ClickException:
+        raise
+    except ProtocolError as exc:
+        click.echo(f"rtqa: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except RtqaError as exc:
         click.echo(f"rtqa: {exc}", err=True)
         sys.exit(EXIT_NOT_EVALUABLE)
-    except click.ClickException:
-        raise
     except Exception as exc:  # a bug: say so, and keep the traceback for --debug
         if debug:
             traceback.print_exc()

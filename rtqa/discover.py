@@ -13,8 +13,8 @@ import itertools
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
+from rtqa.case import Discovery, PlanSet, UnassignedFile
 from rtqa.errors import InputError
 from rtqa.io.common import NotDicomError
 from rtqa.io.header import read_header
@@ -22,50 +22,6 @@ from rtqa.model import FileHeader, Modality
 
 # plan-to-plan relationships that make two plans one treatment course (a composite)
 _COURSE_RELATIONSHIPS = {"PREDECESSOR", "SUCCESSOR", "CONCURRENT", "PREDECESSOR_ALT", "SUCCESSOR_ALT", ""}
-
-
-@dataclass(frozen=True)
-class UnassignedFile:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PlanSet:
-    """The files of one case: its plan(s), structure set and dose files.
-
-    ``plans`` has several entries for a composite (a sequential boost). A structure-set-only
-    case (no plan yet: eligibility before planning) has no plans and no doses.
-    """
-
-    patient_id: str
-    plans: tuple[FileHeader, ...]
-    structure_set: FileHeader | None
-    doses: tuple[FileHeader, ...]
-    inferred_links: tuple[str, ...] = ()
-    problems: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        if self.plans:
-            return " + ".join(p.plan_label or p.sop_instance_uid for p in self.plans)
-        return "structure set only"
-
-    @property
-    def is_composite(self) -> bool:
-        return len(self.plans) > 1
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        ss = (self.structure_set.path,) if self.structure_set else ()
-        return tuple(p.path for p in self.plans) + ss + tuple(d.path for d in self.doses)
-
-
-@dataclass(frozen=True)
-class Discovery:
-    plan_sets: tuple[PlanSet, ...]
-    unassigned: tuple[UnassignedFile, ...]
-    ignored: dict[str, int] = field(default_factory=dict)  # modality (or "not DICOM") -> count
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:

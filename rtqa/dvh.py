@@ -256,16 +256,27 @@ def compute_dvh(
         f = np.zeros(zm.size)
         gz = np.zeros(zm.size)
     ny, nx = y.size, x.size
+    g = 1 - f
+    ox = cov.cx[cells] - xc[c]
+    oy = cov.cy[cells] - yc[r]
+    # the neighbouring node towards the centroid of the occupied part (itself at the grid edge)
+    ix2 = np.clip(ix + np.sign(ox).astype(np.intp), 0, nx - 1)
+    iy2 = np.clip(iy + np.sign(oy).astype(np.intp), 0, ny - 1)
+    fx = np.where(ix2 != ix, np.abs(ox) / dx, 0.0)
+    fy = np.where(iy2 != iy, np.abs(oy) / dy, 0.0)
     flat0 = (kz * ny + iy) * nx + ix
     flat1 = (k1 * ny + iy) * nx + ix
-    g = 1 - f
 
-    def at(arr: FloatArray) -> FloatArray:
+    def at(arr: FloatArray, yy: npt.NDArray[np.intp], xx: npt.NDArray[np.intp]) -> FloatArray:
         flat = arr.reshape(-1)
-        return np.take(flat, flat0) * g + np.take(flat, flat1) * f
+        return np.take(flat, (kz * ny + yy) * nx + xx) * g + np.take(flat, (k1 * ny + yy) * nx + xx) * f
 
-    node, gx, gy = at(d), at(pd.grad_x), at(pd.grad_y)
-    dval = node + gx * (cov.cx[cells] - xc[c]) + gy * (cov.cy[cells] - yc[r])
+    d00, d01, d10, d11 = at(d, iy, ix), at(d, iy, ix2), at(d, iy2, ix), at(d, iy2, ix2)
+    # trilinear dose at the centroid of the occupied part of the cell
+    dval = (d00 * (1 - fx) + d01 * fx) * (1 - fy) + (d10 * (1 - fx) + d11 * fx) * fy
+    # local slopes: one-sided towards the centroid in boundary cells, central elsewhere
+    gx = np.where(ix2 != ix, (d01 - d00) * np.sign(ox) / dx, at(pd.grad_x, iy, ix))
+    gy = np.where(iy2 != iy, (d10 - d00) * np.sign(oy) / dy, at(pd.grad_y, iy, ix))
     # the trilinear dose within a cell never leaves the range of its neighbouring nodes
     cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
     cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))

@@ -205,6 +205,17 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
 _TOKEN = re.compile(r"\s*(\(|\)|(?<=\s)[|&-](?=\s)|[^()\s][^()]*?(?=\s+[|&-]\s|\s*\)|\s*$))")
 
 
+def expression_names(expression: str) -> list[str]:
+    """The structure names an expression refers to, in order.
+
+    Examples
+    --------
+    >>> expression_names("Liver - (GTVp | GTV v)")
+    ['Liver', 'GTVp', 'GTV v']
+    """
+    return [t.strip() for t in _TOKEN.findall(expression) if t.strip() and t.strip() not in ("(", ")", "|", "&", "-")]
+
+
 def evaluate_expression(expression: str, stacks: dict[str, SlabStack], *, name: str | None = None) -> SlabStack:
     """Evaluate a structure expression such as ``Liver - (GTVp | GTVv)``.
 

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 
 import numpy as np
 
-from rtqa.discover import PlanSet
+from rtqa.case import LoadedCase, PlanSet
 from rtqa.dose import resample, sum_doses
-from rtqa.dose_selection import BEAM_CROSSCHECK_LIMIT, DoseChoice, choose_dose
+from rtqa.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
 from rtqa.errors import InputError
 from rtqa.io import read_dose, read_dose_info, read_plan, read_structure_set
-from rtqa.model import DoseGrid, Plan, StructureSet
-from rtqa.prescription import Prescription, derive_prescription
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedCase:
-    plan_set: PlanSet
-    plans: tuple[Plan, ...]
-    structure_set: StructureSet | None
-    dose: DoseGrid | None
-    dose_choice: DoseChoice | None
-    prescriptions: tuple[Prescription, ...]
-    warnings: tuple[str, ...]
+from rtqa.model import DoseGrid
+from rtqa.prescription import derive_prescription
 
 
 def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
@@ -76,7 +65,16 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
                 f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
                 attribute="FrameOfReferenceUID (0020,0052)",
             )
-    return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings))
+    sha = {path: _sha256(path) for path in plan_set.files}
+    return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _relative_difference(a: DoseGrid, b: DoseGrid) -> float:

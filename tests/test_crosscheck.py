@@ -64,8 +64,17 @@ def test_agreement_on_large_organs_of_the_liver_case(liver_tree):
     names = ["Liver", "Kidney_L", "Kidney_R", "SpinalCord", "Stomach"]
     ours = {s.name: s.dvh for s in compute_case_dvhs(ss, read_dose(os.path.join(folder, "RD_PLAN.dcm")), names=names)}
     numbers = {r.name: r.number for r in ss.rois}
-    theirs = dicompyler([{"rs": os.path.join(folder, "RS.dcm"), "rd": os.path.join(folder, "RD_PLAN.dcm"),
-                          "roi": numbers[n], "pixel_mm": 3.0} for n in names])
+    theirs = dicompyler(
+        [
+            {
+                "rs": os.path.join(folder, "RS.dcm"),
+                "rd": os.path.join(folder, "RD_PLAN.dcm"),
+                "roi": numbers[n],
+                "pixel_mm": 3.0,
+            }
+            for n in names
+        ]
+    )
     for name, dc in zip(names, theirs, strict=True):
         assert dc["mean_gy"] == pytest.approx(ours[name].mean_gy, abs=0.25), name
         assert dc["D95"] == pytest.approx(evaluate_metric(ours[name], "D95%[Gy]"), abs=0.25), name
@@ -77,8 +86,16 @@ def test_nearest_bin_plateau_gives_dicompyler_d95_of_zero_for_a_small_gtv(liver_
     truth = json.loads(Path(folder + ".truth.json").read_text())["structures"]["GTVn"]
     ss = read_structure_set(os.path.join(folder, "RS.dcm"))
     (ours,) = compute_case_dvhs(ss, read_dose(os.path.join(folder, "RD_PLAN.dcm")), names=["GTVn"])
-    (theirs,) = dicompyler([{"rs": os.path.join(folder, "RS.dcm"), "rd": os.path.join(folder, "RD_PLAN.dcm"),
-                             "roi": ss.roi("GTVn").number, "pixel_mm": 3.0}])
+    (theirs,) = dicompyler(
+        [
+            {
+                "rs": os.path.join(folder, "RS.dcm"),
+                "rd": os.path.join(folder, "RD_PLAN.dcm"),
+                "roi": ss.roi("GTVn").number,
+                "pixel_mm": 3.0,
+            }
+        ]
+    )
     assert theirs["D95"] < 1.0  # its D95 falls off the plateau of its histogram
     assert evaluate_metric(ours.dvh, "D95%[Gy]") == pytest.approx(truth["D95%"], abs=0.1)
 

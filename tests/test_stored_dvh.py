@@ -78,12 +78,14 @@ def test_stored_dvhs_in_a_dose_file_are_read_compared_and_reported(liver_tree, t
     edges = np.arange(600) * 0.1
     kidney_curve = np.array([kid.dvh.volume_at_dose(d) for d in edges]) * 1.05
     ds = pydicom.dcmread(folder / "RD_PLAN.dcm")
-    ds.DVHSequence = Sequence([
-        _item(liver.number, [10.0] * 3, [none_volume, none_volume * 0.5, none_volume * 0.1], mean=17.6),
-        _item(kidney.number, widths / 0.01, kidney_curve, scaling=0.01),
-        _item(gtvv.number, [60.0], [gtvv_none]),
-        _item(1, [1.0], [5.0], rois=[1, 2]),
-    ])
+    ds.DVHSequence = Sequence(
+        [
+            _item(liver.number, [10.0] * 3, [none_volume, none_volume * 0.5, none_volume * 0.1], mean=17.6),
+            _item(kidney.number, widths / 0.01, kidney_curve, scaling=0.01),
+            _item(gtvv.number, [60.0], [gtvv_none]),
+            _item(1, [1.0], [5.0], rois=[1, 2]),
+        ]
+    )
     ds.save_as(folder / "RD_PLAN.dcm")
     stored = read_stored_dvhs(folder / "RD_PLAN.dcm")
     assert len(stored) == 4 and stored[1].bin_widths_gy[0] == pytest.approx(0.1)

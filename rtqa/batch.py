@@ -1,0 +1,109 @@
+"""Run the check over many plan sets, on any ``concurrent.futures.Executor``.
+
+Each plan is loaded, evaluated and reported in isolation: a plan that fails to read or
+compute becomes a not-evaluable report carrying its error, and the others carry on. Workers
+receive only file paths and return plain reports, so a process pool or a Dask cluster's
+executor can run the same audit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from rtqa.case import PlanSet
+from rtqa.clinical import ClinicalFacts
+from rtqa.errors import RtqaError
+from rtqa.evaluate import evaluate
+from rtqa.planset import load_case
+from rtqa.protocol import Protocol, load_protocol
+from rtqa.report import PlanReport
+
+
+@dataclass(frozen=True)
+class Job:
+    plan_set: PlanSet
+    protocol_path: str
+    clinical: ClinicalFacts | None
+
+
+@functools.lru_cache(maxsize=4)
+def _protocol(path: str) -> Protocol:
+    return load_protocol(path)
+
+
+def run_job(job: Job) -> PlanReport:
+    """Load and evaluate one plan set; never raises for bad input (a bug still raises)."""
+    if job.plan_set.problems:
+        return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
+    try:
+        case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
+        return evaluate(case, _protocol(job.protocol_path), clinical=job.clinical)
+    except RtqaError as exc:
+        return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
+
+
+def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = None) -> PlanReport:
+    """A report for a plan set that could not be evaluated at all."""
+    first = plan_set.plans[0] if plan_set.plans else None
+    return PlanReport(
+        patient_id=plan_set.patient_id,
+        patient_name="",
+        plan_uid=first.sop_instance_uid if first else None,
+        plan_uids=tuple(p.sop_instance_uid for p in plan_set.plans),
+        plan_label=plan_set.label,
+        plan_date=None,
+        approval_status=None,
+        institution=(first.institution_name if first else "") or "",
+        inputs=(),
+        dose_source=None,
+        prescription=None,
+        findings=(),
+        eligibility=(),
+        structures={},
+        warnings=(),
+        errors=({"type": kind, "message": message, "file": path or (first.path if first else "")},),
+    )
+
+
+def run_batch(
+    plan_sets: Iterable[PlanSet],
+    protocol: Protocol,
+    *,
+    clinical: dict[str, ClinicalFacts] | None = None,
+    executor: Executor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PlanReport]:
+    """Check every plan set; results come back in the order of ``plan_sets``."""
+    jobs = [Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id)) for ps in plan_sets]
+    total = len(jobs)
+    results: list[PlanReport | None] = [None] * total
+    if executor is None:
+        for i, job in enumerate(jobs):
+            results[i] = _guarded(job)
+            if progress:
+                progress(i + 1, total)
+        return [r for r in results if r is not None]
+    futures: list[Future[PlanReport]] = [executor.submit(_guarded, job) for job in jobs]
+    done = 0
+    for i, fut in enumerate(futures):
+        results[i] = fut.result()
+        done += 1
+        if progress:
+            progress(done, total)
+    return [r for r in results if r is not None]
+
+
+def _guarded(job: Job) -> PlanReport:
+    """run_job, turning an unexpected exception into a not-evaluable report that says it is a bug."""
+    try:
+        return run_job(job)
+    except Exception as exc:  # a bug must not stop the batch; it is reported as one
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return error_report(
+            job.plan_set, f"internal error (a bug in rtqa, please report it): {detail}", "InternalError"
+        )

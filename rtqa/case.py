@@ -1,0 +1,67 @@
+"""The units of work: plan sets found by discovery, and plan sets loaded from disk. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rtqa.dose_selection import DoseChoice
+from rtqa.model import DoseGrid, FileHeader, Plan, StructureSet
+from rtqa.prescription import Prescription
+
+
+@dataclass(frozen=True)
+class UnassignedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    """The files of one case: its plan(s), structure set and dose files.
+
+    ``plans`` has several entries for a composite (a sequential boost). A structure-set-only
+    case (no plan yet: eligibility before planning) has no plans and no doses.
+    """
+
+    patient_id: str
+    plans: tuple[FileHeader, ...]
+    structure_set: FileHeader | None
+    doses: tuple[FileHeader, ...]
+    inferred_links: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.plans:
+            return " + ".join(p.plan_label or p.sop_instance_uid for p in self.plans)
+        return "structure set only"
+
+    @property
+    def is_composite(self) -> bool:
+        return len(self.plans) > 1
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        ss = (self.structure_set.path,) if self.structure_set else ()
+        return tuple(p.path for p in self.plans) + ss + tuple(d.path for d in self.doses)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    plan_sets: tuple[PlanSet, ...]
+    unassigned: tuple[UnassignedFile, ...]
+    ignored: dict[str, int] = field(default_factory=dict)  # modality (or "not DICOM") -> count
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedCase:
+    """A plan set read from disk: what evaluation needs, with the checksum of every input."""
+
+    plan_set: PlanSet
+    plans: tuple[Plan, ...]
+    structure_set: StructureSet | None
+    dose: DoseGrid | None
+    dose_choice: DoseChoice | None
+    prescriptions: tuple[Prescription, ...]
+    warnings: tuple[str, ...]
+    sha256: dict[str, str] = field(default_factory=dict)  # path -> checksum of the file as read

@@ -1,0 +1,164 @@
+"""The report of one plan: findings with grades, as DESIGN.md's JSON contract describes. Pure data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtqa.limits import PRECISION, Grade, Limit
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    structure: str | None
+    matched_roi: str | None
+    match: str | None
+    metric: str
+    value: float | None
+    unit: str
+    grade: Grade
+    message: str
+    source: str = ""
+    unconfirmed: bool = False
+    reference_gy: float | None = None
+    reference_target: str | None = None
+    per_protocol: Limit | None = None
+    variation: Limit | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        limits: dict[str, Any] = {}
+        if self.per_protocol is not None:
+            limits["per_protocol"] = self.per_protocol.as_json(self.unit)
+        if self.variation is not None:
+            limits["variation_acceptable"] = self.variation.as_json(self.unit)
+        reference = None
+        if self.reference_gy is not None:
+            reference = {"dose_gy": _round(self.reference_gy, "Gy"), "target": self.reference_target}
+        return {
+            "rule": self.rule,
+            "structure": self.structure,
+            "matched_roi": self.matched_roi,
+            "match": self.match,
+            "metric": self.metric,
+            "value": _round(self.value, self.unit),
+            "unit": self.unit,
+            "reference": reference,
+            "grade": self.grade.value,
+            "limits": limits,
+            "unconfirmed": self.unconfirmed,
+            "source": self.source,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class StructureSummary:
+    roi: str | None
+    volume_cc: float | None
+    min_gy: float | None
+    mean_gy: float | None
+    max_gy: float | None
+    uncovered_cc: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "roi": self.roi,
+            "volume_cc": _round(self.volume_cc, "cc"),
+            "min_gy": _round(self.min_gy, "Gy"),
+            "mean_gy": _round(self.mean_gy, "Gy"),
+            "max_gy": _round(self.max_gy, "Gy"),
+            "uncovered_cc": _round(self.uncovered_cc, "cc"),
+        }
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    modality: str
+    sop_instance_uid: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    patient_id: str
+    patient_name: str
+    plan_uid: str | None
+    plan_uids: tuple[str, ...]
+    plan_label: str
+    plan_date: str | None
+    approval_status: str | None
+    institution: str
+    inputs: tuple[InputFile, ...]
+    dose_source: str | None
+    prescription: dict[str, Any] | None
+    findings: tuple[Finding, ...]
+    eligibility: tuple[Finding, ...]
+    structures: dict[str, StructureSummary]
+    warnings: tuple[str, ...]
+    errors: tuple[dict[str, str], ...] = ()
+    curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
+
+    @property
+    def not_evaluable(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.rule for f in self.findings if f.grade is Grade.NOT_EVALUABLE))
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors and not self.not_evaluable
+
+    @property
+    def grade(self) -> Grade:
+        evaluated = [f.grade for f in self.findings if f.grade is not Grade.NOT_EVALUABLE]
+        if not evaluated:
+            return Grade.NOT_EVALUABLE
+        return max(evaluated, key=lambda g: g.severity)
+
+    @property
+    def eligibility_status(self) -> str:
+        grades = [f.grade for f in self.eligibility]
+        if any(g is Grade.DEVIATION_UNACCEPTABLE for g in grades):
+            return "ineligible"
+        if not grades or any(g is Grade.NOT_EVALUABLE for g in grades):
+            return "unknown"
+        return "eligible"
+
+    def as_json(self, *, include_names: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"patient_id": self.patient_id}
+        if include_names:
+            out["patient_name"] = self.patient_name
+        out.update(
+            {
+                "plan_uid": self.plan_uid,
+                "plan_uids": list(self.plan_uids),
+                "plan_label": self.plan_label,
+                "plan_date": self.plan_date,
+                "approval_status": self.approval_status,
+                "institution": self.institution,
+                "inputs": [
+                    {"path": i.path, "modality": i.modality, "sop_instance_uid": i.sop_instance_uid, "sha256": i.sha256}
+                    for i in self.inputs
+                ],
+                "dose_source": self.dose_source,
+                "prescription": self.prescription,
+                "grade": self.grade.value,
+                "complete": self.complete,
+                "not_evaluable": list(self.not_evaluable),
+                "eligibility": {"status": self.eligibility_status, "items": [f.as_json() for f in self.eligibility]},
+                "findings": [f.as_json() for f in self.findings],
+                "structures": {k: v.as_json() for k, v in self.structures.items()},
+                "warnings": list(self.warnings),
+                "errors": list(self.errors),
+            }
+        )
+        return out
+
+
+def _round(value: float | None, unit: str) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), PRECISION.get(unit, 2))
