@@ -404,9 +404,9 @@ class _Validator:
         ):
             return ()
         rules = []
-        dpf = m["dose_per_fraction"]
+        dpf = m.get("dose_per_fraction")
         rid = "FX_DOSE_PER_FRACTION"
-        if self.keys(
+        if dpf is not None and self.keys(
             dpf,
             {"value", "unit", "tolerance_pct", "source", "unconfirmed"},
             {"value", "source"},
@@ -431,9 +431,9 @@ class _Validator:
                         note=f"{value:g} Gy per fraction ± {tol:g} %",
                     )
                 )
-        total = m["total_dose"]
+        total = m.get("total_dose")
         rid = "FX_TOTAL_DOSE"
-        if self.keys(
+        if total is not None and self.keys(
             total, {"range", "unit", "variation_pct", "source", "unconfirmed"}, {"range", "source"}, rid, "'total_dose'"
         ):
             rng = total.get("range")
