@@ -130,7 +130,7 @@ def test_csv_to_a_folder_and_to_stdout(liver_tree, clinical, tmp_path):
     cord = next(f for f in findings if f["rule"] == "CORD_MAX")
     assert cord["grade"] == "deviation_unacceptable" and float(cord["value"]) > 50
     stdout = run("check", case(liver_tree, "liver_cord_overdose"), "--clinical", clinical, "--format", "csv")
-    assert list(csv.DictReader(io.StringIO(stdout.stdout)))[0]["rule"] == "FX_DOSE_PER_FRACTION"
+    assert next(iter(csv.DictReader(io.StringIO(stdout.stdout))))["rule"] == "FX_DOSE_PER_FRACTION"
 
 
 def test_text_to_a_file(liver_tree, clinical, tmp_path):
