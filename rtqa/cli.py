@@ -6,6 +6,7 @@ unreadable or incomplete, a file unassigned, no plan found); 2 usage error; 70 i
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from rtqa.render_check import COLOUR, CheckResult, findings_csv, plans_csv
 from rtqa.render_check import render_json as check_json
 from rtqa.render_check import render_text as check_text
 from rtqa.render_dvh import DvhResult, render_csv, render_json, render_text
+from rtqa.render_html import page_name, render_index_html, render_plan_html
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -161,8 +163,13 @@ def _case_dvh(
     metavar="FILE|NAME",
     help="Protocol file or shipped name (default: the NCT03535259 protocol).",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
-@click.option("--output", type=click.Path(), help="A file (text, json), or a folder for csv (plans.csv, findings.csv).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text", show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(),
+    help="A file (text, json, html of one plan), or a folder for csv "
+    "(plans.csv, findings.csv) and html (index.html and a page per plan).",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Plans checked in parallel.")
 @click.option("--scheduler", metavar="ADDRESS", help="Run on a Dask distributed cluster (pip install rtqa[dask]).")
 @click.option(
@@ -235,9 +242,9 @@ def _check(
         with executor_cm as executor:
             reports = run_batch(graded, protocol, clinical=clinical, executor=executor, progress=progress)
     result = CheckResult(protocol, tuple(reports), found.unassigned, skipped)
-    if fmt == "csv" and output:
-        import os
-
+    if fmt == "html":
+        _write_html(result, output, include_names)
+    elif fmt == "csv" and output:
         os.makedirs(output, exist_ok=True)
         _write(os.path.join(output, "plans.csv"), plans_csv(result))
         _write(os.path.join(output, "findings.csv"), findings_csv(result))
@@ -266,6 +273,24 @@ def _check(
     if found.unassigned or not reports or any(not r.complete for r in reports):
         code |= EXIT_NOT_EVALUABLE
     return code
+
+
+def _write_html(result: CheckResult, output: str | None, include_names: bool) -> None:
+    pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
+    single = len(pages) == 1 and (output is None or not os.path.isdir(output)) and not (output or "").endswith("/")
+    if single:
+        if output:
+            _write(output, pages[0])
+        else:
+            click.echo(pages[0], nl=False)
+        return
+    if output is None:
+        raise click.UsageError("--format html for several plans needs --output FOLDER (an index and a page per plan)")
+    os.makedirs(output, exist_ok=True)
+    names = [page_name(r, i) for i, r in enumerate(result.reports, start=1)]
+    for name, page in zip(names, pages, strict=True):
+        _write(os.path.join(output, name), page)
+    _write(os.path.join(output, "index.html"), render_index_html(result, names))
 
 
 def _paint(text: str, g: Grade) -> str:
