@@ -154,7 +154,7 @@ def _dvh_svg(report: PlanReport) -> str:
         return top + ph * (1 - v / 100.0)
 
     parts = [
-        f'<svg id="dvh" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'<svg id="dvh" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label="cumulative DVH">',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>',
     ]

@@ -1,0 +1,104 @@
+"""Batch audits: 100 patients with one corrupt dose file; process pools and a Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fixtures.batch import copy_case
+from rtqa.batch import run_batch
+from rtqa.cli import cli
+from rtqa.discover import discover
+from rtqa.protocol import load_protocol
+from tests.conftest import case
+
+CENTRES = ("Centre A", "Centre B", "Centre C")
+
+
+@pytest.fixture(scope="module")
+def batch_tree(liver_tree, tmp_path_factory) -> tuple[Path, Path]:
+    """100 patients: 96 clean, 3 with a cord overdose, 1 whose dose file is cut in half."""
+    root = tmp_path_factory.mktemp("batch")
+    tree = root / "submissions"
+    rows = ["patient_id,child_pugh,dose_algorithm"]
+    for i in range(100):
+        source = "liver_cord_overdose" if i in (17, 42, 81) else "liver_clean"
+        pid = f"P{i:03d}"
+        # submissions arrive by centre, in folders named however the centre likes
+        copy_case(case(liver_tree, source), str(tree / CENTRES[i % 3] / f"upload_{i}"), pid, institution=CENTRES[i % 3])
+        rows.append(f"{pid},A5,AAA")
+    dose = tree / CENTRES[55 % 3] / "upload_55" / "RD_PLAN.dcm"
+    with open(dose, "r+b") as fh:
+        fh.truncate(os.path.getsize(dose) // 3)
+    clinical = root / "clinical.csv"
+    clinical.write_text("\n".join(rows) + "\n")
+    return tree, clinical
+
+
+def test_hundred_patients_one_corrupt_file(batch_tree, tmp_path):
+    tree, clinical = batch_tree
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        cli,
+        ["check", str(tree), "--clinical", str(clinical), "--workers", "2", "--format", "json", "--output", str(out)],
+    )
+    assert result.exit_code == 5, result.output  # deviations (1) and something not evaluable (4)
+    data = json.loads(out.read_text())
+    plans = data["plans"]
+    assert len(plans) == 100
+    evaluated = [p for p in plans if p["complete"]]
+    assert len(evaluated) == 99
+    (broken,) = [p for p in plans if not p["complete"]]
+    assert broken["patient_id"] == "P055" and broken["grade"] == "not_evaluable"
+    assert "no RT Dose file" in broken["errors"][0]["message"]
+    (unassigned,) = data["unassigned_files"]
+    assert unassigned["file"].endswith("upload_55/RD_PLAN.dcm") and "truncated" in unassigned["reason"]
+    deviations = sorted(p["patient_id"] for p in plans if p["grade"] == "deviation_unacceptable")
+    assert deviations == ["P017", "P042", "P081"]
+    assert [p["patient_id"] for p in plans] == sorted(p["patient_id"] for p in plans)  # deterministic order
+
+
+def test_html_index_summarises_per_institution(batch_tree, tmp_path):
+    tree, clinical = batch_tree
+    subset = [str(tree / CENTRES[i % 3] / f"upload_{i}") for i in (0, 1, 17, 55)]
+    out = tmp_path / "html"
+    result = CliRunner().invoke(
+        cli, ["check", *subset, "--clinical", str(clinical), "--format", "html", "--output", str(out)]
+    )
+    assert result.exit_code == 5
+    index = (out / "index.html").read_text()
+    assert index.count("<a href='") == 4
+    for centre in ("Centre A", "Centre B", "Centre C"):
+        assert f"<td>{centre}</td>" in index
+    assert len(list(out.glob("0*.html"))) == 4
+
+
+def test_run_batch_reports_progress_in_order(liver_tree):
+    found = discover([case(liver_tree, n) for n in ("liver_clean", "liver_cord_overdose", "liver_empty_roi")])
+    calls = []
+    reports = run_batch(
+        [p for p in found.plan_sets if p.plans],
+        load_protocol(),
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert [r.patient_id for r in reports] == ["HCC-CLEAN", "HCC-CORD", "HCC-EMPTY"]
+
+
+def test_same_audit_on_a_local_dask_cluster(liver_tree, tmp_path):
+    import distributed
+
+    folders = [case(liver_tree, n) for n in ("liver_clean", "liver_cord_overdose")]
+    local = CliRunner().invoke(cli, ["check", *folders, "--format", "json"])
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        remote = CliRunner().invoke(
+            cli, ["check", *folders, "--format", "json", "--scheduler", cluster.scheduler_address]
+        )
+    assert remote.exit_code == local.exit_code == 5
+    assert json.loads(remote.stdout)["plans"] == json.loads(local.stdout)["plans"]
