@@ -19,7 +19,7 @@ from rtqa.clinical import ClinicalFacts
 from rtqa.dvh import DVH, PreparedDose, compute_dvh, prepare_dose
 from rtqa.errors import RtqaError
 from rtqa.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
-from rtqa.limits import Grade, Limit, grade, round_value
+from rtqa.limits import Grade, Limit, format_value, grade, round_value
 from rtqa.matching import Matching, match_structures
 from rtqa.metrics import MetricError, evaluate_metric
 from rtqa.model import DoseGrid, Heterogeneity, Modality
@@ -805,7 +805,7 @@ class _Evaluation:
         unit = rule.unit
         rounded = round_value(value, unit)
         g = grade(rounded, rule.per_protocol, rule.variation)
-        shown = f"{rounded:g} {unit}".strip()
+        shown = format_value(rounded, unit)
         limits = f"per protocol {_limit_text(rule.per_protocol, unit)}"
         if rule.variation is not None:
             limits += f"; variation acceptable {_limit_text(rule.variation, unit)}"

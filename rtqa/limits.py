@@ -108,3 +108,11 @@ PRECISION = {"Gy": 2, "cGy": 0, "%": 1, "cc": 2, "mm": 2, "MV": 1, "fractions": 
 def round_value(value: float, unit: str) -> float:
     """Round to the report precision (0.01 Gy, 0.1 %, 0.01 cc) before grading."""
     return round(value, PRECISION.get(unit, 2))
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A value at its report precision with its unit: ``2.00 Gy``, ``102.5 %``, ``0.00 cc``."""
+    if value is None:
+        return "-"
+    digits = PRECISION.get(unit, 2)
+    return f"{value:.{digits}f} {unit}".strip()

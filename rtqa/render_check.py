@@ -12,7 +12,7 @@ from typing import Any
 
 from rtqa import __version__
 from rtqa.case import UnassignedFile
-from rtqa.limits import Grade
+from rtqa.limits import Grade, format_value
 from rtqa.protocol import Protocol
 from rtqa.report import SCHEMA_VERSION, Finding, PlanReport
 
@@ -83,7 +83,7 @@ def render_text(
                 roi = f.structure or ""
                 if f.matched_roi and f.matched_roi != f.structure:
                     roi += f" -> {f.matched_roi}"
-                value = "-" if f.value is None else f"{f.value:g} {f.unit}".strip()
+                value = format_value(f.value, f.unit)
                 dagger = " †" if f.unconfirmed else ""
                 lines.append(
                     f"  {f.rule:<20} {roi[:30]:<30} {f.metric[:24]:<24} {value:>10}  "

@@ -8,7 +8,7 @@ import re
 from collections import Counter, defaultdict
 
 from rtqa import __version__
-from rtqa.limits import Grade
+from rtqa.limits import Grade, format_value
 from rtqa.render_check import GRADE_LABEL, CheckResult
 from rtqa.report import Finding, PlanReport
 
@@ -125,7 +125,7 @@ def _findings_table(report: PlanReport) -> str:
         roi = _e(f.structure or "")
         if f.matched_roi and f.matched_roi != f.structure:
             roi += f" → {_e(f.matched_roi)}" + (f" <span class='muted'>({_e(f.match)})</span>" if f.match else "")
-        value = "-" if f.value is None else f"{f.value:g} {f.unit}"
+        value = format_value(f.value, f.unit)
         dagger = " †" if f.unconfirmed else ""
         body.append(
             f"<tr title='{_e(f.message)}'><td>{_e(f.rule)}</td><td>{roi}</td><td>{_e(f.metric)}</td>"
