@@ -51,6 +51,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
         except InputError as exc:
             unassigned.append(UnassignedFile(path, _strip_path(str(exc), path)))
     result = group_headers(headers)
+    result = _explain_missing_doses(result, unassigned)
     for h in headers:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
             ignored[str(h.modality)] += 1
@@ -59,6 +60,26 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
         unassigned=tuple(sorted(unassigned + list(result.unassigned), key=lambda u: u.path)),
         ignored=dict(sorted(ignored.items())),
     )
+
+
+def _explain_missing_doses(found: Discovery, unreadable: list[UnassignedFile]) -> Discovery:
+    """Point a plan without a dose at unreadable files beside it (a truncated dose, say)."""
+    by_folder: dict[str, list[UnassignedFile]] = defaultdict(list)
+    for u in unreadable:
+        by_folder[os.path.dirname(u.path)].append(u)
+    plan_sets = []
+    for ps in found.plan_sets:
+        if ps.plans and not ps.doses:
+            near = [u for h in ps.plans for u in by_folder.get(os.path.dirname(h.path), [])]
+            if near:
+                listed = "; ".join(f"{os.path.basename(u.path)}: {u.reason}" for u in near)
+                problems = tuple(
+                    p + f" (unreadable beside it: {listed})" if p == "no RT Dose file for this plan" else p
+                    for p in ps.problems
+                )
+                ps = PlanSet(ps.patient_id, ps.plans, ps.structure_set, ps.doses, ps.inferred_links, problems)
+        plan_sets.append(ps)
+    return Discovery(tuple(plan_sets), found.unassigned, found.ignored)
 
 
 def _strip_path(message: str, path: str) -> str:

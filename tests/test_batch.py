@@ -54,7 +54,7 @@ def test_hundred_patients_one_corrupt_file(batch_tree, tmp_path):
     assert len(evaluated) == 99
     (broken,) = [p for p in plans if not p["complete"]]
     assert broken["patient_id"] == "P055" and broken["grade"] == "not_evaluable"
-    assert "no RT Dose file" in broken["errors"][0]["message"]
+    assert "no RT Dose file" in broken["errors"][0]["message"] and "truncated" in broken["errors"][0]["message"]
     (unassigned,) = data["unassigned_files"]
     assert unassigned["file"].endswith("upload_55/RD_PLAN.dcm") and "truncated" in unassigned["reason"]
     deviations = sorted(p["patient_id"] for p in plans if p["grade"] == "deviation_unacceptable")

@@ -113,7 +113,8 @@ def test_truncated_dose_is_reported_with_its_reason(liver_tree):
     (u,) = found.unassigned
     assert u.path.endswith("RD_PLAN.dcm") and "truncated" in u.reason and "PixelData" in u.reason
     ps = next(p for p in found.plan_sets if p.plans)
-    assert "no RT Dose file for this plan" in ps.problems
+    (problem,) = ps.problems
+    assert problem.startswith("no RT Dose file for this plan (unreadable beside it: RD_PLAN.dcm: PixelData")
 
 
 def test_headerless_structure_set_is_found(liver_tree):
