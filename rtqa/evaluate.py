@@ -653,115 +653,58 @@ class _Evaluation:
     # -- eligibility ----------------------------------------------------------------------------
 
     def _eligibility(self, rule: Rule) -> list[Finding]:
-        if rule.check is not None:  # a clinical fact
-            fact = self.clinical.fact(rule.check) if self.clinical else None
-            if fact is None:
-                return [
-                    Finding(
-                        rule.id,
-                        None,
-                        None,
-                        None,
-                        rule.check,
-                        None,
-                        "",
-                        Grade.NOT_EVALUABLE,
-                        f"needs the clinical fact {rule.check} (--clinical CSV)",
-                        rule.source,
-                        rule.unconfirmed,
-                    )
-                ]
-            ok = fact in rule.allowed
+        def item(grade_: Grade, message: str, value: float | None = None) -> list[Finding]:
+            structure = rule.structure
+            roi = self._roi_label(structure) if structure and value is not None else None
+            how = self._how(structure, None) if structure and value is not None else None
+            metric = rule.metric.text if rule.metric else (rule.check or rule.id)
             return [
                 Finding(
                     rule.id,
-                    None,
-                    None,
-                    None,
-                    rule.check,
-                    None,
-                    "",
-                    Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
-                    f"{rule.check.replace('_', '-')} {fact} ({'eligible' if ok else 'not eligible'}: "
-                    f"{', '.join(rule.allowed)})",
-                    rule.source,
-                    rule.unconfirmed,
-                )
-            ]
-        assert rule.structure is not None and rule.metric is not None and rule.per_protocol is not None
-        if rule.structure in self.missing:
-            return [
-                Finding(
-                    rule.id,
-                    rule.structure,
-                    None,
-                    None,
-                    rule.metric.text,
-                    None,
+                    structure,
+                    roi,
+                    how,
+                    metric,
+                    value,
                     rule.unit,
-                    Grade.NOT_EVALUABLE,
-                    f"{rule.structure} missing: {self.missing[rule.structure][0]}",
+                    grade_,
+                    message,
                     rule.source,
                     rule.unconfirmed,
                     per_protocol=rule.per_protocol,
                 )
             ]
+
+        if rule.check is not None:  # a clinical fact
+            fact = self.clinical.fact(rule.check) if self.clinical else None
+            if fact is None:
+                return item(Grade.NOT_EVALUABLE, f"needs the clinical fact {rule.check} (--clinical CSV)")
+            ok = fact in rule.allowed
+            return item(
+                Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+                f"{rule.check.replace('_', '-')} {fact} ({'eligible' if ok else 'not eligible'}: "
+                f"{', '.join(rule.allowed)})",
+            )
+        assert rule.structure is not None and rule.metric is not None and rule.per_protocol is not None
+        if rule.structure in self.missing:
+            return item(Grade.NOT_EVALUABLE, f"{rule.structure} missing: {self.missing[rule.structure][0]}")
         value: float | None
         if rule.metric.kind == "Volume":
             value = self.stack(rule.structure).volume_cc  # no dose needed: eligibility before planning
         elif self.dose is None:
-            return [
-                Finding(
-                    rule.id,
-                    rule.structure,
-                    None,
-                    None,
-                    rule.metric.text,
-                    None,
-                    rule.unit,
-                    Grade.NOT_EVALUABLE,
-                    "no dose",
-                    rule.source,
-                    rule.unconfirmed,
-                )
-            ]
+            return item(Grade.NOT_EVALUABLE, "no dose")
         else:
             value = evaluate_metric(self.dvh(rule.structure), rule.metric)
         if value is None:
-            return [
-                Finding(
-                    rule.id,
-                    rule.structure,
-                    None,
-                    None,
-                    rule.metric.text,
-                    None,
-                    rule.unit,
-                    Grade.NOT_EVALUABLE,
-                    f"{rule.structure}: {rule.metric.text} does not exist",
-                    rule.source,
-                    rule.unconfirmed,
-                )
-            ]
+            return item(Grade.NOT_EVALUABLE, f"{rule.structure}: {rule.metric.text} does not exist")
         rounded = round_value(value, rule.unit)
         ok = rule.per_protocol.met(rounded)
-        return [
-            Finding(
-                rule.id,
-                rule.structure,
-                self._roi_label(rule.structure),
-                self._how(rule.structure, None),
-                rule.metric.text,
-                rounded,
-                rule.unit,
-                Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
-                f"{rule.structure}: {rule.metric.text.split('[')[0]} = {rounded:g} {rule.unit} "
-                f"({'meets' if ok else 'fails'} {_limit_text(rule.per_protocol, rule.unit)})",
-                rule.source,
-                rule.unconfirmed,
-                per_protocol=rule.per_protocol,
-            )
-        ]
+        return item(
+            Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+            f"{rule.structure}: {rule.metric.text.split('[')[0]} = {format_value(rounded, rule.unit)} "
+            f"({'meets' if ok else 'fails'} {_limit_text(rule.per_protocol, rule.unit)})",
+            rounded,
+        )
 
     # -- findings -------------------------------------------------------------------------------
 
