@@ -13,8 +13,7 @@ import sys
 import venv
 from pathlib import Path
 
-REQUIREMENTS = ["dicompyler-core==0.5.6", "pydicom>=2.4,<3", "numpy", "scipy", "matplotlib", "scikit-image",
-                "shapely"]
+REQUIREMENTS = ["dicompyler-core==0.5.6", "pydicom>=2.4,<3", "numpy", "scipy", "matplotlib", "scikit-image", "shapely"]
 
 
 def main() -> int:

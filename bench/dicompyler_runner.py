@@ -32,8 +32,11 @@ def run(job):
     kwargs = {}
     if job["mode"] == "interp":
         # dicompyler-core's documented interpolation options, at an eighth of the dose pixel
-        kwargs = {"interpolation_resolution": job["pixel_mm"] / 8, "interpolation_segments_between_planes": 2,
-                  "use_structure_extents": True}
+        kwargs = {
+            "interpolation_resolution": job["pixel_mm"] / 8,
+            "interpolation_segments_between_planes": 2,
+            "use_structure_extents": True,
+        }
     times = []
     dvh = None
     for _ in range(job.get("repeats", 3)):
@@ -44,8 +47,14 @@ def run(job):
     dvhcalc.get_dvh(job["rs"], job["rd"], job["roi"], **kwargs)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    out = {"time_s": statistics.median(times), "peak_mb": peak / 2**20, "volume_cc": float(dvh.volume),
-           "mean_gy": float(dvh.mean), "min_gy": float(dvh.min), "max_gy": float(dvh.max)}
+    out = {
+        "time_s": statistics.median(times),
+        "peak_mb": peak / 2**20,
+        "volume_cc": float(dvh.volume),
+        "mean_gy": float(dvh.mean),
+        "min_gy": float(dvh.min),
+        "max_gy": float(dvh.max),
+    }
     for name in ("D98", "D95", "D50", "D2", "D2cc"):
         out[name] = _value(dvh, name)
     return out

@@ -325,21 +325,7 @@ class _Evaluation:
                     + (" (the uncovered part counts as 0 Gy)" if low else " (their metrics are not evaluable)")
                 )
             )
-        self.findings.append(
-            Finding(
-                rule.id,
-                None,
-                None,
-                None,
-                "uncovered volume",
-                round(worst, 2),
-                "cc",
-                grade_,
-                msg,
-                rule.source,
-                rule.unconfirmed,
-            )
-        )
+        self._plain(rule, "uncovered volume", round(worst, 2), "cc", grade_, msg)
 
     def _check_target_coverage(self, rule: Rule) -> None:
         self._coverage_findings(rule, "target")
@@ -367,40 +353,19 @@ class _Evaluation:
             grade_, msg = Grade.DEVIATION_UNACCEPTABLE, f"heterogeneity correction off ({values})"
         else:
             grade_, msg = Grade.PER_PROTOCOL, f"heterogeneity correction on ({values})"
-        self.findings.append(
-            Finding(
-                rule.id,
-                None,
-                None,
-                None,
-                "TissueHeterogeneityCorrection",
-                None,
-                "",
-                grade_,
-                msg,
-                rule.source,
-                rule.unconfirmed,
-            )
-        )
+        self._plain(rule, "TissueHeterogeneityCorrection", None, "", grade_, msg)
 
     def _check_dose_type(self, rule: Rule) -> None:
         info = self.dose.info if self.dose is not None else None
         value = info.dose_type.value if info else "unknown"
         ok = value in rule.allowed
-        self.findings.append(
-            Finding(
-                rule.id,
-                None,
-                None,
-                None,
-                "DoseType",
-                None,
-                "",
-                Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
-                f"DoseType {value} (allowed: {', '.join(rule.allowed)})",
-                rule.source,
-                rule.unconfirmed,
-            )
+        self._plain(
+            rule,
+            "DoseType",
+            None,
+            "",
+            Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+            f"DoseType {value} (allowed: {', '.join(rule.allowed)})",
         )
 
     def _check_prescription_agreement(self, rule: Rule) -> None:
@@ -409,21 +374,14 @@ class _Evaluation:
             return
         for plan, rx in zip(self.case.plans, self.plan_rx, strict=True):
             if len(rx.candidates) < 2 or rx.total_gy is None:
-                self.findings.append(
-                    Finding(
-                        rule.id,
-                        None,
-                        None,
-                        None,
-                        "prescription sources",
-                        None,
-                        "%",
-                        Grade.PER_PROTOCOL,
-                        f"plan {plan.label}: one prescription source "
-                        f"({rx.source.value if rx.source else 'none'}), nothing to compare",
-                        rule.source,
-                        rule.unconfirmed,
-                    )
+                self._plain(
+                    rule,
+                    "prescription sources",
+                    None,
+                    "%",
+                    Grade.PER_PROTOCOL,
+                    f"plan {plan.label}: one prescription source "
+                    f"({rx.source.value if rx.source else 'none'}), nothing to compare",
                 )
                 continue
             spread = max(abs(v - rx.total_gy) for _, v in rx.candidates) / rx.total_gy * 100
@@ -447,24 +405,17 @@ class _Evaluation:
             self._not_evaluable(rule, None, None, "no treatment beams")
             return
         bad = [f"{b.name} ({b.radiation_type})" for _, b in beams if b.radiation_type not in rule.allowed]
-        self.findings.append(
-            Finding(
-                rule.id,
-                None,
-                None,
-                None,
-                "RadiationType",
-                None,
-                "",
-                Grade.DEVIATION_UNACCEPTABLE if bad else Grade.PER_PROTOCOL,
-                (
-                    f"beams not {'/'.join(rule.allowed)}: {', '.join(bad)}"
-                    if bad
-                    else f"{len(beams)} treatment beams, all {'/'.join(rule.allowed)}; setup beams ignored"
-                ),
-                rule.source,
-                rule.unconfirmed,
-            )
+        self._plain(
+            rule,
+            "RadiationType",
+            None,
+            "",
+            Grade.DEVIATION_UNACCEPTABLE if bad else Grade.PER_PROTOCOL,
+            (
+                f"beams not {'/'.join(rule.allowed)}: {', '.join(bad)}"
+                if bad
+                else f"{len(beams)} treatment beams, all {'/'.join(rule.allowed)}; setup beams ignored"
+            ),
         )
 
     def _check_beam_energy(self, rule: Rule) -> None:
@@ -510,20 +461,13 @@ class _Evaluation:
             self._not_evaluable(rule, None, None, "needs the clinical fact dose_algorithm (--clinical CSV)")
             return
         ok = any(value.casefold() == a.casefold() for a in rule.allowed)
-        self.findings.append(
-            Finding(
-                rule.id,
-                None,
-                None,
-                None,
-                "dose algorithm",
-                None,
-                "",
-                Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
-                f"dose algorithm {value!r} (allowed: {', '.join(rule.allowed)})",
-                rule.source,
-                rule.unconfirmed,
-            )
+        self._plain(
+            rule,
+            "dose algorithm",
+            None,
+            "",
+            Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+            f"dose algorithm {value!r} (allowed: {', '.join(rule.allowed)})",
         )
 
     # -- DVH constraints ------------------------------------------------------------------------
@@ -707,6 +651,12 @@ class _Evaluation:
         )
 
     # -- findings -------------------------------------------------------------------------------
+
+    def _plain(self, rule: Rule, metric: str, value: float | None, unit: str, grade_: Grade, message: str) -> None:
+        """A finding graded by a check of its own (not by the rule's limits)."""
+        self.findings.append(
+            Finding(rule.id, None, None, None, metric, value, unit, grade_, message, rule.source, rule.unconfirmed)
+        )
 
     def _not_evaluable(
         self, rule: Rule, structure: str | None, roi: str | None, why: str, how: str | None = None
