@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 from rtqa.dvh import DVH, compute_dvh, prepare_dose
 from rtqa.errors import RtqaError
-from rtqa.geometry import EndCap, SlabStack, evaluate_expression, roi_stack
+from rtqa.geometry import EndCap, SlabStack, combine, evaluate_expression, roi_stack
+from rtqa.matching import match_structures
 from rtqa.metrics import evaluate_metric
 from rtqa.model import DoseGrid, StoredDVH, StructureSet
+from rtqa.protocol import Protocol
 from rtqa.stored_dvh import compare_with_stored, decode_stored_dvh, infer_end_cap
 
 SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
@@ -109,3 +111,52 @@ def review_stored_dvhs(
     if verdict:
         warnings.append(verdict)
     return warnings
+
+
+def compute_protocol_dvhs(
+    structure_set: StructureSet, dose: DoseGrid, protocol: Protocol, *, names: Sequence[str] = ()
+) -> list[StructureDVH]:
+    """DVHs under the protocol's structure names (several ROIs of one structure as their union)
+    and of its derived structures, e.g. ``Liver-GTV``."""
+    planes = structure_set.plane_positions_mm
+    prepared = prepare_dose(dose)
+    matching = match_structures([r.name for r in structure_set.rois], protocol)
+    rois = {r.name: r for r in structure_set.rois}
+    stacks: dict[str, SlabStack] = {}
+    labels: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name in protocol.structures:
+        if name in matching.ambiguous:
+            problems[name] = matching.ambiguous[name]
+            continue
+        matched = [m.roi for m in matching.matches.get(name, ())]
+        parts = []
+        for roi in matched:
+            try:
+                parts.append(roi_stack(rois[roi], planes, end_cap=protocol.end_cap))
+            except RtqaError as exc:
+                problems[name] = str(exc)
+        if not parts:
+            problems.setdefault(name, f"no ROI matches {name}")
+            continue
+        stack = parts[0]
+        for p in parts[1:]:
+            stack = combine("|", stack, p)
+        stacks[name] = SlabStack(name, stack.slabs, stack.end_cap)
+        labels[name] = " | ".join(matched)
+    for name, spec in protocol.derived.items():
+        if spec.prefer_roi and name in stacks:
+            continue
+        try:
+            stacks[name] = evaluate_expression(spec.expression, stacks, name=name)
+            problems.pop(name, None)
+        except RtqaError as exc:
+            problems[name] = str(exc)
+    wanted = list(names) or [*protocol.structures, *(d for d in protocol.derived if d not in protocol.structures)]
+    out = []
+    for name in wanted:
+        if name in stacks:
+            out.append(StructureDVH(name, labels.get(name), compute_dvh(stacks[name], dose, prepared=prepared)))
+        else:
+            out.append(StructureDVH(name, None, None, problems.get(name, f"{name} is not a structure of the protocol")))
+    return out

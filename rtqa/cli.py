@@ -17,7 +17,7 @@ import click
 from rtqa import __version__
 from rtqa.batch import run_batch
 from rtqa.case import PlanSet
-from rtqa.casedvh import compute_case_dvhs, review_stored_dvhs
+from rtqa.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
 from rtqa.clinical import read_clinical_csv
 from rtqa.discover import discover
 from rtqa.errors import ProtocolError, RtqaError
@@ -58,6 +58,12 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--protocol",
+    "protocol_name",
+    metavar="FILE|NAME",
+    help="Name structures as this protocol does (aliases matched, derived structures such as Liver-GTV).",
+)
 @click.option("--structure", "structures", multiple=True, metavar="NAME", help="Only these ROIs (repeatable).")
 @click.option(
     "--derived",
@@ -78,6 +84,7 @@ def cli() -> None:
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def dvh(
     paths: tuple[str, ...],
+    protocol_name: str | None,
     structures: tuple[str, ...],
     derived: list[tuple[str, str]],
     end_cap: str,
@@ -86,11 +93,13 @@ def dvh(
     debug: bool,
 ) -> None:
     """Dose-volume statistics of every structure of every plan found under PATHS."""
-    _run(lambda: _dvh(paths, structures, derived, EndCap(end_cap), fmt, output), debug)
+    protocol = _load_protocol(protocol_name) if protocol_name else None
+    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output), debug)
 
 
 def _dvh(
     paths: tuple[str, ...],
+    protocol: Protocol | None,
     structures: tuple[str, ...],
     derived: list[tuple[str, str]],
     end_cap: EndCap,
@@ -105,7 +114,7 @@ def _dvh(
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
         not_evaluable = True
     for plan_set in plan_sets:
-        result = _case_dvh(plan_set, structures, derived, end_cap)
+        result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
         not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
         results.append(result)
     renderer: Callable[[list[DvhResult]], str] = {"text": render_text, "json": render_json, "csv": render_csv}[fmt]
@@ -121,7 +130,11 @@ def _dvh(
 
 
 def _case_dvh(
-    plan_set: PlanSet, structures: tuple[str, ...], derived: list[tuple[str, str]], end_cap: EndCap
+    plan_set: PlanSet,
+    protocol: Protocol | None,
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: EndCap,
 ) -> DvhResult:
     plan_uid = plan_set.plans[0].sop_instance_uid
     label = plan_set.label
@@ -144,8 +157,13 @@ def _case_dvh(
                 )
         sx, sy, sz = case.dose.info.spacing_mm if case.dose.info else (0.0, 0.0, 0.0)
         facts.append(("dose grid", f"{sx:.2f} x {sy:.2f} x {sz:.2f} mm, max {case.dose.max_gy:.2f} Gy"))
+        if protocol is not None:
+            end_cap = protocol.end_cap
+            facts.append(("protocol", f"{protocol.id} v{protocol.version} (structure names and derived structures)"))
+            dvhs = compute_protocol_dvhs(case.structure_set, case.dose, protocol, names=structures)
+        else:
+            dvhs = compute_case_dvhs(case.structure_set, case.dose, names=structures, derived=derived, end_cap=end_cap)
         facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
-        dvhs = compute_case_dvhs(case.structure_set, case.dose, names=structures, derived=derived, end_cap=end_cap)
         warnings = list(case.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
         if len(case.dose_choice.parts) == 1 and case.dose_choice.parts[0][0].has_dvh_sequence:
             stored = read_stored_dvhs(case.dose_choice.parts[0][0].path)

@@ -86,3 +86,27 @@ def test_input_files_are_never_written(liver_tree):
     before = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
     run("dvh", folder)
     assert before == {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
+
+
+def test_dvh_with_a_protocol_uses_its_names_and_derived_structures(liver_tree):
+    result = run(
+        "dvh",
+        case(liver_tree, "liver_nonstandard_names"),
+        "--protocol",
+        "nct03535259",
+        "--structure",
+        "Liver",
+        "--structure",
+        "Liver-GTV",
+        "--structure",
+        "PTV",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    structures = json.loads(result.output)["plans"][0]["structures"]
+    assert structures["Liver"]["roi"] == "肝脏"  # matched through the alias table
+    assert structures["PTV"]["roi"] == "PTV_5000 | PTVv | PTVn"  # a many-ROI structure: their union
+    truth = json.loads(Path(case(liver_tree, "liver_nonstandard_names") + ".truth.json").read_text())
+    normal = truth["structures"]["Liver-GTV"]
+    assert abs(structures["Liver-GTV"]["volume_cc"] - normal["volume_cc"]) <= 0.005 * normal["volume_cc"]
