@@ -7,7 +7,6 @@ clinical fact is missing is not evaluable and names the fact.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from typing import Any
@@ -22,7 +21,7 @@ from rtqa.geometry import SlabStack, combine, evaluate_expression, expression_na
 from rtqa.limits import Grade, Limit, format_value, grade, round_value
 from rtqa.matching import Matching, match_structures
 from rtqa.metrics import MetricError, evaluate_metric
-from rtqa.model import DoseGrid, Heterogeneity, Modality
+from rtqa.model import DoseGrid, Heterogeneity
 from rtqa.prescription import TargetPrescription, derive_prescription
 from rtqa.protocol import Protocol, Rule
 from rtqa.report import Finding, InputFile, PlanReport, StructureSummary
@@ -844,10 +843,3 @@ def _ptv_partner(roi: str) -> str | None:
     """The PTV of a GTV or CTV with the same suffix: GTVp -> PTVp."""
     m = re.match(r"^(GTV|CTV|ITV)(.*)$", roi, re.IGNORECASE)
     return f"PTV{m.group(2)}" if m else None
-
-
-def input_modality(value: Modality | str) -> str:
-    return value.value if isinstance(value, Modality) else str(value)
-
-
-__all__ = ["evaluate", "input_modality", "os"]
