@@ -62,7 +62,18 @@ def main() -> int:
         t0 = time.perf_counter()
         found = discover([tree])
         times.append(time.perf_counter() - t0)
-    check = [sys.executable, "-m", "rtqa", "check", "--clinical", str(clinical), "--format", "json", "--output", str(root / "out.json")]
+    check = [
+        sys.executable,
+        "-m",
+        "rtqa",
+        "check",
+        "--clinical",
+        str(clinical),
+        "--format",
+        "json",
+        "--output",
+        str(root / "out.json"),
+    ]
     w1 = wall([*check, "--workers", "1", str(tree)])
     w2 = wall([*check, "--workers", "2", str(tree)])
     two_thirds = wall([*check, "--workers", "1", str(tree / "centre0"), str(tree / "centre1")])
