@@ -76,7 +76,8 @@ def render_text(
         if r.prescription:
             rx = r.prescription
             per = f"{rx['per_fraction_gy']:.2f} Gy x {rx['fractions']}" if rx.get("per_fraction_gy") else "?"
-            lines.append(f"  Prescription: {rx['total_gy']} Gy ({per}) from {rx['source']}; dose: {r.dose_source}")
+            total = "?" if rx.get("total_gy") is None else f"{rx['total_gy']:.2f}"
+            lines.append(f"  Prescription: {total} Gy ({per}) from {rx['source']}; dose: {r.dose_source}")
         if r.findings or r.eligibility:
             lines.append(f"  {'rule':<20} {'structure -> ROI':<30} {'metric':<24} {'value':>10}  {'limits':<22} grade")
             for f in (*r.findings, *r.eligibility):
