@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from rtqa.geometry import EndCap, expression_names
 from rtqa.limits import Limit
 from rtqa.metrics import Metric, parse_metric
 
-RULES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rules")
+_SOURCE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rules")
+_INSTALLED_RULES = os.path.join(sys.prefix, "share", "rtqa", "rules")  # a wheel install puts them here
+RULES_DIR = _SOURCE_RULES if os.path.isdir(_SOURCE_RULES) else _INSTALLED_RULES
 KNOWN_FACTS = ("child_pugh", "dose_algorithm", "motion_management")
 CHILD_PUGH = ("A5", "A6", "B7", "B8", "B9", "C10", "C11", "C12", "C13", "C14", "C15")
 TECHNICAL_CHECKS = (
