@@ -24,6 +24,20 @@ class StructureDVH:
     dvh: DVH | None
     problem: str | None = None  # why there is no DVH (missing, empty, ...)
 
+    def statistics(self) -> dict[str, float | None]:
+        """Volume, uncovered volume, min/mean/max and the summary D metrics, in report order."""
+        if self.dvh is None:
+            return {}
+        dvh = self.dvh
+        return {
+            "volume_cc": dvh.volume_cc,
+            "uncovered_cc": dvh.uncovered_cc,
+            "min_gy": dvh.min_gy,
+            "mean_gy": dvh.mean_gy,
+            "max_gy": dvh.max_gy,
+            **self.d_gy(),
+        }
+
     def d_gy(self) -> dict[str, float | None]:
         if self.dvh is None:
             return {}

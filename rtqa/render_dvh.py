@@ -13,6 +13,7 @@ import numpy as np
 from rtqa.casedvh import StructureDVH
 
 CURVE_STEP_GY = 0.1
+TEXT_COLUMNS = ("volume_cc", "uncovered_cc", "min_gy", "mean_gy", "max_gy", "D98%", "D95%", "D2%", "D0.03cc")
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,18 +53,8 @@ def render_text(results: list[DvhResult]) -> str:
             if s.dvh is None:
                 lines.append(f"  {s.name:<18}  missing: {s.problem}")
                 continue
-            d = s.d_gy()
-            cells = [
-                s.dvh.volume_cc,
-                s.dvh.uncovered_cc,
-                s.dvh.min_gy,
-                s.dvh.mean_gy,
-                s.dvh.max_gy,
-                d["D98%"],
-                d["D95%"],
-                d["D2%"],
-                d["D0.03cc"],
-            ]
+            stats = s.statistics()
+            cells = [stats[k] for k in TEXT_COLUMNS]
             widths = (11, 10, 9, 9, 9, 8, 8, 8, 9)
             text = "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, widths, strict=True))
             flag = "  (small)" if s.dvh.is_small else ""
@@ -145,20 +136,7 @@ def render_csv(results: list[DvhResult]) -> str:
             if s.dvh is None:
                 writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "", *[""] * 11, s.problem])
                 continue
-            d = s.d_gy()
-            values = [
-                s.dvh.volume_cc,
-                s.dvh.uncovered_cc,
-                s.dvh.min_gy,
-                s.dvh.mean_gy,
-                s.dvh.max_gy,
-                d["D98%"],
-                d["D95%"],
-                d["D50%"],
-                d["D2%"],
-                d["D2cc"],
-                d["D0.03cc"],
-            ]
+            values = list(s.statistics().values())
             writer.writerow(
                 [
                     res.patient_id,

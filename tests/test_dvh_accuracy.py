@@ -100,21 +100,7 @@ def test_end_cap_none_removes_half_a_slab_at_each_end(phantom_tree):
     assert half.volume_cc - none.volume_cc == pytest.approx(one_slab_cc, rel=1e-6)
 
 
-LIVER_KEYS = (
-    "Liver",
-    "GTVp",
-    "GTVv",
-    "GTVn",
-    "PTVp",
-    "PTVv",
-    "PTVn",
-    "SpinalCord",
-    "Kidney_L",
-    "Kidney_R",
-    "Duodenum",
-    "Stomach",
-    "Esophagus",
-)
+LIVER_KEYS = cases.TRUTH_STRUCTURES
 
 
 @pytest.mark.parametrize("name", ["liver_clean", "liver_high_liver_mean"])
