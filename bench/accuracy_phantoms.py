@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import cases, phantoms
-from rtqa.dvh import compute_dvh
-from rtqa.geometry import roi_stack
+from rtqa.dvh.engine import compute_dvh
+from rtqa.dvh.geometry import roi_stack
+from rtqa.dvh.metrics import evaluate_metric
 from rtqa.io import read_dose, read_structure_set
-from rtqa.metrics import evaluate_metric
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import cases
 from fixtures.batch import copy_case
-from rtqa.discover import discover
+from rtqa.discovery.grouping import discover
 
 
 def build(root: Path, n: int = 100) -> tuple[Path, Path]:

@@ -27,11 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import cases, phantoms
-from rtqa.casedvh import compute_case_dvhs
-from rtqa.dvh import compute_dvh, prepare_dose
-from rtqa.geometry import roi_stack
+from rtqa.dvh.engine import compute_dvh, prepare_dose
+from rtqa.dvh.geometry import roi_stack
+from rtqa.dvh.metrics import evaluate_metric
+from rtqa.evaluation.casedvh import compute_case_dvhs
 from rtqa.io import read_dose, read_structure_set
-from rtqa.metrics import evaluate_metric
 
 METRICS = ("volume_cc", "mean_gy", "D98", "D95", "D50", "D2")
 TRUTH_KEYS = {"volume_cc": "volume_cc", "mean_gy": "mean_gy", "D98": "D98%", "D95": "D95%", "D50": "D50%", "D2": "D2%"}

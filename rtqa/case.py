@@ -1,12 +1,54 @@
-"""The units of work: plan sets found by discovery, and plan sets loaded from disk. Pure data."""
+"""The units of work: plan sets found by discovery, plan sets loaded from disk, the dose chosen
+for a plan and its prescription. Pure data: the domain types every layer above the reading
+layer shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
-from rtqa.dose_selection import DoseChoice
-from rtqa.model import DoseGrid, FileHeader, Plan, StructureSet
-from rtqa.prescription import Prescription
+from rtqa.model import DoseGrid, DoseInfo, FileHeader, Plan, StructureSet
+
+
+@dataclass(frozen=True)
+class DoseChoice:
+    """The dose files to add up, each with its weight, and how they were chosen."""
+
+    parts: tuple[tuple[DoseInfo, float], ...]
+    source: str  # e.g. "PLAN", "BEAM sum (7 files)", "MULTI_PLAN"
+    crosscheck: tuple[DoseInfo, ...] = ()  # BEAM doses to compare with a PLAN dose
+    warnings: tuple[str, ...] = ()
+
+
+class PrescriptionSource(str, Enum):
+    CLINICAL = "clinical"
+    DOSE_REFERENCE = "dose_reference"
+    BEAM_DOSES = "beam_doses"
+
+
+@dataclass(frozen=True)
+class TargetPrescription:
+    name: str  # ROI name, dose-reference description, or the target of the case-report form
+    total_gy: float
+    roi_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Prescription:
+    """The prescription used to grade a plan, and where it came from."""
+
+    total_gy: float | None
+    fractions: int | None
+    source: PrescriptionSource | None
+    targets: tuple[TargetPrescription, ...] = ()
+    candidates: tuple[tuple[PrescriptionSource, float], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def per_fraction_gy(self) -> float | None:
+        if self.total_gy is None or not self.fractions:
+            return None
+        return self.total_gy / self.fractions
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from fixtures.batch import copy_case
-from rtqa.batch import run_batch
 from rtqa.cli import cli
-from rtqa.discover import discover
-from rtqa.protocol import load_protocol
+from rtqa.discovery.batch import run_batch
+from rtqa.discovery.grouping import discover
+from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
 
 CENTRES = ("Centre A", "Centre B", "Centre C")

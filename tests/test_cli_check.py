@@ -12,8 +12,9 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from rtqa import cli as cli_module
+from rtqa.cli import check as cli_module
 from rtqa.cli import cli
+from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
 
 SCHEMA = json.loads(resources.files("rtqa").joinpath("schemas/report-v1.schema.json").read_text())
@@ -56,14 +57,14 @@ def test_incomplete_exits_4_and_with_deviation_5(liver_tree):
 
 
 def test_fail_on_variation_with_a_stricter_protocol(liver_tree, clinical, tmp_path):
-    text = Path(cli_module.load_protocol().path).read_text(encoding="utf-8")
+    text = Path(load_protocol().path).read_text(encoding="utf-8")
     strict = text.replace(
         'per_protocol: "<= 45",\n     variation_acceptable: "<= 50"',
         'per_protocol: "<= 5",\n     variation_acceptable: "<= 50"',
     )
     assert strict != text
     (tmp_path / "tg263_aliases.yaml").write_text(
-        (Path(cli_module.load_protocol().path).parent / "tg263_aliases.yaml").read_text(encoding="utf-8"),
+        (Path(load_protocol().path).parent / "tg263_aliases.yaml").read_text(encoding="utf-8"),
         encoding="utf-8",
     )
     proto = tmp_path / "strict.yaml"
@@ -171,7 +172,7 @@ def test_no_plan_found_exits_4(tmp_path):
 
 
 def test_rules_validate_and_show(tmp_path):
-    shipped = cli_module.load_protocol().path
+    shipped = load_protocol().path
     ok = run("rules", "validate", shipped)
     assert ok.exit_code == 0 and "valid - NCT03535259" in ok.output
     bad = tmp_path / "bad.yaml"

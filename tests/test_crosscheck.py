@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from fixtures import cases
-from rtqa.casedvh import compute_case_dvhs
-from rtqa.dvh import compute_dvh
-from rtqa.geometry import roi_stack
+from rtqa.dvh.engine import compute_dvh
+from rtqa.dvh.geometry import roi_stack
+from rtqa.dvh.metrics import evaluate_metric
+from rtqa.evaluation.casedvh import compute_case_dvhs
 from rtqa.io import read_dose, read_structure_set
-from rtqa.metrics import evaluate_metric
 from tests.conftest import case
 
 pytestmark = pytest.mark.crosscheck

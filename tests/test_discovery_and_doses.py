@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fixtures import cases
-from rtqa.discover import discover
-from rtqa.dose_selection import choose_dose
+from rtqa.discovery.dose_selection import choose_dose
+from rtqa.discovery.grouping import discover
+from rtqa.discovery.load import load_case
 from rtqa.errors import DoseSelectionError, InputError
 from rtqa.io import read_dose, read_dose_info, read_plan
-from rtqa.planset import load_case
 from tests.conftest import case
 
 

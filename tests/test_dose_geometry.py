@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from rtqa.dose import compute_canonical_grid, interpolate_trilinear, resample, sum_doses
+from rtqa.dvh.grid import compute_canonical_grid, interpolate_trilinear, resample, sum_doses
 from rtqa.errors import DoseGridError, InputError
 from rtqa.io import read_dose, read_dose_info
 from rtqa.model import DoseGrid, DoseSummationType, Heterogeneity

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from fixtures import cases, phantoms
-from rtqa.casedvh import compute_case_dvhs
-from rtqa.dvh import compute_dvh
-from rtqa.geometry import EndCap, roi_stack
+from rtqa.dvh.engine import compute_dvh
+from rtqa.dvh.geometry import EndCap, roi_stack
+from rtqa.dvh.metrics import evaluate_metric
+from rtqa.evaluation.casedvh import compute_case_dvhs
 from rtqa.io import read_dose, read_structure_set
-from rtqa.metrics import evaluate_metric
 from tests.conftest import case
 
 REFERENCE = phantoms.REFERENCE_DOSE_GY

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from rtqa.batch import Job, run_job
-from rtqa.clinical import ClinicalFacts, read_clinical_csv
-from rtqa.discover import discover
+from rtqa.discovery.batch import Job, run_job
+from rtqa.discovery.grouping import discover
+from rtqa.discovery.load import load_case
 from rtqa.errors import InputError
-from rtqa.evaluate import evaluate
-from rtqa.limits import Grade
-from rtqa.planset import load_case
-from rtqa.protocol import load_protocol
+from rtqa.evaluation.evaluate import evaluate
+from rtqa.protocol.clinical import ClinicalFacts, read_clinical_csv
+from rtqa.protocol.limits import Grade
+from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
 
 PROTOCOL = load_protocol()

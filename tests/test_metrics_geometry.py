@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtqa.dvh import compute_dvh
+from rtqa.dvh.engine import compute_dvh
+from rtqa.dvh.geometry import combine, evaluate_expression, roi_stack
+from rtqa.dvh.metrics import MetricError, evaluate_metric, parse_metric
 from rtqa.errors import GeometryError, MetricSyntaxError, MissingStructureError
-from rtqa.geometry import combine, evaluate_expression, roi_stack
-from rtqa.metrics import MetricError, evaluate_metric, parse_metric
 from rtqa.model import ContourPlane, DoseGrid, Roi
 
 PLANES = np.arange(0.0, 31.0, 2.0)  # 16 planes, 2 mm apart

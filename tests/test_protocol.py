@@ -7,9 +7,9 @@ import textwrap
 import pytest
 
 from rtqa.errors import ProtocolError
-from rtqa.limits import Grade, Limit, grade
-from rtqa.matching import match_structures
-from rtqa.protocol import load_protocol, normalise_name
+from rtqa.protocol.limits import Grade, Limit, grade
+from rtqa.protocol.loader import load_protocol, normalise_name
+from rtqa.protocol.matching import match_structures
 
 GOOD = textwrap.dedent("""\
     protocol: {id: TEST, version: "1"}

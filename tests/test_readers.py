@@ -9,10 +9,11 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from fixtures.writer import BeamSpec, Patient, RoiSpec, uid, write_plan, write_structure_set
+from rtqa.case import PrescriptionSource
 from rtqa.errors import DoseGridError, InputError, UnsupportedObjectError
+from rtqa.evaluation.prescription import derive_prescription
 from rtqa.io import read_dose, read_header, read_plan, read_structure_set
 from rtqa.io.common import NotDicomError
-from rtqa.prescription import PrescriptionSource, derive_prescription
 
 
 def test_pydicom_rtplan_is_read():
@@ -39,7 +40,7 @@ def test_pydicom_relative_rtdose_is_refused_with_reason():
 
 
 def test_three_unrelated_pydicom_files_do_not_group(tmp_path):
-    from rtqa.discover import discover
+    from rtqa.discovery.grouping import discover
 
     files = [get_testdata_file(n) for n in ("rtplan.dcm", "rtstruct.dcm", "rtdose.dcm")]
     found = discover(files)

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from rtqa.casedvh import compute_case_dvhs, review_stored_dvhs
 from rtqa.cli import cli
-from rtqa.geometry import EndCap, roi_stack
+from rtqa.dvh.geometry import EndCap, roi_stack
+from rtqa.dvh.stored import decode_stored_dvh, infer_end_cap
+from rtqa.evaluation.casedvh import compute_case_dvhs, review_stored_dvhs
 from rtqa.io import read_dose, read_stored_dvhs, read_structure_set
 from rtqa.model import StoredDVH
-from rtqa.stored_dvh import decode_stored_dvh, infer_end_cap
 from tests.conftest import case
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from pydicom.dataset import Dataset
 
-from rtqa.dose import CanonicalGrid, compute_canonical_grid, relative_frame_offsets
+from rtqa.dvh.grid import CanonicalGrid, compute_canonical_grid, relative_frame_offsets
 from rtqa.errors import DoseGridError, InputError, UnsupportedObjectError
 from rtqa.io.common import (
     RT_DOSE,

@@ -16,12 +16,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from rtqa.case import PlanSet
-from rtqa.clinical import ClinicalFacts
+from rtqa.discovery.load import load_case
 from rtqa.errors import RtqaError
-from rtqa.evaluate import evaluate
-from rtqa.planset import load_case
-from rtqa.protocol import Protocol, load_protocol
-from rtqa.report import PlanReport
+from rtqa.evaluation.evaluate import evaluate
+from rtqa.protocol.clinical import ClinicalFacts
+from rtqa.protocol.loader import Protocol, load_protocol
+from rtqa.report.model import PlanReport
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from rtqa.errors import InputError
-from rtqa.protocol import CHILD_PUGH
+from rtqa.protocol.loader import CHILD_PUGH
 
 
 @dataclass(frozen=True)

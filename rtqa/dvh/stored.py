@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtqa.dvh import DVH
+from rtqa.dvh.engine import DVH
 from rtqa.model import FloatArray, StoredDVH
 
 VOLUME_LIMIT = 0.02

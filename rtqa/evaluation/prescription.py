@@ -8,43 +8,10 @@ labelled so. Sources that disagree by more than 2 % are reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
+from rtqa.case import Prescription, PrescriptionSource, TargetPrescription
 from rtqa.model import Plan
 
 DISAGREEMENT_LIMIT = 0.02
-
-
-class PrescriptionSource(str, Enum):
-    CLINICAL = "clinical"
-    DOSE_REFERENCE = "dose_reference"
-    BEAM_DOSES = "beam_doses"
-
-
-@dataclass(frozen=True)
-class TargetPrescription:
-    name: str  # ROI name, dose-reference description, or the target of the case-report form
-    total_gy: float
-    roi_number: int | None = None
-
-
-@dataclass(frozen=True)
-class Prescription:
-    """The prescription used to grade a plan, and where it came from."""
-
-    total_gy: float | None
-    fractions: int | None
-    source: PrescriptionSource | None
-    targets: tuple[TargetPrescription, ...] = ()
-    candidates: tuple[tuple[PrescriptionSource, float], ...] = ()
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def per_fraction_gy(self) -> float | None:
-        if self.total_gy is None or not self.fractions:
-            return None
-        return self.total_gy / self.fractions
 
 
 def derive_prescription(

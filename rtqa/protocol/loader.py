@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
+from rtqa.dvh.geometry import EndCap, expression_names
+from rtqa.dvh.metrics import Metric, parse_metric
 from rtqa.errors import MetricSyntaxError, ProtocolError
-from rtqa.geometry import EndCap, expression_names
-from rtqa.limits import Limit
-from rtqa.metrics import Metric, parse_metric
+from rtqa.protocol.limits import Limit
 
-_SOURCE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rules")
+_SOURCE_RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "rules")
 _INSTALLED_RULES = os.path.join(sys.prefix, "share", "rtqa", "rules")  # a wheel install puts them here
 RULES_DIR = _SOURCE_RULES if os.path.isdir(_SOURCE_RULES) else _INSTALLED_RULES
 KNOWN_FACTS = ("child_pugh", "dose_algorithm", "motion_management")

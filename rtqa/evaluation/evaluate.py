@@ -13,18 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from rtqa.case import LoadedCase
-from rtqa.clinical import ClinicalFacts
-from rtqa.dvh import DVH, PreparedDose, compute_dvh, prepare_dose
+from rtqa.case import LoadedCase, TargetPrescription
+from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
+from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
+from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
-from rtqa.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
-from rtqa.limits import Grade, Limit, format_value, grade, round_value
-from rtqa.matching import Matching, match_structures
-from rtqa.metrics import MetricError, evaluate_metric
+from rtqa.evaluation.prescription import derive_prescription
 from rtqa.model import DoseGrid, Heterogeneity
-from rtqa.prescription import TargetPrescription, derive_prescription
-from rtqa.protocol import Protocol, Rule
-from rtqa.report import Finding, InputFile, PlanReport, StructureSummary
+from rtqa.protocol.clinical import ClinicalFacts
+from rtqa.protocol.limits import Grade, Limit, format_value, grade, round_value
+from rtqa.protocol.loader import Protocol, Rule
+from rtqa.protocol.matching import Matching, match_structures
+from rtqa.report.model import Finding, InputFile, PlanReport, StructureSummary
 
 OAR_BOUNDARY_FRACTION = 0.05  # DOMAIN.md 4.2: uncovered OAR volume may count as ~0 Gy below this
 _SYMBOL = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}

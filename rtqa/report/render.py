@@ -7,14 +7,11 @@ import io
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rtqa import __version__
-from rtqa.case import UnassignedFile
-from rtqa.limits import Grade, format_value
-from rtqa.protocol import Protocol
-from rtqa.report import SCHEMA_VERSION, Finding, PlanReport
+from rtqa.protocol.limits import Grade, format_value
+from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding
 
 GRADE_LABEL = {
     Grade.PER_PROTOCOL: "PER PROTOCOL",
@@ -28,14 +25,6 @@ COLOUR = {
     Grade.DEVIATION_UNACCEPTABLE: "red",
     Grade.NOT_EVALUABLE: "magenta",
 }
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    protocol: Protocol
-    reports: tuple[PlanReport, ...]
-    unassigned: tuple[UnassignedFile, ...]
-    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans
 
 
 def _limits(f: Finding) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rtqa.dvh import DVH
+from rtqa.dvh.engine import DVH
 from rtqa.errors import MetricSyntaxError, RtqaError
 
 _NUMBER = r"(\d+(?:\.\d+)?)"

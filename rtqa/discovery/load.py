@@ -7,12 +7,12 @@ import hashlib
 import numpy as np
 
 from rtqa.case import LoadedCase, PlanSet
-from rtqa.dose import resample, sum_doses
-from rtqa.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
+from rtqa.discovery.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
+from rtqa.dvh.grid import resample, sum_doses
 from rtqa.errors import InputError
+from rtqa.evaluation.prescription import derive_prescription
 from rtqa.io import read_dose, read_dose_info, read_plan, read_structure_set
 from rtqa.model import DoseGrid
-from rtqa.prescription import derive_prescription
 
 
 def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:

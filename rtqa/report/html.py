@@ -8,9 +8,9 @@ import re
 from collections import Counter, defaultdict
 
 from rtqa import __version__
-from rtqa.limits import Grade, format_value
-from rtqa.render_check import GRADE_LABEL, CheckResult
-from rtqa.report import Finding, PlanReport
+from rtqa.protocol.limits import Grade, format_value
+from rtqa.report.model import CheckResult, Finding, PlanReport
+from rtqa.report.render import GRADE_LABEL
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1b1b1b;max-width:1100px}

@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from rtqa.dvh.geometry import EndCap, Slab, SlabStack
 from rtqa.errors import GeometryError
-from rtqa.geometry import EndCap, Slab, SlabStack
 from rtqa.model import DoseGrid, FloatArray
 
 SMALL_STRUCTURE_CC = 0.5

@@ -10,10 +10,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtqa.casedvh import StructureDVH
+from rtqa.dvh.engine import DVH
+from rtqa.dvh.metrics import evaluate_metric
 
 CURVE_STEP_GY = 0.1
+SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
 TEXT_COLUMNS = ("volume_cc", "uncovered_cc", "min_gy", "mean_gy", "max_gy", "D98%", "D95%", "D2%", "D0.03cc")
+
+
+@dataclass(frozen=True, eq=False)
+class StructureDVH:
+    name: str
+    roi: str | None  # the ROI in the file; None for a derived structure
+    dvh: DVH | None
+    problem: str | None = None  # why there is no DVH (missing, empty, ...)
+
+    def statistics(self) -> dict[str, float | None]:
+        """Volume, uncovered volume, min/mean/max and the summary D metrics, in report order."""
+        if self.dvh is None:
+            return {}
+        dvh = self.dvh
+        return {
+            "volume_cc": dvh.volume_cc,
+            "uncovered_cc": dvh.uncovered_cc,
+            "min_gy": dvh.min_gy,
+            "mean_gy": dvh.mean_gy,
+            "max_gy": dvh.max_gy,
+            **self.d_gy(),
+        }
+
+    def d_gy(self) -> dict[str, float | None]:
+        if self.dvh is None:
+            return {}
+        return {m.split("[")[0]: evaluate_metric(self.dvh, m) for m in SUMMARY_METRICS}
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtqa.limits import PRECISION, Grade, Limit
+from rtqa.case import UnassignedFile
+from rtqa.protocol.limits import PRECISION, Grade, Limit
+from rtqa.protocol.loader import Protocol
 
 SCHEMA_VERSION = 1
 
@@ -162,3 +164,11 @@ def _round(value: float | None, unit: str) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(float(value), PRECISION.get(unit, 2))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    protocol: Protocol
+    reports: tuple[PlanReport, ...]
+    unassigned: tuple[UnassignedFile, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rtqa.protocol import Protocol, normalise_name
+from rtqa.protocol.loader import Protocol, normalise_name
 
 
 @dataclass(frozen=True)

@@ -13,22 +13,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from rtqa.case import DoseChoice
 from rtqa.errors import DoseSelectionError
 from rtqa.model import DoseInfo, DoseSummationType, Plan
 
 BEAM_CROSSCHECK_LIMIT = 0.01
-
-
-@dataclass(frozen=True)
-class DoseChoice:
-    """The dose files to add up, each with its weight, and how they were chosen."""
-
-    parts: tuple[tuple[DoseInfo, float], ...]
-    source: str  # e.g. "PLAN", "BEAM sum (7 files)", "MULTI_PLAN"
-    crosscheck: tuple[DoseInfo, ...] = ()  # BEAM doses to compare with a PLAN dose
-    warnings: tuple[str, ...] = ()
 
 
 def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseChoice:

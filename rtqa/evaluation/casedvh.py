@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from rtqa.dvh import DVH, compute_dvh, prepare_dose
+from rtqa.dvh.engine import compute_dvh, prepare_dose
+from rtqa.dvh.geometry import EndCap, SlabStack, combine, evaluate_expression, roi_stack
+from rtqa.dvh.stored import compare_with_stored, decode_stored_dvh, infer_end_cap
 from rtqa.errors import RtqaError
-from rtqa.geometry import EndCap, SlabStack, combine, evaluate_expression, roi_stack
-from rtqa.matching import match_structures
-from rtqa.metrics import evaluate_metric
 from rtqa.model import DoseGrid, StoredDVH, StructureSet
-from rtqa.protocol import Protocol
-from rtqa.stored_dvh import compare_with_stored, decode_stored_dvh, infer_end_cap
-
-SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
-
-
-@dataclass(frozen=True, eq=False)
-class StructureDVH:
-    name: str
-    roi: str | None  # the ROI in the file; None for a derived structure
-    dvh: DVH | None
-    problem: str | None = None  # why there is no DVH (missing, empty, ...)
-
-    def statistics(self) -> dict[str, float | None]:
-        """Volume, uncovered volume, min/mean/max and the summary D metrics, in report order."""
-        if self.dvh is None:
-            return {}
-        dvh = self.dvh
-        return {
-            "volume_cc": dvh.volume_cc,
-            "uncovered_cc": dvh.uncovered_cc,
-            "min_gy": dvh.min_gy,
-            "mean_gy": dvh.mean_gy,
-            "max_gy": dvh.max_gy,
-            **self.d_gy(),
-        }
-
-    def d_gy(self) -> dict[str, float | None]:
-        if self.dvh is None:
-            return {}
-        return {m.split("[")[0]: evaluate_metric(self.dvh, m) for m in SUMMARY_METRICS}
+from rtqa.protocol.loader import Protocol
+from rtqa.protocol.matching import match_structures
+from rtqa.report.dvh_tables import StructureDVH
 
 
 def compute_case_dvhs(

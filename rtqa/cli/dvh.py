@@ -1,0 +1,145 @@
+"""``rtqa dvh``: dose-volume statistics of every structure of every plan found."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from rtqa.case import PlanSet
+from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli
+from rtqa.discovery.grouping import discover
+from rtqa.discovery.load import load_case
+from rtqa.dvh.geometry import EndCap
+from rtqa.errors import RtqaError
+from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
+from rtqa.io import read_stored_dvhs
+from rtqa.protocol.loader import Protocol
+from rtqa.report.dvh_tables import DvhResult, render_csv, render_json, render_text
+
+
+def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        name, sep, expr = v.partition("=")
+        if not sep or not name.strip() or not expr.strip():
+            raise click.BadParameter(f"{v!r}: expected NAME=EXPRESSION, e.g. 'Liver-GTV=Liver - (GTVp | GTVv)'")
+        out.append((name.strip(), expr.strip()))
+    return out
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--protocol",
+    "protocol_name",
+    metavar="FILE|NAME",
+    help="Name structures as this protocol does (aliases matched, derived structures such as Liver-GTV).",
+)
+@click.option("--structure", "structures", multiple=True, metavar="NAME", help="Only these ROIs (repeatable).")
+@click.option(
+    "--derived",
+    multiple=True,
+    callback=_derived,
+    metavar="NAME=EXPR",
+    help="A derived structure, e.g. 'Liver-GTV=Liver - (GTVp | GTVv | GTVn)' (repeatable).",
+)
+@click.option(
+    "--end-cap",
+    type=click.Choice([e.value for e in EndCap]),
+    default=EndCap.HALF_SLAB.value,
+    show_default=True,
+    help="Slab convention at the first and last contour of each structure.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def dvh(
+    paths: tuple[str, ...],
+    protocol_name: str | None,
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: str,
+    fmt: str,
+    output: str | None,
+    debug: bool,
+) -> None:
+    """Dose-volume statistics of every structure of every plan found under PATHS."""
+    protocol = _load_protocol(protocol_name) if protocol_name else None
+    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output), debug)
+
+
+def _dvh(
+    paths: tuple[str, ...],
+    protocol: Protocol | None,
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: EndCap,
+    fmt: str,
+    output: str | None,
+) -> int:
+    found = discover(paths)
+    results = []
+    not_evaluable = bool(found.unassigned)
+    plan_sets = [p for p in found.plan_sets if p.plans]
+    if not plan_sets:
+        click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
+        not_evaluable = True
+    for plan_set in plan_sets:
+        result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
+        not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
+        results.append(result)
+    renderer: Callable[[list[DvhResult]], str] = {"text": render_text, "json": render_json, "csv": render_csv}[fmt]
+    text = renderer(results)
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+    for u in found.unassigned:
+        click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
+    return EXIT_NOT_EVALUABLE if not_evaluable else EXIT_OK
+
+
+def _case_dvh(
+    plan_set: PlanSet,
+    protocol: Protocol | None,
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: EndCap,
+) -> DvhResult:
+    plan_uid = plan_set.plans[0].sop_instance_uid
+    label = plan_set.label
+    if plan_set.problems:
+        return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error="; ".join(plan_set.problems))
+    try:
+        case = load_case(plan_set)
+        assert case.structure_set is not None and case.dose is not None and case.dose_choice is not None
+        facts = [("dose", case.dose_choice.source)]
+        for plan, rx in zip(case.plans, case.prescriptions, strict=True):
+            intent = " (VERIFICATION plan)" if plan.is_verification else ""
+            if rx.total_gy is not None:
+                per = f"{rx.per_fraction_gy:.2f} Gy x {rx.fractions}" if rx.per_fraction_gy else "fractions unknown"
+                facts.append(
+                    (
+                        "prescription",
+                        f"{plan.label}: {rx.total_gy:.2f} Gy ({per}) from "
+                        f"{rx.source.value if rx.source else '?'}{intent}",
+                    )
+                )
+        sx, sy, sz = case.dose.info.spacing_mm if case.dose.info else (0.0, 0.0, 0.0)
+        facts.append(("dose grid", f"{sx:.2f} x {sy:.2f} x {sz:.2f} mm, max {case.dose.max_gy:.2f} Gy"))
+        if protocol is not None:
+            end_cap = protocol.end_cap
+            facts.append(("protocol", f"{protocol.id} v{protocol.version} (structure names and derived structures)"))
+            dvhs = compute_protocol_dvhs(case.structure_set, case.dose, protocol, names=structures)
+        else:
+            dvhs = compute_case_dvhs(case.structure_set, case.dose, names=structures, derived=derived, end_cap=end_cap)
+        facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
+        warnings = list(case.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
+        if len(case.dose_choice.parts) == 1 and case.dose_choice.parts[0][0].has_dvh_sequence:
+            stored = read_stored_dvhs(case.dose_choice.parts[0][0].path)
+            warnings += review_stored_dvhs(case.structure_set, dvhs, stored, grid_max_gy=case.dose.max_gy)
+        return DvhResult(plan_set.patient_id, plan_uid, label, tuple(facts), tuple(dvhs), tuple(warnings))
+    except RtqaError as exc:
+        return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))
