@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rtqa.model import DoseGrid, DoseInfo, FileHeader, Plan, StructureSet
+from rtqa.model import DoseGrid, DoseInfo, FileHeader, Plan, StoredDVH, StructureSet
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,4 @@ class LoadedCase:
     prescriptions: tuple[Prescription, ...]
     warnings: tuple[str, ...]
     sha256: dict[str, str] = field(default_factory=dict)  # path -> checksum of the file as read
+    stored_dvhs: tuple[StoredDVH, ...] = ()  # the DVHs the planning system stored in the RT Dose

@@ -46,7 +46,8 @@ def test_hundred_patients_one_corrupt_file(batch_tree, tmp_path):
         cli,
         ["check", str(tree), "--clinical", str(clinical), "--workers", "2", "--format", "json", "--output", str(out)],
     )
-    assert result.exit_code == 5, result.output  # deviations (1) and something not evaluable (4)
+    # deviations (1), something not evaluable (4), and P055 unreadable: its eligibility unknown (8)
+    assert result.exit_code == 1 | 4 | 8, result.output
     data = json.loads(out.read_text())
     plans = data["plans"]
     assert len(plans) == 100
@@ -69,7 +70,7 @@ def test_html_index_summarises_per_institution(batch_tree, tmp_path):
     result = CliRunner().invoke(
         cli, ["check", *subset, "--clinical", str(clinical), "--format", "html", "--output", str(out)]
     )
-    assert result.exit_code == 5
+    assert result.exit_code == 1 | 4 | 8  # a deviation, the unreadable P055 (not evaluable, eligibility unknown)
     index = (out / "index.html").read_text()
     assert index.count("<a href='") == 4
     for centre in ("Centre A", "Centre B", "Centre C"):
@@ -100,5 +101,5 @@ def test_same_audit_on_a_local_dask_cluster(liver_tree, tmp_path):
         remote = CliRunner().invoke(
             cli, ["check", *folders, "--format", "json", "--scheduler", cluster.scheduler_address]
         )
-    assert remote.exit_code == local.exit_code == 5
+    assert remote.exit_code == local.exit_code == 1 | 4 | 8  # no clinical CSV: facts and eligibility unknown
     assert json.loads(remote.stdout)["plans"] == json.loads(local.stdout)["plans"]

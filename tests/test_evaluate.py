@@ -61,7 +61,8 @@ DEVIATIONS = {
     "liver_total_dose_low": {("FX_TOTAL_DOSE", Grade.DEVIATION_UNACCEPTABLE)},
     "liver_high_liver_mean": {("NORMAL_LIVER_MEAN", Grade.DEVIATION_UNACCEPTABLE)},
     "liver_cord_overdose": {("CORD_MAX", Grade.DEVIATION_UNACCEPTABLE)},
-    "liver_sib": {("FX_DOSE_PER_FRACTION", Grade.DEVIATION_UNACCEPTABLE)},  # 60 Gy / 25 = 2.4 Gy to PTVp
+    # 60 Gy / 25 = 2.4 Gy to PTVp; PTVv - PTVp receives the boost's spill, over 110 % of its own 50 Gy
+    "liver_sib": {("FX_DOSE_PER_FRACTION", Grade.DEVIATION_UNACCEPTABLE), ("PTV_D2", Grade.DEVIATION_UNACCEPTABLE)},
     "liver_missing_structure": {("STRUCTURE:SpinalCord", Grade.NOT_EVALUABLE), ("CORD_MAX", Grade.NOT_EVALUABLE)},
     "liver_empty_roi": {("STRUCTURE:Stomach", Grade.NOT_EVALUABLE), ("STOMACH_MAX", Grade.NOT_EVALUABLE)},
 }
@@ -91,11 +92,9 @@ def test_under_coverage_fails_target_rules_only(liver_tree):
 
 def test_dose_grid_short_of_the_liver(liver_tree):
     r = report(liver_tree, "liver_dose_not_covering")
-    found = off_protocol(r)
-    assert ("OAR_COVERAGE", Grade.DEVIATION_UNACCEPTABLE) in found
-    assert ("NORMAL_LIVER_MEAN", Grade.NOT_EVALUABLE) in found and not r.complete
+    assert off_protocol(r) == {("OAR_COVERAGE", Grade.NOT_EVALUABLE)} and not r.complete
     liver = next(f for f in r.findings if f.rule == "NORMAL_LIVER_MEAN")
-    assert "outside the dose grid" in liver.message
+    assert "outside the dose grid" in liver.message and liver.interval is not None
 
 
 def test_integrated_boost_grades_each_ptv_against_its_own_prescription(liver_tree):
@@ -108,7 +107,7 @@ def test_integrated_boost_grades_each_ptv_against_its_own_prescription(liver_tre
 
 
 def test_nonstandard_names_match_through_aliases_and_report_the_mapping(liver_tree):
-    r = report(liver_tree, "liver_nonstandard_names", child_pugh="B7")
+    r = report(liver_tree, "liver_nonstandard_names", child_pugh="A6")
     assert off_protocol(r) == set() and r.complete
     by_rule = {f.rule: f for f in r.findings}
     assert (by_rule["CORD_MAX"].matched_roi, by_rule["CORD_MAX"].match) == ("Spinal Cord", "exact")
@@ -116,16 +115,14 @@ def test_nonstandard_names_match_through_aliases_and_report_the_mapping(liver_tr
     assert r.structures["Liver"].roi == "肝脏"
     d95 = next(f for f in r.findings if f.rule == "PTV_D95" and f.matched_roi == "PTV_5000")
     assert d95.match == "pattern"
-    # Child-Pugh B: graded against the A limit, marked unconfirmed, with a warning
-    assert by_rule["NORMAL_LIVER_MEAN"].unconfirmed
-    assert any("unconfirmed for child-pugh B7" in w for w in r.warnings)
+    assert by_rule["NORMAL_LIVER_MEAN"].unconfirmed and by_rule["NORMAL_LIVER_MEAN"].per_protocol.value == 28.0
 
 
 def test_missing_clinical_fact_is_not_evaluable_and_named(liver_tree):
     (ps,) = [p for p in discover([case(liver_tree, "liver_clean")]).plan_sets if p.plans]
     r = run_job(Job(ps, PROTOCOL.path, None))
     mean = next(f for f in r.findings if f.rule == "NORMAL_LIVER_MEAN")
-    assert mean.grade is Grade.NOT_EVALUABLE and "child_pugh" in mean.message
+    assert mean.grade is Grade.NOT_EVALUABLE and "child-pugh, unknown" in mean.message
     assert set(r.not_evaluable) == {"NORMAL_LIVER_MEAN", "DOSE_ALGORITHM"}
     assert r.eligibility_status == "unknown" and r.grade is Grade.PER_PROTOCOL
 

@@ -38,7 +38,7 @@ def page(liver_tree, tmp_path_factory) -> Path:
     result = CliRunner().invoke(
         cli, ["check", case(liver_tree, "liver_cord_overdose"), "--format", "html", "--output", str(out)]
     )
-    assert result.exit_code == 5 and out.exists()
+    assert result.exit_code == 1 | 4 | 8 and out.exists()  # no clinical CSV: facts and eligibility unknown
     assert "http://" not in out.read_text() and "https://" not in out.read_text()  # self-contained
     return out
 

@@ -1,8 +1,9 @@
 """The ``rtqa`` command group and what every command shares: exit codes, error mapping, output.
 
 Exit codes are bit flags (DESIGN.md): 0 all fine; 1 a plan at or above ``--fail-on``; 4 something
-could not be evaluated (a plan unreadable or incomplete, a file unassigned, no plan found);
-2 usage error; 70 internal error (a bug).
+could not be evaluated (a plan unreadable or incomplete, a file unassigned, no plan found); 8 a
+checked patient is ineligible or their eligibility is unknown; 2 usage error; 70 internal error
+(a bug). 1, 4 and 8 combine; 2 and 70 are exclusive codes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rtqa.protocol.loader import Protocol, load_protocol
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_NOT_EVALUABLE = 4
+EXIT_INELIGIBLE = 8  # a checked patient is ineligible or their eligibility is unknown
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION_UNACCEPTABLE, "never": None}

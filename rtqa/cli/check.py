@@ -11,6 +11,7 @@ import click
 
 from rtqa.cli.app import (
     EXIT_FAIL,
+    EXIT_INELIGIBLE,
     EXIT_NOT_EVALUABLE,
     EXIT_OK,
     FAIL_ON,
@@ -19,10 +20,10 @@ from rtqa.cli.app import (
     _write,
     cli,
 )
-from rtqa.discovery.batch import run_batch
+from rtqa.discovery.batch import plan_work, run_batch
 from rtqa.discovery.grouping import discover
 from rtqa.errors import RtqaError
-from rtqa.protocol.clinical import read_clinical_csv
+from rtqa.protocol.clinical import read_clinical_table
 from rtqa.protocol.limits import Grade
 from rtqa.report.html import page_name, render_index_html, render_plan_html
 from rtqa.report.model import CheckResult
@@ -92,17 +93,13 @@ def _check(
 ) -> int:
     protocol = _load_protocol(protocol_name)
     try:
-        clinical = read_clinical_csv(clinical_path) if clinical_path else None
+        table = read_clinical_table(clinical_path) if clinical_path else None
     except RtqaError as exc:
         raise click.UsageError(str(exc)) from None
+    clinical = table.facts if table else None
     found = discover(paths)
-    graded = [p for p in found.plan_sets if not any((h.plan_intent or "").upper() == "VERIFICATION" for h in p.plans)]
-    skipped = tuple(
-        (h.path, "VERIFICATION plan: not graded against the protocol")
-        for p in found.plan_sets
-        for h in p.plans
-        if (h.plan_intent or "").upper() == "VERIFICATION"
-    )
+    work = plan_work(found.plan_sets)
+    graded, skipped = list(work.graded), work.skipped
     progress = _progress_bar(len(graded))
     if scheduler:
         executor_cm: Any = _dask_executor(scheduler)
@@ -113,11 +110,15 @@ def _check(
     else:
         executor_cm = None
     if executor_cm is None:
-        reports = run_batch(graded, protocol, clinical=clinical, progress=progress)
+        reports = run_batch(graded, protocol, clinical=clinical, progress=progress, notes=work.notes)
     else:
         with executor_cm as executor:
-            reports = run_batch(graded, protocol, clinical=clinical, executor=executor, progress=progress)
-    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped)
+            reports = run_batch(
+                graded, protocol, clinical=clinical, executor=executor, progress=progress, notes=work.notes
+            )
+    reports = sorted([*reports, *work.verification_only], key=lambda r: (r.patient_id, r.plan_label))
+    warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()
+    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, warnings)
     if fmt == "html":
         _write_html(result, output, include_names)
     elif fmt == "csv" and output:
@@ -138,6 +139,8 @@ def _check(
             click.echo(text, nl=False)
     if not reports and not skipped:
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
+    for w in warnings:
+        click.echo(f"rtqa: warning: {w}", err=True)
     for u in found.unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
     threshold = FAIL_ON[fail_on]
@@ -148,6 +151,8 @@ def _check(
         code |= EXIT_FAIL
     if found.unassigned or not reports or any(not r.complete for r in reports):
         code |= EXIT_NOT_EVALUABLE
+    if any(r.eligibility_status != "eligible" for r in reports):
+        code |= EXIT_INELIGIBLE
     return code
 
 

@@ -139,7 +139,15 @@ def _case_dvh(
         warnings = list(case.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
         if len(case.dose_choice.parts) == 1 and case.dose_choice.parts[0][0].has_dvh_sequence:
             stored = read_stored_dvhs(case.dose_choice.parts[0][0].path)
-            warnings += review_stored_dvhs(case.structure_set, dvhs, stored, grid_max_gy=case.dose.max_gy)
+            rx_gy = max((p.total_gy for p in case.prescriptions if p.total_gy), default=None)
+            warnings += review_stored_dvhs(
+                case.structure_set,
+                [] if protocol is not None else dvhs,  # protocol names are not ROI names: recompute per ROI
+                stored,
+                grid_max_gy=case.dose.max_gy,
+                dose=case.dose,
+                prescription_gy=rx_gy,
+            )
         return DvhResult(plan_set.patient_id, plan_uid, label, tuple(facts), tuple(dvhs), tuple(warnings))
     except RtqaError as exc:
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))

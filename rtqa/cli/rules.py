@@ -53,6 +53,22 @@ def rules_show(protocol_name: str | None) -> None:
         extra = ""
         if r.when:
             extra += " when " + "; ".join(f"{k} in {', '.join(v)}" for k, v in r.when.items())
+        for fact, by_value in r.limits_by.items():
+            groups: dict[tuple[str, str], list[str]] = {}
+            for value, lim in by_value.items():
+                key = (lim.per_protocol.text(r.unit), lim.variation.text(r.unit) if lim.variation else "-")
+                groups.setdefault(key, []).append(value)
+            extra += (
+                " by "
+                + fact
+                + ": "
+                + "; ".join(
+                    f"{', '.join(vs)}: {pp} (var {va})" + (" †" if any(by_value[v].unconfirmed for v in vs) else "")
+                    for (pp, va), vs in groups.items()
+                )
+            )
+        if r.grades_by:
+            extra += " grades: " + ", ".join(f"{k} {v}" for k, v in r.grades_by.items())
         dagger = " †" if r.unconfirmed else ""
         click.echo(
             f"{r.id:<22} {r.kind:<12} {(r.structure or ''):<12} {what:<22} {pp[:16]:<16} {va[:14]:<14} "

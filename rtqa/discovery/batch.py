@@ -11,17 +11,18 @@ from __future__ import annotations
 import functools
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rtqa.case import PlanSet
 from rtqa.discovery.load import load_case
 from rtqa.errors import RtqaError
 from rtqa.evaluation.evaluate import evaluate
 from rtqa.protocol.clinical import ClinicalFacts
+from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol, load_protocol
-from rtqa.report.model import PlanReport
+from rtqa.report.model import Finding, PlanReport
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Job:
     plan_set: PlanSet
     protocol_path: str
     clinical: ClinicalFacts | None
+    notes: tuple[str, ...] = ()  # warnings the coordinator adds (e.g. no row in the clinical CSV)
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,6 +40,13 @@ def _protocol(path: str) -> Protocol:
 
 def run_job(job: Job) -> PlanReport:
     """Load and evaluate one plan set; never raises for bad input (a bug still raises)."""
+    report = _run_job(job)
+    if job.notes:
+        report = replace(report, warnings=(*job.notes, *report.warnings))
+    return report
+
+
+def _run_job(job: Job) -> PlanReport:
     if job.plan_set.problems:
         return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
     try:
@@ -77,9 +86,30 @@ def run_batch(
     clinical: dict[str, ClinicalFacts] | None = None,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    notes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[PlanReport]:
-    """Check every plan set; results come back in the order of ``plan_sets``."""
-    jobs = [Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id)) for ps in plan_sets]
+    """Check every plan set; results come back in the order of ``plan_sets``.
+
+    ``notes`` are warnings per patient ID that the coordinator knows and a worker cannot (a
+    verification plan of the same patient left ungraded, say).
+    """
+    jobs = [
+        Job(
+            ps,
+            os.path.abspath(protocol.path),
+            (clinical or {}).get(ps.patient_id),
+            (
+                (
+                    f"no row for patient {ps.patient_id!r} in the clinical CSV: every clinical fact of this "
+                    "patient is unknown",
+                )
+                if clinical is not None and ps.patient_id not in clinical
+                else ()
+            )
+            + (notes or {}).get(ps.patient_id, ()),
+        )
+        for ps in plan_sets
+    ]
     total = len(jobs)
     results: list[PlanReport | None] = [None] * total
     if executor is None:
@@ -107,3 +137,57 @@ def _guarded(job: Job) -> PlanReport:
         return error_report(
             job.plan_set, f"internal error (a bug in rtqa, please report it): {detail}", "InternalError"
         )
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a check grades, what it leaves ungraded on purpose, and what it must say about that."""
+
+    graded: tuple[PlanSet, ...]
+    skipped: tuple[tuple[str, str], ...]  # (file, reason): verification plans
+    notes: dict[str, tuple[str, ...]]  # patient ID -> warnings for that patient's graded plans
+    verification_only: tuple[PlanReport, ...]  # patients whose only plan is a verification plan
+
+
+def plan_work(plan_sets: Sequence[PlanSet]) -> Work:
+    """Set verification plans aside (PlanIntent VERIFICATION is never graded) without letting
+    that hide anything: a patient whose only plan is a verification plan gets a not-evaluable
+    report saying so, and a patient's graded plans name the verification plans left aside."""
+
+    def is_verification(ps: PlanSet) -> bool:
+        return any((h.plan_intent or "").upper() == "VERIFICATION" for h in ps.plans)
+
+    graded = tuple(p for p in plan_sets if not is_verification(p))
+    verification = [p for p in plan_sets if is_verification(p)]
+    skipped = tuple(
+        (h.path, "VERIFICATION plan: not graded against the protocol") for p in verification for h in p.plans
+    )
+    with_plans = {p.patient_id for p in graded if p.plans}
+    notes: dict[str, tuple[str, ...]] = {}
+    only: list[PlanReport] = []
+    for ps in verification:
+        files = ", ".join(h.path for h in ps.plans)
+        if ps.patient_id in with_plans:
+            notes[ps.patient_id] = (
+                *notes.get(ps.patient_id, ()),
+                f"this patient also has a VERIFICATION plan ({files}), not graded: check that the plan graded "
+                "here is the treatment plan",
+            )
+            continue
+        finding = Finding(
+            "PLAN_INTENT",
+            None,
+            None,
+            None,
+            "PlanIntent",
+            None,
+            "",
+            Grade.NOT_EVALUABLE,
+            f"not evaluable: the only plan of patient {ps.patient_id!r} in the input is a VERIFICATION plan "
+            f"({files}); verification plans are not graded: submit the treatment plan",
+            category="resubmit",
+            value_text="VERIFICATION",
+        )
+        report = error_report(ps, "", "")
+        only.append(replace(report, errors=(), findings=(finding,)))
+    return Work(graded, skipped, notes, tuple(only))

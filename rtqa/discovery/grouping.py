@@ -9,10 +9,11 @@ bad input.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rtqa.case import Discovery, PlanSet, UnassignedFile
 from rtqa.errors import InputError
@@ -50,7 +51,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
             ignored["not DICOM"] += 1
         except InputError as exc:
             unassigned.append(UnassignedFile(path, _strip_path(str(exc), path)))
-    result = group_headers(headers)
+    result = group_headers(headers, conflicting=_conflicting_uids(headers))
     result = _explain_missing_doses(result, unassigned)
     for h in headers:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
@@ -60,6 +61,30 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
         unassigned=tuple(sorted(unassigned + list(result.unassigned), key=lambda u: u.path)),
         ignored=dict(sorted(ignored.items())),
     )
+
+
+def _conflicting_uids(headers: Sequence[FileHeader]) -> dict[str, tuple[str, ...]]:
+    """SOPInstanceUIDs that several RT files share with different contents (a hot and a clean
+    dose under one UID, say): which one is meant cannot be told, so the plan is not evaluable.
+    Identical copies are harmless and are not listed."""
+    rt = (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE)
+    by_uid: dict[str, list[str]] = defaultdict(list)
+    for h in headers:
+        if h.modality in rt:
+            by_uid[h.sop_instance_uid].append(h.path)
+    out = {}
+    for uid, paths in by_uid.items():
+        if len(paths) > 1 and len({_digest(p) for p in paths}) > 1:
+            out[uid] = tuple(sorted(paths))
+    return out
+
+
+def _digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _explain_missing_doses(found: Discovery, unreadable: list[UnassignedFile]) -> Discovery:
@@ -87,20 +112,30 @@ def _strip_path(message: str, path: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def group_headers(headers: Sequence[FileHeader]) -> Discovery:
-    """Group file headers into plan sets (pure: no file access)."""
+def group_headers(
+    headers: Sequence[FileHeader], *, conflicting: Mapping[str, tuple[str, ...]] | None = None
+) -> Discovery:
+    """Group file headers into plan sets (pure: no file access).
+
+    ``conflicting`` maps SOPInstanceUIDs shared by files of different contents to those files:
+    a plan set that uses such a UID is not evaluable. Files of one plan set must share one
+    PatientID: files of other patients are never combined into a plan.
+    """
+    conflicting = conflicting or {}
     unassigned: list[UnassignedFile] = []
     by_uid: dict[str, FileHeader] = {}
     for h in sorted(headers, key=lambda h: h.path):
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
             continue
         if h.sop_instance_uid in by_uid:
+            other = by_uid[h.sop_instance_uid].path
+            why = (
+                "its contents differ: which file is meant cannot be told, the plan using it is not evaluable"
+                if h.sop_instance_uid in conflicting
+                else "an identical copy; the first file is used"
+            )
             unassigned.append(
-                UnassignedFile(
-                    h.path,
-                    f"duplicate SOPInstanceUID {h.sop_instance_uid} (also in {by_uid[h.sop_instance_uid].path}); "
-                    "the first file is used",
-                )
+                UnassignedFile(h.path, f"duplicate SOPInstanceUID {h.sop_instance_uid} (also in {other}): {why}")
             )
             continue
         if h.modality == Modality.RTIONPLAN:
@@ -234,6 +269,19 @@ def group_headers(headers: Sequence[FileHeader]) -> Discovery:
         dose_list = sorted(group_doses.get(root, []), key=lambda h: h.path)
         if not dose_list:
             problems.append("no RT Dose file for this plan")
+        pid = heads[0].patient_id
+        for other in (*heads[1:], *((ss,) if ss is not None else ()), *dose_list):
+            if other.patient_id != pid:
+                problems.append(
+                    f"{os.path.basename(other.path)} belongs to PatientID {other.patient_id!r}, the plan to {pid!r}: "
+                    "files of different patients are never combined"
+                )
+        for h in (*heads, *((ss,) if ss is not None else ()), *dose_list):
+            if h.sop_instance_uid in conflicting:
+                problems.append(
+                    f"SOPInstanceUID {h.sop_instance_uid} is shared by files with different contents "
+                    f"({', '.join(conflicting[h.sop_instance_uid])}): rtqa cannot tell which one is meant"
+                )
         if ss is not None:
             for d in dose_list:
                 if (

@@ -11,8 +11,8 @@ from rtqa.discovery.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
 from rtqa.dvh.grid import resample, sum_doses
 from rtqa.errors import InputError
 from rtqa.evaluation.prescription import derive_prescription
-from rtqa.io import read_dose, read_dose_info, read_plan, read_structure_set
-from rtqa.model import DoseGrid
+from rtqa.io import read_dose, read_dose_info, read_plan, read_stored_dvhs, read_structure_set
+from rtqa.model import DoseGrid, StoredDVH
 
 
 def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
@@ -66,7 +66,10 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
                 attribute="FrameOfReferenceUID (0020,0052)",
             )
     sha = {path: _sha256(path) for path in plan_set.files}
-    return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha)
+    stored: tuple[StoredDVH, ...] = ()
+    if choice is not None and len(choice.parts) == 1 and choice.parts[0][0].has_dvh_sequence:
+        stored = read_stored_dvhs(choice.parts[0][0].path)
+    return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha, stored)
 
 
 def _sha256(path: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtqa.dvh.engine import DVH
+from rtqa.dvh.geometry import EndCap
 from rtqa.model import FloatArray, StoredDVH
 
 VOLUME_LIMIT = 0.02
@@ -42,14 +43,20 @@ class DecodedDVH:
         return float(self.dose_gy[j] + f * (self.dose_gy[j + 1] - self.dose_gy[j]))
 
 
-def decode_stored_dvh(stored: StoredDVH, *, grid_max_gy: float | None = None) -> DecodedDVH | None:
+def decode_stored_dvh(
+    stored: StoredDVH, *, grid_max_gy: float | None = None, gy_per_unit: float = 1.0, stats_gy_per_unit: float = 1.0
+) -> DecodedDVH | None:
     """The cumulative curve of a stored DVH; ``None`` when it cannot be compared (several ROIs,
-    relative dose, PER_U volumes, NATURAL type, empty)."""
+    relative dose, PER_U volumes, NATURAL type, empty).
+
+    ``gy_per_unit`` and ``stats_gy_per_unit`` convert the stored curve and the stored statistics
+    to Gy (1 when they are in Gy as labelled; Rx / 100 when a planning system wrote percent of
+    the prescription under a GY label: see :func:`infer_units`)."""
     if len(stored.roi_numbers) != 1 or stored.dose_units != "GY" or stored.volume_units not in ("CM3", "PERCENT"):
         return None
     if stored.volumes.size == 0 or stored.dvh_type not in ("CUMULATIVE", "DIFFERENTIAL"):
         return None
-    edges = np.concatenate([[0.0], np.cumsum(stored.bin_widths_gy)])
+    edges = np.concatenate([[0.0], np.cumsum(stored.bin_widths_gy)]) * gy_per_unit
     if stored.dvh_type == "CUMULATIVE":
         # Vn is the volume receiving at least the dose at the lower edge of bin n
         v_ge = np.concatenate([stored.volumes, [0.0]])
@@ -58,7 +65,7 @@ def decode_stored_dvh(stored: StoredDVH, *, grid_max_gy: float | None = None) ->
     total = float(v_ge[0])
     mean = float(np.sum(np.diff(edges) * v_ge[:-1]) / total) if total > 0 else None
     problems = []
-    stated = stored.mean_gy
+    stated = None if stored.mean_gy is None else stored.mean_gy * stats_gy_per_unit
     if stated is not None and grid_max_gy and stated > 1.5 * grid_max_gy:
         problems.append(f"stored mean {stated:g} is labelled Gy but exceeds the dose maximum: probably percent")
         stated = None
@@ -87,6 +94,18 @@ def compare_with_stored(name: str, computed: DVH, stored: DecodedDVH, *, volume_
     return out
 
 
+def end_cap_vote(volumes: list[tuple[float, float, float]]) -> EndCap | None:
+    """The end-cap convention most stored volumes follow (None when none tells them apart)."""
+    votes = {EndCap.HALF_SLAB: 0, EndCap.NONE: 0}
+    for stored, half, none in volumes:
+        if abs(half - none) < 0.001 * half:
+            continue
+        votes[EndCap.HALF_SLAB if abs(stored - half) < abs(stored - none) else EndCap.NONE] += 1
+    if not sum(votes.values()):
+        return None
+    return max(votes, key=lambda k: votes[k])
+
+
 def infer_end_cap(volumes: list[tuple[float, float, float]]) -> str | None:
     """Which end-cap convention the stored volumes follow.
 
@@ -105,4 +124,54 @@ def infer_end_cap(volumes: list[tuple[float, float, float]]) -> str | None:
     return (
         f"stored DVH volumes follow the {best} end-cap convention for {votes[best]} of {total} ROIs "
         "that tell the conventions apart"
+    )
+
+
+@dataclass(frozen=True)
+class StoredUnits:
+    """What the stored doses of one RT Dose file are, inferred once for the whole file."""
+
+    curve_gy_per_unit: float | None  # None: the curve's unit could not be inferred
+    stats_gy_per_unit: float | None
+    notes: tuple[str, ...]
+
+
+def infer_units(stored: list[StoredDVH], *, grid_max_gy: float, prescription_gy: float | None) -> StoredUnits:
+    """Infer, once per file, whether stored DVH doses labelled GY are Gy or percent of the
+    prescription (some exports write percent under a GY label).
+
+    The hottest stored structure reaches about the dose maximum of the grid: its highest dose
+    (the curve's last bin with volume, after DVHDoseScaling, and the stated maximum or mean) is
+    about the grid maximum in Gy, or about ``100 * max / Rx`` in percent. The curve and the
+    statistics are inferred separately, since exports differ in which they write in percent.
+    """
+    items = [s for s in stored if s.dose_units == "GY" and s.volumes.size]
+    tops = []
+    for s in items:
+        edges = np.concatenate([[0.0], np.cumsum(s.bin_widths_gy)])
+        filled = np.flatnonzero(s.volumes > 0)
+        if filled.size:
+            tops.append(float(edges[filled[-1] + 1]) if s.dvh_type == "DIFFERENTIAL" else float(edges[filled[-1]]))
+    stats = [v for s in items for v in (s.max_gy, s.mean_gy) if v is not None]
+    notes: list[str] = []
+
+    def decide(top: float | None, what: str) -> float | None:
+        if top is None or grid_max_gy <= 0:
+            return 1.0
+        if top <= 1.1 * grid_max_gy + 0.5:
+            return 1.0
+        if prescription_gy and abs(top / 100 * prescription_gy - grid_max_gy) <= 0.15 * grid_max_gy + 0.5:
+            notes.append(
+                f"stored DVH {what} are labelled GY but are percent of the {prescription_gy:.2f} Gy prescription "
+                f"(their highest value {top:.1f} against a dose maximum of {grid_max_gy:.2f} Gy): read as percent"
+            )
+            return prescription_gy / 100
+        notes.append(
+            f"stored DVH {what}: highest value {top:.2f} (labelled GY) exceeds the dose maximum {grid_max_gy:.2f} Gy "
+            "and is not percent of the prescription either: not compared"
+        )
+        return None
+
+    return StoredUnits(
+        decide(max(tops) if tops else None, "doses"), decide(max(stats) if stats else None, "statistics"), tuple(notes)
     )

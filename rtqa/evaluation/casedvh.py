@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rtqa.dvh.engine import compute_dvh, prepare_dose
 from rtqa.dvh.geometry import EndCap, SlabStack, combine, evaluate_expression, roi_stack
-from rtqa.dvh.stored import compare_with_stored, decode_stored_dvh, infer_end_cap
+from rtqa.dvh.stored import compare_with_stored, decode_stored_dvh, end_cap_vote, infer_end_cap, infer_units
 from rtqa.errors import RtqaError
 from rtqa.model import DoseGrid, StoredDVH, StructureSet
 from rtqa.protocol.loader import Protocol
@@ -63,25 +64,48 @@ def compute_case_dvhs(
 
 
 def review_stored_dvhs(
-    structure_set: StructureSet, dvhs: Sequence[StructureDVH], stored: Sequence[StoredDVH], *, grid_max_gy: float
+    structure_set: StructureSet,
+    dvhs: Sequence[StructureDVH],
+    stored: Sequence[StoredDVH],
+    *,
+    grid_max_gy: float,
+    dose: DoseGrid | None = None,
+    prescription_gy: float | None = None,
 ) -> list[str]:
-    """Warnings from comparing the planning system's stored DVHs with rtqa's, and the end-cap
-    convention its volumes suggest. Never grades."""
-    by_roi = {s.roi: s for s in dvhs if s.dvh is not None and s.roi is not None}
+    """Warnings from comparing the planning system's stored DVHs with rtqa's. Never grades.
+
+    Like is compared with like: the dose unit of the stored values is inferred once for the
+    file (Gy, or percent of the prescription under a GY label); the end-cap convention the
+    stored volumes follow is inferred, and with ``dose`` given rtqa's DVHs are recomputed with
+    that convention before volumes and means are compared. A consistent export gives no
+    difference warning.
+    """
+    units = infer_units(list(stored), grid_max_gy=grid_max_gy, prescription_gy=prescription_gy)
+    warnings: list[str] = list(units.notes)
+    by_roi = {s.roi: s.dvh for s in dvhs if s.dvh is not None and s.roi is not None}
     numbers = {r.number: r for r in structure_set.rois}
     planes = structure_set.plane_positions_mm
-    warnings: list[str] = []
+    decoded_items = []
     volumes: list[tuple[float, float, float]] = []
     skipped = 0
     for item in stored:
-        decoded = decode_stored_dvh(item, grid_max_gy=grid_max_gy)
+        decoded = (
+            None
+            if units.curve_gy_per_unit is None
+            else decode_stored_dvh(
+                item,
+                grid_max_gy=grid_max_gy,
+                gy_per_unit=units.curve_gy_per_unit,
+                stats_gy_per_unit=units.stats_gy_per_unit or 1.0,
+            )
+        )
         roi = numbers.get(item.roi_numbers[0]) if len(item.roi_numbers) == 1 else None
         if decoded is None or roi is None:
             skipped += 1
             continue
-        computed = by_roi.get(roi.name)
-        if computed is not None and computed.dvh is not None:
-            warnings.extend(compare_with_stored(roi.name, computed.dvh, decoded, volume_units=item.volume_units))
+        if units.stats_gy_per_unit is None:
+            decoded = replace(decoded, stated_mean_gy=None)
+        decoded_items.append((roi, item, decoded))
         if item.volume_units == "CM3":
             try:
                 half = roi_stack(roi, planes, end_cap=EndCap.HALF_SLAB).volume_cc
@@ -89,6 +113,18 @@ def review_stored_dvhs(
             except RtqaError:
                 continue
             volumes.append((decoded.volume, half, none))
+    convention = end_cap_vote(volumes)
+    prepared = prepare_dose(dose) if dose is not None and decoded_items else None
+    for roi, item, decoded in decoded_items:
+        computed = by_roi.get(roi.name)
+        wanted = convention or EndCap.HALF_SLAB
+        if dose is not None and (computed is None or computed.end_cap is not wanted):
+            try:
+                computed = compute_dvh(roi_stack(roi, planes, end_cap=wanted), dose, prepared=prepared)
+            except RtqaError:
+                computed = None
+        if computed is not None:
+            warnings.extend(compare_with_stored(roi.name, computed, decoded, volume_units=item.volume_units))
     if skipped:
         warnings.append(f"{skipped} stored DVH(s) not compared (several ROIs, relative dose or volume per unit)")
     verdict = infer_end_cap(volumes)

@@ -1,7 +1,9 @@
 """The prescription of a plan, from the sources DOMAIN.md section 3 ranks.
 
 In order of trust: the trial's stated prescription per target (clinical facts, supplied by
-the protocol layer); a TARGET dose reference with a TargetPrescriptionDose; the sum of the
+the protocol layer); a TARGET dose reference of type SITE or VOLUME with a
+TargetPrescriptionDose (POINT and COORDINATES references are reference points, reported as
+information, never a prescription); the sum of the
 per-fraction BeamDose values times the number of fractions, which is a point dose and is
 labelled so. Sources that disagree by more than 2 % are reported.
 """
@@ -12,6 +14,9 @@ from rtqa.case import Prescription, PrescriptionSource, TargetPrescription
 from rtqa.model import Plan
 
 DISAGREEMENT_LIMIT = 0.02
+# Dose references that prescribe: a site or a volume. POINT and COORDINATES references are
+# calculation or reference points (Eclipse exports a "CALC POINT"): informational only.
+PRESCRIPTION_TYPES = ("SITE", "VOLUME")
 
 
 def derive_prescription(
@@ -53,8 +58,14 @@ def derive_prescription(
             roi_number=d.referenced_roi_number,
         )
         for d in plan.dose_references
-        if d.reference_type == "TARGET" and d.target_prescription_dose_gy
+        if d.reference_type == "TARGET" and d.target_prescription_dose_gy and d.structure_type in PRESCRIPTION_TYPES
     )
+    for d in plan.dose_references:
+        if d.structure_type not in PRESCRIPTION_TYPES and d.target_prescription_dose_gy:
+            warnings.append(
+                f"dose reference {d.description or d.number!r} ({d.structure_type or 'no structure type'}, "
+                f"{d.target_prescription_dose_gy:.2f} Gy) is a reference point: informational, not a prescription"
+            )
 
     candidates: list[tuple[PrescriptionSource, float]] = []
     if clinical_targets:

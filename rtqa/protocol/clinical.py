@@ -1,8 +1,10 @@
 """Clinical facts that DICOM does not carry, supplied per patient in a CSV file.
 
 Columns: ``patient_id`` (required), ``child_pugh`` (A5 ... C15), ``dose_algorithm``,
-``motion_management``, and one ``rx_<target>`` column per target prescription from the
-case-report form, in Gy (``rx_PTVp``, ``rx_PTV_6000``...). Empty cells mean "not known".
+``motion_management``, ``institution`` (overrides the DICOM InstitutionName, which anonymisers
+often blank), and one ``rx_<target>`` column per target prescription from the case-report form,
+in Gy (``rx_PTVp``, ``rx_PTV_6000``...). Empty cells mean "not known". Any other column is
+reported (a misspelt ``childpugh`` must not silently leave every fact unknown).
 """
 
 from __future__ import annotations
@@ -22,10 +24,55 @@ class ClinicalFacts:
     dose_algorithm: str | None = None
     motion_management: str | None = None
     prescriptions_gy: dict[str, float] = field(default_factory=dict)
+    institution: str | None = None
 
     def fact(self, name: str) -> str | None:
         value = getattr(self, name, None)
         return None if value is None else str(value)
+
+
+KNOWN_COLUMNS = ("patient_id", "child_pugh", "dose_algorithm", "motion_management", "institution")
+
+
+@dataclass(frozen=True)
+class ClinicalTable:
+    """The clinical facts of a CSV file, by patient ID, and what was wrong with the file."""
+
+    path: str
+    facts: dict[str, ClinicalFacts]
+    warnings: tuple[str, ...] = ()
+
+    def unmatched(self, patient_ids: set[str]) -> list[str]:
+        """Warnings for patients of the CSV that no checked plan belongs to."""
+        missing = sorted(set(self.facts) - patient_ids)
+        if not missing:
+            return []
+        return [
+            f"{os.path.basename(self.path)}: {len(missing)} patient ID(s) match no plan found: "
+            + ", ".join(repr(m) for m in missing)
+        ]
+
+
+def read_clinical_table(path: str | os.PathLike[str]) -> ClinicalTable:
+    """Read the clinical facts CSV with the problems a careless file has (unknown columns).
+
+    Raises
+    ------
+    InputError
+        As :func:`read_clinical_csv`.
+    """
+    spath = os.fspath(path)
+    facts = read_clinical_csv(spath)
+    with open(spath, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    unknown = [c for c in header if c and c not in KNOWN_COLUMNS and not c.startswith("rx_")]
+    warnings = []
+    if unknown:
+        warnings.append(
+            f"{os.path.basename(spath)}: unknown column(s) {', '.join(repr(c) for c in unknown)} ignored; "
+            f"expected {', '.join(KNOWN_COLUMNS)} or rx_<target>"
+        )
+    return ClinicalTable(spath, facts, tuple(warnings))
 
 
 def read_clinical_csv(path: str | os.PathLike[str]) -> dict[str, ClinicalFacts]:
@@ -69,6 +116,7 @@ def read_clinical_csv(path: str | os.PathLike[str]) -> dict[str, ClinicalFacts]:
                     (row.get("dose_algorithm") or "").strip() or None,
                     (row.get("motion_management") or "").strip() or None,
                     rx,
+                    (row.get("institution") or "").strip() or None,
                 )
     except OSError as exc:
         raise InputError(spath, f"cannot be read ({exc})") from exc

@@ -39,7 +39,9 @@ TECHNICAL_CHECKS = (
     "beam_energy",
     "gtv_outside_ptv",
     "dose_algorithm",
+    "approval_status",
 )
+GRADE_NAMES = ("per_protocol", "variation_acceptable", "deviation_unacceptable")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,8 +110,23 @@ class DerivedSpec:
 
 
 @dataclass(frozen=True)
+class LimitSet:
+    """The limits a rule applies for one value of a clinical fact (``limits_by``)."""
+
+    per_protocol: Limit
+    variation: Limit | None
+    source: str
+    unconfirmed: bool
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One graded item: a DVH constraint, an eligibility check or a technical check."""
+    """One graded item: a DVH constraint, an eligibility check or a technical check.
+
+    A rule may depend on clinical facts: ``when`` names the fact values it applies to, and
+    ``limits_by`` gives its limits per value of one fact (the values listed are the ones it
+    applies to). :meth:`facts` and :meth:`limits_for` are what the grading needs of both.
+    """
 
     id: str
     kind: str  # fractionation, constraint, eligibility, technical
@@ -128,7 +145,29 @@ class Rule:
     unconfirmed_when: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     within: str | None = None
     note: str = ""
+    limits_by: Mapping[str, Mapping[str, LimitSet]] = field(default_factory=dict)
+    grades_by: Mapping[str, str] = field(default_factory=dict)  # technical: found value -> grade name
     line: int = 0
+
+    def facts(self) -> dict[str, tuple[str, ...]]:
+        """Each clinical fact the rule depends on, with the values the rule applies to."""
+        out = {f: tuple(v) for f, v in self.when.items()}
+        for fact, by_value in self.limits_by.items():
+            out[fact] = tuple(by_value)
+        return out
+
+    def limits_for(self, facts: Mapping[str, str]) -> LimitSet:
+        """The limits under the given fact values (the rule's own limits where none vary).
+
+        Raises
+        ------
+        KeyError
+            A fact of ``limits_by`` is not given, or its value has no limits.
+        """
+        for fact, by_value in self.limits_by.items():
+            return by_value[facts[fact]]
+        assert self.per_protocol is not None
+        return LimitSet(self.per_protocol, self.variation, self.source, self.unconfirmed)
 
 
 @dataclass(frozen=True)
@@ -518,6 +557,49 @@ class _Validator:
             out[str(fact)] = tuple(str(v) for v in vals)
         return out
 
+    def _limits_by(
+        self, item: Mapping[str, Any], rid: str, source: str, unconfirmed: bool
+    ) -> dict[str, dict[str, LimitSet]]:
+        """``limits_by: {fact: {"A5, A6": {per_protocol: ..., variation_acceptable: ..., source, unconfirmed}}}``."""
+        m = item.get("limits_by")
+        if m is None:
+            return {}
+        line = _line(item, "limits_by")
+        if not isinstance(m, dict) or len(m) != 1:
+            self.err(line, rid, "'limits_by' must map one clinical fact to its values' limits")
+            return {}
+        ((fact, by_value),) = m.items()
+        if fact not in KNOWN_FACTS:
+            self.err(line, rid, f"unknown clinical fact {fact!r}; expected {', '.join(KNOWN_FACTS)}")
+            return {}
+        if not isinstance(by_value, dict) or not by_value:
+            self.err(line, rid, f"limits_by {fact!r} must map values (e.g. 'A5, A6') to limits")
+            return {}
+        out: dict[str, LimitSet] = {}
+        for key, spec in by_value.items():
+            where = _line(by_value, key)
+            if not self.keys(
+                spec,
+                {"per_protocol", "variation_acceptable", "source", "unconfirmed"},
+                {"per_protocol"},
+                rid,
+                f"limits_by {fact} {key}",
+            ):
+                continue
+            pp, va = self._limits(spec, rid)
+            if pp is None:
+                continue
+            values = [v.strip() for v in str(key).split(",") if v.strip()]
+            for v in values:
+                if fact == "child_pugh" and v not in CHILD_PUGH:
+                    self.err(where, rid, f"child_pugh {v!r}; expected one of {', '.join(CHILD_PUGH)}")
+                if v in out:
+                    self.err(where, rid, f"limits_by {fact}: value {v!r} given twice")
+                out[v] = LimitSet(
+                    pp, va, self.text(spec, "source", rid) or source, self.flag(spec, "unconfirmed", rid, unconfirmed)
+                )
+        return {str(fact): out}
+
     def _metric(self, item: Mapping[str, Any], rid: str) -> Metric | None:
         try:
             return parse_metric(self.text(item, "metric", rid))
@@ -544,14 +626,22 @@ class _Validator:
             "unconfirmed",
             "when",
             "unconfirmed_when",
+            "limits_by",
             "note",
         }
-        if not self.keys(item, allowed, {"id", "structure", "metric", "per_protocol", "source"}, rid, "a constraint"):
+        required = {"id", "structure", "metric", "source"} | (set() if "limits_by" in item else {"per_protocol"})
+        if not self.keys(item, allowed, required, rid, "a constraint"):
             return None
         source, unconfirmed = self._common(item, rid)
         structure = self._structure(item, "structure", rid, names)
         metric = self._metric(item, rid)
         pp, va = self._limits(item, rid)
+        limits_by = self._limits_by(item, rid, source, unconfirmed)
+        when = self._facts(item, "when", rid)
+        if limits_by and (pp is not None or va is not None):
+            self.err(item.line, rid, "give either per_protocol/variation_acceptable or limits_by, not both")
+        if set(limits_by) & set(when):
+            self.err(item.line, rid, "a fact in limits_by must not also be in 'when' (limits_by names its values)")
         reference = self.text(item, "reference", rid) or None
         targets = {n for n, s in structures.items() if s.role == "target"}
         if metric is not None and metric.is_relative and reference is None:
@@ -576,9 +666,10 @@ class _Validator:
             metric,
             reference,
             scope,
-            when=self._facts(item, "when", rid),
+            when=when,
             unconfirmed_when=self._facts(item, "unconfirmed_when", rid),
             note=self.text(item, "note", rid),
+            limits_by=limits_by,
             line=item.line,
         )
 
@@ -636,6 +727,7 @@ class _Validator:
             "within",
             "source",
             "unconfirmed",
+            "grades",
             "note",
         }
         if not self.keys(item, allowed, {"id", "check", "source"}, rid, "a technical check"):
@@ -652,6 +744,18 @@ class _Validator:
             self.err(item.line, rid, f"check {check!r} needs 'per_protocol'")
         if check in ("beam_radiation", "dose_algorithm", "dose_type") and not item.get("allowed"):
             self.err(item.line, rid, f"check {check!r} needs an 'allowed' list")
+        grades_by: dict[str, str] = {}
+        if check == "approval_status":
+            grades = item.get("grades")
+            if not isinstance(grades, dict) or not grades:
+                self.err(
+                    item.line, rid, "check 'approval_status' needs 'grades' (e.g. {UNAPPROVED: variation_acceptable})"
+                )
+            else:
+                for status, g in grades.items():
+                    if g not in GRADE_NAMES:
+                        self.err(_line(grades, status), rid, f"grade {g!r}; expected one of {', '.join(GRADE_NAMES)}")
+                    grades_by[str(status).upper()] = str(g)
         structure = self._structure(item, "structure", rid, names) if "structure" in item else None
         within = self._structure(item, "within", rid, names) if "within" in item else None
         if check == "gtv_outside_ptv" and (structure is None or within is None):
@@ -675,6 +779,7 @@ class _Validator:
             allowed=self.strings(item, "allowed", rid),
             within=within,
             note=self.text(item, "note", rid),
+            grades_by=grades_by,
             line=item.line,
         )
 

@@ -20,6 +20,7 @@ class Match:
     structure: str
     roi: str
     how: str  # exact, alias, pattern
+    index: int = -1  # position of the ROI in the names given (ROI names may repeat)
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,12 @@ def match_structures(roi_names: Sequence[str], protocol: Protocol) -> Matching:
     found: dict[str, list[Match]] = {}
     unmatched: list[str] = []
     notes: list[str] = []
-    for name in roi_names:
+    for index, name in enumerate(roi_names):
         key = normalise_name(name)
         if key in exact:
-            m = Match(exact[key], name, "exact")
+            m = Match(exact[key], name, "exact", index)
         elif key in alias:
-            m = Match(alias[key], name, "alias")
+            m = Match(alias[key], name, "alias", index)
         else:
             hits = sorted({s for s, p in patterns if p.fullmatch(name.strip())})
             if len(hits) > 1:
@@ -62,11 +63,13 @@ def match_structures(roi_names: Sequence[str], protocol: Protocol) -> Matching:
             if not hits:
                 unmatched.append(name)
                 continue
-            m = Match(hits[0], name, "pattern")
+            m = Match(hits[0], name, "pattern", index)
         found.setdefault(m.structure, []).append(m)
     ambiguous = {}
     for structure, ms in found.items():
         if not protocol.structures[structure].many and len(ms) > 1:
             names = " and ".join(repr(m.roi) for m in ms)
-            ambiguous[structure] = f"ROIs {names} both match {structure}: rtqa does not guess which one is meant"
+            same = len({m.roi for m in ms}) == 1
+            what = f"{len(ms)} ROIs are named {ms[0].roi!r}" if same else f"ROIs {names} all match {structure}"
+            ambiguous[structure] = f"{what}: rtqa does not guess which one is meant"
     return Matching({k: tuple(v) for k, v in found.items()}, tuple(unmatched), ambiguous, tuple(notes))

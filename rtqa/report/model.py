@@ -7,14 +7,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtqa.case import UnassignedFile
-from rtqa.protocol.limits import PRECISION, Grade, Limit
+from rtqa.protocol.limits import PRECISION, Grade, Limit, format_value
 from rtqa.protocol.loader import Protocol
 
 SCHEMA_VERSION = 1
+CATEGORIES = ("plan_quality", "resubmit", "eligibility")
 
 
 @dataclass(frozen=True)
 class Finding:
+    """The result of one rule on one structure (or on the plan).
+
+    ``category`` says what kind of problem a finding reports: ``plan_quality`` (graded per
+    protocol / variation acceptable / deviation unacceptable), ``resubmit`` (the export must be
+    redone: dose grid too small, frames of reference, unreadable files; never counted as a dose
+    deviation) or ``eligibility``. ``value_text`` holds a value that is not a number (a dose
+    algorithm, a Child-Pugh class, an approval status). ``interval`` is the range a value can
+    take when part of the input is uncertain but bounded; ``possible_grades`` lists the grade
+    under each branch (an unknown clinical fact, or an end of the interval) when they differ.
+    """
+
     rule: str
     structure: str | None
     matched_roi: str | None
@@ -30,6 +42,28 @@ class Finding:
     reference_target: str | None = None
     per_protocol: Limit | None = None
     variation: Limit | None = None
+    category: str = "plan_quality"
+    value_text: str | None = None
+    interval: tuple[float, float] | None = None
+    possible_grades: tuple[tuple[Grade, str], ...] = ()  # (grade, the condition that gives it)
+
+    @property
+    def best_case(self) -> Grade | None:
+        """The best grade this finding can still have: its grade, or the best of its possible ones."""
+        if self.grade is not Grade.NOT_EVALUABLE:
+            return self.grade
+        graded = [g for g, _ in self.possible_grades if g is not Grade.NOT_EVALUABLE]
+        return min(graded, key=lambda g: g.severity) if graded else None
+
+    @property
+    def shown_value(self) -> str:
+        """The value as every format prints it: a number with its unit, a text, or an interval."""
+        if self.value is not None:
+            return format_value(self.value, self.unit)
+        if self.interval is not None:
+            lo, hi = self.interval
+            return f"{format_value(lo, self.unit).split()[0]}–{format_value(hi, self.unit)}"
+        return self.value_text or "-"
 
     def as_json(self) -> dict[str, Any]:
         limits: dict[str, Any] = {}
@@ -54,7 +88,29 @@ class Finding:
             "unconfirmed": self.unconfirmed,
             "source": self.source,
             "message": self.message,
+            "category": self.category,
+            "value_text": self.value_text,
+            "interval": None
+            if self.interval is None
+            else {
+                "low": _round(self.interval[0], self.unit),
+                "high": _round(self.interval[1], self.unit),
+                "unit": self.unit,
+            },
+            "possible_grades": [{"grade": g.value, "condition": c} for g, c in self.possible_grades],
         }
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """A rule that does not apply to this plan, and why (a rule never vanishes from a report)."""
+
+    rule: str
+    structure: str | None
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "structure": self.structure, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -104,6 +160,9 @@ class PlanReport:
     warnings: tuple[str, ...]
     errors: tuple[dict[str, str], ...] = ()
     curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
+    not_applicable: tuple[NotApplicable, ...] = ()
+    unmatched_rois: tuple[str, ...] = ()  # ROIs that match no protocol structure
+    stored_dvh: tuple[str, ...] = ()  # the planning system's stored DVHs against rtqa's: warnings only
 
     @property
     def not_evaluable(self) -> tuple[str, ...]:
@@ -114,11 +173,30 @@ class PlanReport:
         return not self.errors and not self.not_evaluable
 
     @property
+    def resubmit(self) -> bool:
+        """The export must be redone (a finding of category ``resubmit``, or an unreadable plan)."""
+        return bool(self.errors) or any(f.category == "resubmit" for f in self.findings)
+
+    @property
     def grade(self) -> Grade:
-        evaluated = [f.grade for f in self.findings if f.grade is not Grade.NOT_EVALUABLE]
-        if not evaluated:
+        """The worst grade that is certain: of the graded findings, and the best case of each
+        finding that is not evaluable but can only end in some grades (an unknown fact, an
+        interval). ``NOT_EVALUABLE`` only when nothing could be graded."""
+        certain = [g for f in self.findings if f.category != "resubmit" and (g := f.best_case) is not None]
+        if not certain:
             return Grade.NOT_EVALUABLE
-        return max(evaluated, key=lambda g: g.severity)
+        return max(certain, key=lambda g: g.severity)
+
+    @property
+    def verdict(self) -> str:
+        """What summaries count a plan as, each plan in one column: ``not_evaluable`` (nothing
+        graded), ``deviation_unacceptable`` (certain, complete or not), ``incomplete`` (something
+        not evaluable and no certain deviation), or the grade of a complete plan. An incomplete
+        plan is never counted as per protocol or variation acceptable."""
+        g = self.grade
+        if g is Grade.NOT_EVALUABLE or g is Grade.DEVIATION_UNACCEPTABLE:
+            return str(g.value)
+        return str(g.value) if self.complete else "incomplete"
 
     @property
     def eligibility_status(self) -> str:
@@ -149,7 +227,12 @@ class PlanReport:
                 "prescription": self.prescription,
                 "grade": self.grade.value,
                 "complete": self.complete,
+                "verdict": self.verdict,
+                "resubmit": self.resubmit,
                 "not_evaluable": list(self.not_evaluable),
+                "not_applicable": [n.as_json() for n in self.not_applicable],
+                "unmatched_rois": list(self.unmatched_rois),
+                "stored_dvh": list(self.stored_dvh),
                 "eligibility": {"status": self.eligibility_status, "items": [f.as_json() for f in self.eligibility]},
                 "findings": [f.as_json() for f in self.findings],
                 "structures": {k: v.as_json() for k, v in self.structures.items()},
@@ -172,3 +255,4 @@ class CheckResult:
     reports: tuple[PlanReport, ...]
     unassigned: tuple[UnassignedFile, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans
+    warnings: tuple[str, ...] = ()  # about the run as a whole (the clinical CSV, say)

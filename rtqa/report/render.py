@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rtqa import __version__
-from rtqa.protocol.limits import Grade, format_value
-from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding
+from rtqa.protocol.limits import Grade
+from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding, PlanReport
 
 GRADE_LABEL = {
     Grade.PER_PROTOCOL: "PER PROTOCOL",
@@ -19,6 +19,35 @@ GRADE_LABEL = {
     Grade.DEVIATION_UNACCEPTABLE: "DEVIATION UNACCEPTABLE",
     Grade.NOT_EVALUABLE: "NOT EVALUABLE",
 }
+VERDICT_LABEL = {
+    "per_protocol": "per protocol",
+    "variation_acceptable": "variation acceptable",
+    "deviation_unacceptable": "deviation unacceptable",
+    "incomplete": "incomplete",
+    "not_evaluable": "not evaluable",
+}
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F)}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
+
+def clean(text: object) -> str:
+    """DICOM text made safe for a line-based report: control characters (a newline in
+    RTPlanLabel could forge a line such as ``Grade: PER PROTOCOL``) are shown escaped."""
+    return str(text).translate(_CONTROL) if text is not None else ""
+
+
+def headline(r: PlanReport) -> str:
+    """``PER PROTOCOL   complete``, ``INCOMPLETE (best case ...): not evaluable ...`` and so on."""
+    missing = ", ".join(r.not_evaluable) or "(error)"
+    if r.grade is Grade.NOT_EVALUABLE:
+        return f"{GRADE_LABEL[r.grade]}   INCOMPLETE: not evaluable {missing}"
+    if r.complete:
+        return f"{GRADE_LABEL[r.grade]}   complete"
+    if r.grade is Grade.DEVIATION_UNACCEPTABLE:
+        return f"{GRADE_LABEL[r.grade]}   INCOMPLETE: not evaluable {missing}"
+    return f"INCOMPLETE (best case {GRADE_LABEL[r.grade]}): not evaluable {missing}"
+
+
 COLOUR = {
     Grade.PER_PROTOCOL: "green",
     Grade.VARIATION_ACCEPTABLE: "yellow",
@@ -55,13 +84,16 @@ def render_text(
         "",
     ]
     for r in result.reports:
-        who = f"{r.patient_id}" + (f" ({r.patient_name})" if include_names and r.patient_name else "")
-        lines.append(f"Patient {who} - plan {r.plan_label}")
-        status = "complete" if r.complete else f"INCOMPLETE: not evaluable {', '.join(r.not_evaluable) or '(error)'}"
-        lines.append(f"  Grade: {paint(GRADE_LABEL[r.grade], r.grade)}   {status}")
+        who = clean(r.patient_id) + (f" ({clean(r.patient_name)})" if include_names and r.patient_name else "")
+        lines.append(f"Patient {who} - plan {clean(r.plan_label)}")
+        head = headline(r)
+        label = GRADE_LABEL[r.grade]
+        lines.append("  Grade: " + head.replace(label, paint(label, r.grade), 1))
+        if r.resubmit:
+            lines.append("  Resubmit: the export must be redone (see the findings of category resubmit)")
         lines.append(f"  Eligibility: {r.eligibility_status}")
         for e in r.errors:
-            lines.append(f"  ERROR {e['type']}: {e['message']}")
+            lines.append(f"  ERROR: {clean(e['message'])}")
         if r.prescription:
             rx = r.prescription
             per = f"{rx['per_fraction_gy']:.2f} Gy x {rx['fractions']}" if rx.get("per_fraction_gy") else "?"
@@ -73,39 +105,51 @@ def render_text(
                 roi = f.structure or ""
                 if f.matched_roi and f.matched_roi != f.structure:
                     roi += f" -> {f.matched_roi}"
-                value = format_value(f.value, f.unit)
                 dagger = " †" if f.unconfirmed else ""
+                tag = " [resubmit]" if f.category == "resubmit" else ""
                 lines.append(
-                    f"  {f.rule:<20} {roi[:30]:<30} {f.metric[:24]:<24} {value:>10}  "
-                    f"{_limits(f)[:22]:<22} {paint(GRADE_LABEL[f.grade], f.grade)}{dagger}"
+                    f"  {f.rule:<20} {clean(roi)[:30]:<30} {f.metric[:24]:<24} {clean(f.shown_value)[:16]:>10}  "
+                    f"{_limits(f)[:22]:<22} {paint(GRADE_LABEL[f.grade], f.grade)}{dagger}{tag}"
                 )
-                if f.grade is Grade.NOT_EVALUABLE:
-                    lines.append(f"  {'':<20} {f.message}")
+                if f.grade is not Grade.PER_PROTOCOL or f.possible_grades or f.interval is not None:
+                    lines.append(f"  {'':<20} {clean(f.message)}")
+        for n in r.not_applicable:
+            lines.append(f"  {n.rule:<20} {clean(n.structure or ''):<30} NOT APPLICABLE: {clean(n.reason)}")
+        if r.unmatched_rois:
+            listed = ", ".join(repr(clean(n)) for n in r.unmatched_rois)
+            lines.append(f"  ROIs the protocol does not recognise (not graded): {listed}")
         for w in r.warnings:
-            lines.append(f"  warning: {w}")
+            lines.append(f"  warning: {clean(w)}")
+        for w in r.stored_dvh:
+            lines.append(f"  stored DVH: {clean(w)}")
         lines.append("")
+    for w in result.warnings:
+        lines.append(f"warning: {clean(w)}")
     if len(result.reports) > 1 or result.unassigned or result.skipped:
         lines.extend(render_summary(result))
     return "\n".join(lines).rstrip() + "\n"
 
 
+def verdict_counts(result: CheckResult) -> dict[str, int]:
+    """Plans per verdict, each plan in one column (an incomplete plan is never a pass)."""
+    counts = Counter(r.verdict for r in result.reports)
+    return {v: counts.get(v, 0) for v in VERDICT_LABEL}
+
+
 def render_summary(result: CheckResult) -> list[str]:
-    counts = Counter(r.grade for r in result.reports)
-    incomplete = sum(1 for r in result.reports if not r.complete)
+    counts = verdict_counts(result)
     lines = [
-        f"Summary: {len(result.reports)} plan(s): "
-        + ", ".join(f"{counts.get(g, 0)} {GRADE_LABEL[g].lower()}" for g in Grade)
-        + f"; {incomplete} incomplete"
+        f"Summary: {len(result.reports)} plan(s): " + ", ".join(f"{n} {VERDICT_LABEL[v]}" for v, n in counts.items())
     ]
     for r in result.reports:
         lines.append(
-            f"  {r.patient_id:<20} {r.plan_label[:30]:<30} {GRADE_LABEL[r.grade]:<24} "
+            f"  {clean(r.patient_id)[:20]:<20} {clean(r.plan_label)[:30]:<30} {VERDICT_LABEL[r.verdict].upper():<24} "
             f"{'complete' if r.complete else 'incomplete'}"
         )
     for u in result.unassigned:
-        lines.append(f"  unassigned: {u.path}: {u.reason}")
+        lines.append(f"  unassigned: {clean(u.path)}: {clean(u.reason)}")
     for path, reason in result.skipped:
-        lines.append(f"  not graded: {path}: {reason}")
+        lines.append(f"  not graded: {clean(path)}: {clean(reason)}")
     return lines
 
 
@@ -126,6 +170,8 @@ def as_json(result: CheckResult, *, include_names: bool = False) -> dict[str, An
         "plans": [r.as_json(include_names=include_names) for r in result.reports],
         "unassigned_files": [{"file": u.path, "reason": u.reason} for u in result.unassigned],
         "not_graded": [{"file": f, "reason": why} for f, why in result.skipped],
+        "warnings": list(result.warnings),
+        "summary": verdict_counts(result),
     }
 
 
@@ -143,6 +189,8 @@ PLAN_COLUMNS = [
     "institution",
     "grade",
     "complete",
+    "verdict",
+    "resubmit",
     "not_evaluable",
     "eligibility",
     "total_gy",
@@ -167,6 +215,7 @@ FINDING_COLUMNS = [
     "per_protocol",
     "variation_acceptable",
     "grade",
+    "category",
     "unconfirmed",
     "source",
     "message",
@@ -188,6 +237,8 @@ def plans_csv(result: CheckResult) -> str:
                 r.institution,
                 r.grade.value,
                 str(r.complete).lower(),
+                r.verdict,
+                str(r.resubmit).lower(),
                 ";".join(r.not_evaluable),
                 r.eligibility_status,
                 rx.get("total_gy", ""),
@@ -218,15 +269,27 @@ def findings_csv(result: CheckResult) -> str:
                     f.matched_roi or "",
                     f.match or "",
                     f.metric,
-                    "" if j["value"] is None else j["value"],
+                    _csv_value(f, j["value"]),
                     f.unit,
                     "" if f.reference_gy is None else round(f.reference_gy, 2),
                     f.per_protocol.text() if f.per_protocol else "",
                     f.variation.text() if f.variation else "",
                     f.grade.value,
+                    f.category,
                     str(f.unconfirmed).lower(),
                     f.source,
                     f.message,
                 ]
             )
     return buf.getvalue()
+
+
+def _csv_value(f: Finding, rounded: float | None) -> object:
+    """The number, else the text value or the interval: every finding shows its value."""
+    if rounded is not None:
+        return rounded
+    if f.value_text is not None:
+        return f.value_text
+    if f.interval is not None:
+        return f"{f.interval[0]}–{f.interval[1]}"
+    return ""

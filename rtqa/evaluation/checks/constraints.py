@@ -1,0 +1,201 @@
+"""DVH constraints in TG-263 metric syntax: per ROI, on a union, against a prescription.
+
+* A structure that is absent is not evaluable when required, not applicable when optional; one
+  that is present but unusable is not evaluable either way.
+* An ambiguous one-ROI structure (two ROIs match) is graded on each candidate; the worst grade
+  is taken and the finding says so.
+* Volume outside the dose grid is uncertain but bounded: it receives between 0 Gy and the
+  highest dose on the grid boundary, so the metric is graded at both ends.
+* A union graded against the highest prescription (the PTV hot spot) also grades each
+  lower-dose target on itself minus the higher-dose targets, against its own prescription, so
+  a hot spot in a lower-dose PTV of an integrated boost cannot hide under the higher one. (A
+  sequential boost is graded as a composite: its phases' lower-dose targets receive the boost's
+  fall-off by design, and per-phase rules are not graded separately yet.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from rtqa.dvh.engine import DVH
+from rtqa.dvh.geometry import combine
+from rtqa.dvh.metrics import MetricError, evaluate_metric
+from rtqa.errors import RtqaError
+from rtqa.evaluation.context import CaseContext
+from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, worst
+from rtqa.protocol.loader import Rule
+from rtqa.report.model import Finding, NotApplicable
+
+UNCOVERED_CC = 0.005  # below this, volume outside the grid is rounding noise
+
+
+def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
+    assert rule.structure is not None and rule.metric is not None
+    structure = rule.structure
+    missing = ctx.unavailable.get(structure)
+    if missing is not None:
+        if missing.present or missing.required:
+            return [not_evaluable(rule, f"{structure}: {missing.reason}", structure=structure)]
+        return [not_applicable(rule, f"optional structure {structure} is not contoured ({missing.reason})")]
+    if ctx.dose is None:
+        return [not_evaluable(rule, "no dose", structure=structure)]
+    spec = ctx.protocol.structures.get(structure)
+    many = spec is not None and spec.many
+    candidates = ctx.candidates(structure)
+    out: list[Finding | NotApplicable] = []
+    if len(candidates) > 1:  # ambiguous: every candidate, the worst
+        graded = [_one(ctx, rule, facts, structure, cand) for cand in candidates]
+        chosen = worst(graded)
+        note = (
+            ctx.ambiguous[structure]
+            + ": "
+            + "; ".join(f"{f.matched_roi} {f.shown_value} {f.grade.value.replace('_', ' ')}" for f in graded)
+        )
+        out.append(replace(chosen, message=f"{chosen.message} ({note})"))
+        return out
+    (cand,) = candidates
+    if many and rule.scope == "each":
+        out.extend(_one(ctx, rule, facts, structure, (i,)) for i in cand)
+    else:
+        out.append(_one(ctx, rule, facts, structure, cand))
+        if rule.reference == "highest" and many and len(ctx.case.plans) == 1:
+            out.extend(_lower_levels(ctx, rule, facts, structure, cand))
+    return out
+
+
+def _one(
+    ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None], structure: str, rois: tuple[int, ...]
+) -> Finding:
+    whole = not rois or tuple(ctx.structure_rois.get(structure, ())) == rois
+    label = structure if whole or len(rois) > 1 else f"{structure} ({ctx.label(rois[0])})"
+    matched = ctx.roi_label(structure, rois)
+    how = ctx.how(structure, rois)
+    try:
+        dvh = ctx.dvh(structure, () if whole else rois)
+    except RtqaError as exc:
+        return not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched, how=how)
+    reference, ref_target = _reference(ctx, rule, structure, rois)
+    return _grade_dvh(ctx, rule, facts, dvh, label, structure, matched, how, reference, ref_target)
+
+
+def _grade_dvh(
+    ctx: CaseContext,
+    rule: Rule,
+    facts: Mapping[str, str | None],
+    dvh: DVH,
+    label: str,
+    structure: str,
+    matched: str | None,
+    how: str | None,
+    reference: float | None,
+    ref_target: str | None,
+) -> Finding:
+    assert rule.metric is not None
+    if rule.metric.is_relative and reference is None:
+        return not_evaluable(
+            rule, f"{label}: no prescription to relate {rule.metric.text} to", structure=structure, roi=matched, how=how
+        )
+    name = rule.metric.text.split("[")[0]
+    of = f" of {reference:.2f} Gy ({ref_target})" if reference is not None and rule.metric.is_relative else ""
+    sentence = f"{label}: {name} = {{value}}{of}"
+    common = dict(reference_gy=reference if rule.metric.is_relative else None, reference_target=ref_target)
+    try:
+        if dvh.uncovered_cc > UNCOVERED_CC:
+            top = ctx.boundary_max_gy()
+            ends = []
+            for dose, end in ((0.0, "uncovered part at 0 Gy"), (top, f"uncovered part at {top:.2f} Gy")):
+                v = evaluate_metric(with_uncovered_at(dvh, dose), rule.metric, reference_dose_gy=reference)
+                if v is None:
+                    return not_evaluable(
+                        rule, f"{label}: {rule.metric.text} does not exist", structure=structure, roi=matched, how=how
+                    )
+                ends.append((v, end))
+            ends.sort()
+            measured = Measured(
+                structure,
+                matched,
+                how,
+                rule.metric.text,
+                None,
+                sentence,
+                interval=(ends[0][0], ends[1][0]),
+                interval_ends=(ends[0][1], ends[1][1]),
+                note=f"{dvh.uncovered_cc:.2f} cc of {label} lies outside the dose grid: it receives between 0 Gy "
+                f"and the highest dose on the grid boundary, {top:.2f} Gy",
+                **common,  # type: ignore[arg-type]
+            )
+            return grade_measured(rule, measured, facts)
+        value = evaluate_metric(dvh, rule.metric, reference_dose_gy=reference)
+    except MetricError as exc:
+        return not_evaluable(rule, str(exc), structure=structure, roi=matched, how=how)
+    if value is None:
+        return not_evaluable(
+            rule,
+            f"{label}: {rule.metric.text} does not exist (structure {dvh.volume_cc:.3f} cc)",
+            structure=structure,
+            roi=matched,
+            how=how,
+        )
+    measured = Measured(structure, matched, how, rule.metric.text, value, sentence, **common)  # type: ignore[arg-type]
+    return grade_measured(rule, measured, facts)
+
+
+def _lower_levels(
+    ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None], structure: str, rois: tuple[int, ...]
+) -> list[Finding | NotApplicable]:
+    """Each lower-dose ROI minus the higher-dose ROIs, against its own prescription."""
+    levels = {i: ctx.rx_by_roi[i] for i in rois if i in ctx.rx_by_roi}
+    out: list[Finding | NotApplicable] = []
+    for i, (rx, source) in sorted(levels.items()):
+        higher = [j for j, (other, _) in levels.items() if other > rx]
+        if not higher:
+            continue
+        names = " | ".join(ctx.label(j) for j in higher)
+        label = f"{structure} ({ctx.label(i)} - {names})"
+        matched = f"{ctx.label(i)} - ({names})" if len(higher) > 1 else f"{ctx.label(i)} - {names}"
+        try:
+            stack = combine("-", ctx.stack(structure, (i,)), ctx.stack(structure, tuple(higher)), name=label)
+        except RtqaError as exc:
+            out.append(not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched))
+            continue
+        dvh = ctx.dvh_of(label, stack)
+        out.append(_grade_dvh(ctx, rule, facts, dvh, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}"))
+    return out
+
+
+def _reference(ctx: CaseContext, rule: Rule, structure: str, rois: tuple[int, ...]) -> tuple[float | None, str | None]:
+    if rule.reference is None:
+        return None, None
+    if rule.reference == "highest":
+        return ctx.highest_gy, "highest prescription"
+    if rule.reference == "own":
+        chosen = rois or tuple(ctx.structure_rois.get(structure, ()))
+        own = [ctx.rx_by_roi[i] for i in chosen if i in ctx.rx_by_roi]
+        if not own:
+            return None, None
+        best = max(own)
+        return best[0], f"{ctx.label(chosen[0]) if len(chosen) == 1 else structure}, {best[1]}"
+    values = [ctx.rx_by_roi[i][0] for i in ctx.structure_rois.get(rule.reference, []) if i in ctx.rx_by_roi]
+    return (max(values), rule.reference) if values else (None, None)
+
+
+def with_uncovered_at(dvh: DVH, dose_gy: float) -> DVH:
+    """The DVH with its volume outside the dose grid counted at one dose (0 Gy, or the highest
+    dose on the grid boundary): the two ends of what that volume can receive."""
+    if dvh.uncovered_cc <= 0:
+        return dvh
+    u = dvh.uncovered_cc
+    edges, v = dvh.dose_edges_gy, dvh.volume_ge_cc
+    if dose_gy > edges[-1]:  # the boundary is hotter than the structure: extend the bins
+        bw = dvh.bin_width_gy
+        extra = edges[-1] + bw * np.arange(1, int(np.ceil((dose_gy - edges[-1]) / bw)) + 2)
+        edges, v = np.concatenate([edges, extra]), np.concatenate([v, np.zeros(extra.size)])
+    v = v + u * (edges <= dose_gy)
+    covered = dvh.covered_cc
+    mean = None if dvh.mean_gy is None else (dvh.mean_gy * covered + dose_gy * u) / dvh.volume_cc
+    lo = dose_gy if dvh.min_gy is None else min(dvh.min_gy, dose_gy)
+    hi = dose_gy if dvh.max_gy is None else max(dvh.max_gy, dose_gy)
+    return replace(dvh, dose_edges_gy=edges, volume_ge_cc=v, uncovered_cc=0.0, mean_gy=mean, min_gy=lo, max_gy=hi)

@@ -1,0 +1,84 @@
+"""Eligibility: clinical facts in an allowed list, and structure metrics (the normal-liver volume)
+that need no dose, so that a structure set alone gives the verdict before planning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rtqa.dvh.metrics import evaluate_metric
+from rtqa.errors import RtqaError
+from rtqa.evaluation.context import CaseContext
+from rtqa.evaluation.grading import limit_text
+from rtqa.protocol.limits import Grade, format_value, round_value
+from rtqa.protocol.loader import Rule
+from rtqa.report.model import Finding, NotApplicable
+
+
+def _item(
+    ctx: CaseContext, rule: Rule, g: Grade, message: str, value: float | None = None, value_text: str | None = None
+) -> Finding:
+    structure = rule.structure
+    roi = ctx.roi_label(structure) if structure and value is not None else None
+    how = ctx.how(structure) if structure and value is not None else None
+    return Finding(
+        rule.id,
+        structure,
+        roi,
+        how,
+        rule.metric.text if rule.metric else (rule.check or rule.id),
+        value,
+        rule.unit,
+        g,
+        message,
+        rule.source,
+        rule.unconfirmed,
+        per_protocol=rule.per_protocol,
+        category="eligibility",
+        value_text=value_text,
+    )
+
+
+def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
+    if rule.check is not None:  # a clinical fact
+        fact = ctx.fact(rule.check)
+        name = rule.check.replace("_", "-")
+        if fact is None:
+            return [
+                _item(
+                    ctx,
+                    rule,
+                    Grade.NOT_EVALUABLE,
+                    f"not evaluable: needs the clinical fact {rule.check} (--clinical CSV)",
+                )
+            ]
+        ok = fact in rule.allowed
+        verdict = "eligible" if ok else "not eligible"
+        message = f"{name} {fact} ({verdict}: {', '.join(rule.allowed)})"
+        return [_item(ctx, rule, Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE, message, value_text=fact)]
+    assert rule.structure is not None and rule.metric is not None and rule.per_protocol is not None
+    missing = ctx.unavailable.get(rule.structure)
+    if missing is not None:
+        return [_item(ctx, rule, Grade.NOT_EVALUABLE, f"not evaluable: {rule.structure}: {missing.reason}")]
+    if rule.structure in ctx.ambiguous:
+        return [_item(ctx, rule, Grade.NOT_EVALUABLE, f"not evaluable: {ctx.ambiguous[rule.structure]}")]
+    value: float | None
+    try:
+        if rule.metric.kind == "Volume":
+            value = ctx.stack(rule.structure).volume_cc  # no dose needed: eligibility before planning
+        elif ctx.dose is None:
+            return [_item(ctx, rule, Grade.NOT_EVALUABLE, "not evaluable: no dose")]
+        else:
+            value = evaluate_metric(ctx.dvh(rule.structure), rule.metric)
+    except RtqaError as exc:
+        return [_item(ctx, rule, Grade.NOT_EVALUABLE, f"not evaluable: {rule.structure}: {exc}")]
+    if value is None:
+        return [
+            _item(ctx, rule, Grade.NOT_EVALUABLE, f"not evaluable: {rule.structure}: {rule.metric.text} does not exist")
+        ]
+    rounded = round_value(value, rule.unit)
+    ok = rule.per_protocol.met(rounded)
+    message = (
+        f"{rule.structure}: {rule.metric.text.split('[')[0]} = {format_value(rounded, rule.unit)} "
+        f"({'meets' if ok else 'fails'} {limit_text(rule.per_protocol, rule.unit)})"
+    )
+    return [_item(ctx, rule, Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE, message, rounded)]

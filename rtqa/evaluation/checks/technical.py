@@ -1,0 +1,293 @@
+"""Technical checks: dose grid, coverage of targets and organs by the grid, heterogeneity, dose
+type, prescription sources, beams, GTV inside PTV, dose algorithm, approval status.
+
+A check whose input set is empty (no target, no organ, no treatment beam) is not evaluable and
+says why: nothing passes over nothing. Problems of the export (a grid that does not cover what
+it must) are findings of category ``resubmit``, not dose deviations of the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rtqa.dvh.geometry import combine
+from rtqa.errors import RtqaError
+from rtqa.evaluation.checks.constraints import UNCOVERED_CC
+from rtqa.evaluation.context import CaseContext
+from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, plain
+from rtqa.model import Heterogeneity
+from rtqa.protocol.limits import Grade
+from rtqa.protocol.loader import Rule
+from rtqa.report.model import Finding, NotApplicable
+
+Outcome = list[Finding | NotApplicable]
+OAR_BOUNDARY_FRACTION = 0.05  # DOMAIN.md 4.2: below this on the grid boundary, uncovered OAR volume is ~0 Gy
+
+
+def _needs_dose(func: Callable[[CaseContext, Rule, Mapping[str, str | None]], Outcome]) -> Any:
+    def wrapped(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+        if ctx.dose is None:
+            return [not_evaluable(rule, "no dose")]
+        return func(ctx, rule, facts)
+
+    return wrapped
+
+
+@_needs_dose
+def dose_grid_spacing(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    assert ctx.dose is not None
+    x, y, z = ctx.dose.x_mm, ctx.dose.y_mm, ctx.dose.z_mm
+    dx = float(x[1] - x[0]) if x.size > 1 else 0.0
+    dy = float(y[1] - y[0]) if y.size > 1 else 0.0
+    dz = float(np.max(np.diff(z))) if z.size > 1 else 0.0
+    m = Measured(
+        None, None, None, "largest voxel dimension", max(dx, dy, dz),
+        f"dose grid {dx:.2f} x {dy:.2f} x {dz:.2f} mm: largest " + "{value}",
+    )  # fmt: skip
+    return [grade_measured(rule, m, facts)]
+
+
+def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
+    kind = "target" if targets else "organ at risk"
+    structures = [
+        s
+        for s, spec in ctx.protocol.structures.items()
+        if (spec.role == "target") == targets and spec.role != "other" and s in ctx.structure_rois
+    ]
+    rois = [(s, i) for s in structures for i in ctx.structure_rois[s]]
+    if not rois:
+        return [not_evaluable(rule, f"no {kind} structure was found in the structure set: nothing to check")]
+    uncovered = []
+    for s, i in rois:
+        dvh = ctx.dvh(s, (i,))
+        if dvh.uncovered_cc > UNCOVERED_CC:
+            uncovered.append((ctx.label(i), dvh.uncovered_cc))
+    worst = max((u for _, u in uncovered), default=0.0)
+    listed = ", ".join(f"{name} {u:.2f} cc" for name, u in uncovered)
+    if not uncovered:
+        return [
+            plain(
+                rule, "uncovered volume", Grade.PER_PROTOCOL,
+                f"every {kind} inside the dose grid ({len(rois)} ROIs)", value=0.0, unit="cc",
+            )
+        ]  # fmt: skip
+    boundary = ctx.boundary_max_gy()
+    rx = ctx.highest_gy or 0.0
+    if not targets and rx > 0 and boundary < OAR_BOUNDARY_FRACTION * rx:
+        return [
+            plain(
+                rule, "uncovered volume", Grade.PER_PROTOCOL,
+                f"outside the dose grid: {listed}; the highest dose on the grid boundary, {boundary:.2f} Gy, is below "
+                f"{OAR_BOUNDARY_FRACTION:.0%} of {rx:.2f} Gy: the uncovered parts receive next to nothing",
+                value=round(worst, 2), unit="cc",
+            )
+        ]  # fmt: skip
+    return [
+        plain(
+            rule, "uncovered volume", Grade.NOT_EVALUABLE,
+            f"not evaluable: resubmit the dose on a grid that covers every {kind}: outside the dose grid: {listed} "
+            f"(highest dose on the grid boundary {boundary:.2f} Gy); metrics of these structures are graded over "
+            "what the uncovered part can receive (0 Gy to that boundary dose)",
+            value=round(worst, 2), unit="cc", category="resubmit",
+        )
+    ]  # fmt: skip
+
+
+@_needs_dose
+def target_coverage(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    return _coverage(ctx, rule, targets=True)
+
+
+@_needs_dose
+def oar_coverage(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    return _coverage(ctx, rule, targets=False)
+
+
+@_needs_dose
+def heterogeneity(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    info = ctx.dose.info if ctx.dose is not None else None
+    state = info.heterogeneity if info else Heterogeneity.UNKNOWN
+    values = "/".join(info.heterogeneity_values) if info and info.heterogeneity_values else "absent"
+    if state is Heterogeneity.UNKNOWN:
+        ctx.warnings.append(
+            "TissueHeterogeneityCorrection is absent from the RT Dose: the site must attest "
+            "that heterogeneity correction was on"
+        )
+        g, msg = Grade.PER_PROTOCOL, "not stated in the RT Dose (the site attests); not a deviation"
+    elif state is Heterogeneity.OFF:
+        g, msg = Grade.DEVIATION_UNACCEPTABLE, f"heterogeneity correction off ({values})"
+    else:
+        g, msg = Grade.PER_PROTOCOL, f"heterogeneity correction on ({values})"
+    return [plain(rule, "TissueHeterogeneityCorrection", g, msg, value_text=values)]
+
+
+@_needs_dose
+def dose_type(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    info = ctx.dose.info if ctx.dose is not None else None
+    if info is None:
+        return [not_evaluable(rule, "DoseType of the RT Dose unknown (a summed dose without its header)")]
+    value = info.dose_type.value
+    ok = value in rule.allowed
+    return [
+        plain(
+            rule, "DoseType", Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+            f"DoseType {value} (allowed: {', '.join(rule.allowed)})", value_text=value,
+        )
+    ]  # fmt: skip
+
+
+def prescription_agreement(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    if not ctx.case.plans:
+        return [not_evaluable(rule, "no plan (structure set only)")]
+    out: Outcome = []
+    for plan, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True):
+        if rx.total_gy is None:
+            out.append(not_evaluable(rule, f"plan {plan.label}: no prescription found to compare"))
+            continue
+        if len(rx.candidates) < 2:
+            out.append(
+                plain(
+                    rule, "prescription sources", Grade.PER_PROTOCOL,
+                    f"plan {plan.label}: one prescription source ({rx.source.value if rx.source else 'none'}), "
+                    "nothing to disagree with", value=0.0, unit="%",
+                )
+            )  # fmt: skip
+            continue
+        spread = max(abs(v - rx.total_gy) for _, v in rx.candidates) / rx.total_gy * 100
+        listed = ", ".join(f"{s.value} {v:.2f} Gy" for s, v in rx.candidates)
+        m = Measured(
+            None, None, None, "prescription sources", spread,
+            f"plan {plan.label}: {listed}; largest difference " + "{value}",
+        )  # fmt: skip
+        out.append(grade_measured(rule, m, facts))
+    return out
+
+
+def _treatment_beams(ctx: CaseContext) -> list[Any]:
+    return [b for p in ctx.case.plans for b in p.treatment_beams]
+
+
+def beam_radiation(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    beams = _treatment_beams(ctx)
+    if not beams:
+        return [not_evaluable(rule, "no treatment beams in the plan")]
+    kinds = sorted({b.radiation_type or "absent" for b in beams})
+    bad = [f"{b.name} ({b.radiation_type or 'absent'})" for b in beams if b.radiation_type not in rule.allowed]
+    return [
+        plain(
+            rule, "RadiationType", Grade.DEVIATION_UNACCEPTABLE if bad else Grade.PER_PROTOCOL,
+            f"beams not {'/'.join(rule.allowed)}: {', '.join(bad)}" if bad
+            else f"{len(beams)} treatment beams, all {'/'.join(rule.allowed)}; setup beams ignored",
+            value_text="/".join(kinds),
+        )
+    ]  # fmt: skip
+
+
+def beam_energy(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    beams = _treatment_beams(ctx)
+    if not beams:
+        return [not_evaluable(rule, "no treatment beams in the plan")]
+    energies = [b.nominal_energy_mev for b in beams]
+    if any(e is None for e in energies):
+        names = ", ".join(b.name for b in beams if b.nominal_energy_mev is None)
+        return [not_evaluable(rule, f"NominalBeamEnergy missing for {names}")]
+    values = [e for e in energies if e is not None]
+    m = Measured(
+        None, None, None, "highest nominal energy", max(values),
+        f"treatment beam energies: {', '.join(sorted({f'{e:g}' for e in values}))} MV; highest " + "{value}",
+    )  # fmt: skip
+    return [grade_measured(rule, m, facts)]
+
+
+def gtv_outside_ptv(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    assert rule.structure is not None and rule.within is not None
+    for s in (rule.structure, rule.within):
+        missing = ctx.unavailable.get(s)
+        if missing is not None:
+            if missing.present or missing.required:
+                return [not_evaluable(rule, f"{s}: {missing.reason}", structure=rule.structure)]
+            return [not_applicable(rule, f"optional structure {s} is not contoured")]
+        if s in ctx.ambiguous:
+            return [not_evaluable(rule, ctx.ambiguous[s], structure=rule.structure)]
+    try:
+        outside = combine("-", ctx.stack(rule.structure), ctx.stack(rule.within)).volume_cc
+    except RtqaError:
+        outside = 0.0  # the difference encloses no volume: nothing lies outside
+    m = Measured(
+        rule.structure, None, None, f"{rule.structure} outside {rule.within}", outside,
+        "{value}" + f" of {rule.structure} lies outside {rule.within}",
+    )  # fmt: skip
+    return [grade_measured(rule, m, facts)]
+
+
+def dose_algorithm(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    value = ctx.fact("dose_algorithm")
+    allowed = ", ".join(rule.allowed)
+    if value is None:
+        return [
+            not_evaluable(
+                rule,
+                f"dose_algorithm unknown (it is not in DICOM: give it in the --clinical CSV); per protocol if one of "
+                f"{allowed}, deviation unacceptable otherwise",
+                possible=(
+                    (Grade.PER_PROTOCOL, f"dose-algorithm one of {allowed}"),
+                    (Grade.DEVIATION_UNACCEPTABLE, "any other dose algorithm"),
+                ),
+            )
+        ]
+    ok = any(value.casefold() == a.casefold() for a in rule.allowed)
+    return [
+        plain(
+            rule, "dose algorithm", Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE,
+            f"dose algorithm {value!r} (allowed: {allowed})", value_text=value,
+        )
+    ]  # fmt: skip
+
+
+def approval_status(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
+    if not ctx.case.plans:
+        return [not_evaluable(rule, "no plan (structure set only)")]
+    out: Outcome = []
+    for plan in ctx.case.plans:
+        status = (plan.approval_status or "").upper()
+        if status == "APPROVED":
+            out.append(
+                plain(rule, "ApprovalStatus", Grade.PER_PROTOCOL, f"plan {plan.label}: APPROVED", value_text=status)
+            )
+        elif status in rule.grades_by:
+            g = Grade(rule.grades_by[status])
+            out.append(
+                plain(
+                    rule, "ApprovalStatus", g,
+                    f"plan {plan.label}: ApprovalStatus {status}: the submitted plan is not the approved plan — "
+                    f"{g.value.replace('_', ' ')}", value_text=status,
+                )
+            )  # fmt: skip
+        else:
+            out.append(
+                not_evaluable(
+                    rule,
+                    f"plan {plan.label}: ApprovalStatus (300E,0002) is {status or 'absent'}; expected APPROVED, "
+                    f"{', '.join(rule.grades_by)}",
+                    value_text=status or None,
+                )
+            )
+    return out
+
+
+CHECKS: dict[str, Callable[[CaseContext, Rule, Mapping[str, str | None]], Outcome]] = {
+    "dose_grid_spacing": dose_grid_spacing,
+    "target_coverage": target_coverage,
+    "oar_coverage": oar_coverage,
+    "heterogeneity": heterogeneity,
+    "dose_type": dose_type,
+    "prescription_agreement": prescription_agreement,
+    "beam_radiation": beam_radiation,
+    "beam_energy": beam_energy,
+    "gtv_outside_ptv": gtv_outside_ptv,
+    "dose_algorithm": dose_algorithm,
+    "approval_status": approval_status,
+}

@@ -1,0 +1,273 @@
+"""What every check of one case shares: its structures resolved to ROIs, their slab stacks and
+DVHs (built once, on demand), the prescriptions, and the clinical facts. Pure.
+
+Structures are resolved by ROI *number*, never by name alone, so two ROIs with one name cannot
+hide each other. A structure is in one of four states:
+
+* usable: one ROI (or, for a many-ROI structure, one or more) with a usable slab stack;
+* ambiguous: several usable ROIs match a one-ROI structure: its rules are graded on each
+  candidate and the worst grade is taken (rtqa never guesses which one is meant);
+* unusable: ROIs match but none is usable (no closed contours, nothing left after invalid
+  contours were dropped, under 0.01 cc): present but unusable is never absent, its rules are
+  not evaluable, optional structure or not;
+* absent: no ROI matches: its rules are not evaluable when the structure is required, not
+  applicable when it is optional.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtqa.case import LoadedCase, Prescription, TargetPrescription
+from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
+from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
+from rtqa.errors import RtqaError
+from rtqa.evaluation.prescription import derive_prescription
+from rtqa.model import DoseGrid, Roi
+from rtqa.protocol.clinical import ClinicalFacts
+from rtqa.protocol.loader import Protocol
+from rtqa.protocol.matching import Matching, match_structures
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a structure cannot be used: absent (nothing matches) or present but unusable."""
+
+    reason: str
+    required: bool
+    present: bool  # an ROI matches but cannot be used: never treated as absent
+
+
+class CaseContext:
+    """Shared, lazily computed state of one case under one protocol."""
+
+    def __init__(self, case: LoadedCase, protocol: Protocol, clinical: ClinicalFacts | None) -> None:
+        self.case = case
+        self.protocol = protocol
+        self.clinical = clinical
+        self.warnings: list[str] = list(case.warnings)
+        self.dose: DoseGrid | None = case.dose
+        self._prepared: PreparedDose | None = None
+        self.rois: list[Roi] = list(case.structure_set.rois) if case.structure_set else []
+        self.roi_stacks: dict[int, SlabStack] = {}
+        self.roi_problems: dict[int, str] = {}
+        self.structure_rois: dict[str, list[int]] = {}  # usable ROIs (indices into self.rois)
+        self.ambiguous: dict[str, str] = {}  # one-ROI structure -> why several candidates
+        self.unavailable: dict[str, Unavailable] = {}
+        self._name_counts: Counter[str] = Counter(r.name for r in self.rois)
+        self._stacks: dict[tuple[str, tuple[int, ...]], SlabStack] = {}
+        self._dvhs: dict[tuple[str, tuple[int, ...]], DVH] = {}
+        self.matching: Matching = match_structures([r.name for r in self.rois], protocol)
+        self.warnings.extend(self.matching.notes)
+        self._build_roi_stacks()
+        self._resolve()
+        self._prescriptions()
+
+    # -- structures ---------------------------------------------------------------------------
+
+    def _build_roi_stacks(self) -> None:
+        if self.case.structure_set is None:
+            return
+        planes = self.case.structure_set.plane_positions_mm
+        for i, roi in enumerate(self.rois):
+            try:
+                self.roi_stacks[i] = roi_stack(roi, planes, end_cap=self.protocol.end_cap)
+            except RtqaError as exc:
+                self.roi_problems[i] = str(exc)
+
+    def label(self, index: int) -> str:
+        """The ROI's name, with its number when another ROI has the same name."""
+        roi = self.rois[index]
+        return f"{roi.name} (ROI {roi.number})" if self._name_counts.get(roi.name, 0) > 1 else roi.name
+
+    def _resolve(self) -> None:
+        for name, spec in self.protocol.structures.items():
+            matched = [m.index for m in self.matching.matches.get(name, ())]
+            usable = [i for i in matched if i in self.roi_stacks]
+            for i in matched:
+                if i not in self.roi_stacks:
+                    self.warnings.append(f"{name}: ROI {self.label(i)!r} cannot be used ({self.roi_problems.get(i)})")
+            if usable:
+                self.structure_rois[name] = usable
+                if not spec.many and len(usable) > 1:
+                    listed = ", ".join(repr(self.label(i)) for i in usable)
+                    self.ambiguous[name] = (
+                        f"{len(usable)} ROIs match the one-ROI structure {name} ({listed}): rtqa does not guess "
+                        "which one is meant; each is graded and the worst grade is taken"
+                    )
+                    self.warnings.append(self.ambiguous[name])
+                continue
+            if matched:
+                problems = "; ".join(f"{self.label(i)}: {self.roi_problems.get(i, 'unusable')}" for i in matched)
+                self.unavailable[name] = Unavailable(f"present but unusable ({problems})", required=True, present=True)
+            elif self.case.structure_set is None:
+                self.unavailable[name] = Unavailable("no structure set", spec.required, present=False)
+            else:
+                names = ", ".join(spec.aliases[:6]) + (", ..." if len(spec.aliases) > 6 else "")
+                self.unavailable[name] = Unavailable(
+                    f"no ROI matches {name} (names and aliases: {names})", spec.required, present=False
+                )
+        for name, dspec in self.protocol.derived.items():
+            if dspec.prefer_roi and name in self.structure_rois:
+                self.unavailable.pop(name, None)
+                continue
+            operands = expression_names(dspec.expression)
+            blocked = [o for o in operands if o in self.unavailable or o in self.ambiguous]
+            if not blocked:
+                self.unavailable.pop(name, None)
+                continue
+            present = any(o in self.ambiguous or self.unavailable[o].present for o in blocked)
+            required = any(o in self.ambiguous or self.unavailable[o].required for o in blocked)
+            why = "; ".join(
+                f"{o} {'is ambiguous' if o in self.ambiguous else self.unavailable[o].reason}" for o in blocked
+            )
+            self.unavailable[name] = Unavailable(f"needs {', '.join(blocked)}: {why}", required, present)
+
+    def candidates(self, structure: str) -> list[tuple[int, ...]]:
+        """The ROI sets a rule on this structure is graded on: one set normally, one per
+        candidate for an ambiguous one-ROI structure, ``()`` for a derived structure."""
+        if structure in self.ambiguous:
+            return [(i,) for i in self.structure_rois[structure]]
+        if structure in self.structure_rois:
+            return [tuple(self.structure_rois[structure])]
+        return [()]
+
+    def stack(self, structure: str, rois: tuple[int, ...] = ()) -> SlabStack:
+        """The slab stack of ROIs (their union), or of a derived structure when ``rois`` is empty."""
+        key = (structure, rois)
+        if key not in self._stacks:
+            if rois:
+                out = self.roi_stacks[rois[0]]
+                for r in rois[1:]:
+                    out = combine("|", out, self.roi_stacks[r], name=structure)
+                self._stacks[key] = SlabStack(structure, out.slabs, out.end_cap)
+            elif structure in self.structure_rois and structure not in self.ambiguous:
+                self._stacks[key] = self.stack(structure, tuple(self.structure_rois[structure]))
+            else:
+                spec = self.protocol.derived[structure]
+                operands = {n: self.stack(n) for n in expression_names(spec.expression)}
+                self._stacks[key] = evaluate_expression(spec.expression, operands, name=structure)
+        return self._stacks[key]
+
+    def dvh(self, structure: str, rois: tuple[int, ...] = ()) -> DVH:
+        """The DVH of :meth:`stack`, computed once per case."""
+        if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
+            rois = ()  # the whole structure: share the DVH with rules that name no ROI
+        if structure in self.ambiguous and not rois:
+            raise RtqaError(self.ambiguous[structure])
+        key = (structure, rois)
+        if key not in self._dvhs:
+            assert self.dose is not None
+            if self._prepared is None:
+                self._prepared = prepare_dose(self.dose)
+            self._dvhs[key] = compute_dvh(self.stack(structure, rois), self.dose, prepared=self._prepared)
+        return self._dvhs[key]
+
+    def dvh_of(self, key: str, stack: SlabStack) -> DVH:
+        """The DVH of a stack built by a check itself (a target minus higher-dose targets)."""
+        if (key, ()) not in self._dvhs:
+            assert self.dose is not None
+            if self._prepared is None:
+                self._prepared = prepare_dose(self.dose)
+            self._dvhs[(key, ())] = compute_dvh(stack, self.dose, prepared=self._prepared)
+        return self._dvhs[(key, ())]
+
+    @property
+    def dvhs(self) -> dict[tuple[str, tuple[int, ...]], DVH]:
+        return self._dvhs
+
+    def roi_label(self, structure: str, rois: tuple[int, ...] = ()) -> str | None:
+        chosen = rois or tuple(self.structure_rois.get(structure, ()))
+        return " | ".join(self.label(i) for i in chosen) or None
+
+    def how(self, structure: str, rois: tuple[int, ...] = ()) -> str | None:
+        chosen = set(rois or self.structure_rois.get(structure, ()))
+        hows = {m.how for m in self.matching.matches.get(structure, ()) if m.index in chosen}
+        return hows.pop() if len(hows) == 1 else None
+
+    def unmatched_rois(self) -> tuple[str, ...]:
+        return tuple(self.matching.unmatched)
+
+    def boundary_max_gy(self) -> float:
+        """The highest dose on the six faces of the dose grid (what uncovered volume may receive
+        at most, if dose falls off outward as it does beyond a calculation grid's edge)."""
+        assert self.dose is not None
+        d = self.dose.dose_gy
+        faces = [d[0], d[-1], d[:, 0], d[:, -1], d[:, :, 0], d[:, :, -1]]
+        return float(max(float(np.max(f)) for f in faces))
+
+    # -- facts --------------------------------------------------------------------------------
+
+    def fact(self, name: str) -> str | None:
+        return self.clinical.fact(name) if self.clinical else None
+
+    # -- prescriptions ------------------------------------------------------------------------
+
+    def _prescriptions(self) -> None:
+        case = self.case
+        clinical_rx = self.clinical.prescriptions_gy if self.clinical else {}
+        if clinical_rx and case.plans:
+            targets = tuple(TargetPrescription(k, v) for k, v in sorted(clinical_rx.items()))
+            roi_names = {r.number: r.name for r in self.rois}
+            self.plan_rx: list[Prescription] = [
+                derive_prescription(p, clinical_targets=targets, roi_names=roi_names) for p in case.plans
+            ]
+        else:
+            self.plan_rx = list(case.prescriptions)
+        totals = [rx.total_gy for rx in self.plan_rx]
+        self.total_gy: float | None = (
+            sum(t for t in totals if t is not None) if totals and all(t is not None for t in totals) else None
+        )
+        fractions = [rx.fractions for rx in self.plan_rx]
+        self.fractions: int | None = sum(f for f in fractions if f) if fractions and all(fractions) else None
+        # per target ROI: case-report form, dose reference to the ROI, dose in the name, GTV -> PTV
+        by_roi: dict[str, float] = {}
+        for rx in self.plan_rx:
+            for t in rx.targets:
+                by_roi[t.name] = by_roi.get(t.name, 0.0) + t.total_gy
+        self.rx_by_roi: dict[int, tuple[float, str]] = {}
+        targets_ = [s for s, spec in self.protocol.structures.items() if spec.role == "target"]
+        for structure in targets_:
+            for i in self.structure_rois.get(structure, []):
+                roi = self.rois[i].name
+                if roi in clinical_rx:
+                    self.rx_by_roi[i] = (clinical_rx[roi], "case-report form")
+                elif structure in clinical_rx and len(self.structure_rois[structure]) == 1:
+                    self.rx_by_roi[i] = (clinical_rx[structure], "case-report form")
+                elif roi in by_roi:
+                    self.rx_by_roi[i] = (by_roi[roi], "dose reference")
+                elif (named := dose_in_name(roi)) is not None:
+                    self.rx_by_roi[i] = (named, "dose in the ROI name")
+        by_name = {self.rois[i].name: v for i, v in self.rx_by_roi.items()}
+        for structure in targets_:
+            for i in self.structure_rois.get(structure, []):
+                if i in self.rx_by_roi:
+                    continue
+                partner = ptv_partner(self.rois[i].name)
+                if partner is not None and partner in by_name:
+                    self.rx_by_roi[i] = (by_name[partner][0], f"prescription of {partner}")
+                elif self.total_gy is not None:
+                    self.rx_by_roi[i] = (self.total_gy, "plan prescription (no target-specific one found)")
+        self.highest_gy: float | None = max(
+            [v for v, _ in self.rx_by_roi.values()] + ([self.total_gy] if self.total_gy else []), default=None
+        )
+
+
+def dose_in_name(roi: str) -> float | None:
+    """50 Gy from "PTV_5000" or "PTV50"; None when the name carries no plausible dose."""
+    m = re.search(r"(\d{4})(?:cGy)?$", roi) or re.search(r"[_ ]?(\d{2}(?:\.\d)?)(?:Gy)?$", roi)
+    if not m:
+        return None
+    value = float(m.group(1))
+    gy = value / 100 if len(m.group(1)) == 4 else value
+    return gy if 20 <= gy <= 90 else None
+
+
+def ptv_partner(roi: str) -> str | None:
+    """The PTV of a GTV or CTV with the same suffix: GTVp -> PTVp."""
+    m = re.match(r"^(GTV|CTV|ITV)(.*)$", roi, re.IGNORECASE)
+    return f"PTV{m.group(2)}" if m else None
