@@ -1,4 +1,10 @@
-"""Shared fixtures: synthetic cases are generated once per test session into a temp folder."""
+"""Shared fixtures: synthetic cases are generated once per test session into a temp folder.
+
+``RTQA_FIXTURE_TREES=DIR`` reuses trees generated beforehand (``DIR/liver`` by
+``python -m fixtures.generate DIR/liver --variants``, ``DIR/phantoms`` by ``--phantoms``):
+the mutation run (tox -e mutation) starts pytest once per mutant and cannot afford to
+regenerate them each time. Tests only read these trees; a test that changes a case copies it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ import pytest
 
 from fixtures import cases
 
+_PREBUILT = os.environ.get("RTQA_FIXTURE_TREES")
+
 
 @pytest.fixture(scope="session")
 def liver_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every liver variant and the sequential boost, generated once (truth beside each case)."""
+    if _PREBUILT:
+        return Path(_PREBUILT) / "liver"
     out = tmp_path_factory.mktemp("liver")
     for spec in cases.liver_variants():
         cases.write_liver_case(str(out), spec)
@@ -22,6 +32,8 @@ def liver_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if _PREBUILT:
+        return Path(_PREBUILT) / "phantoms"
     out = tmp_path_factory.mktemp("phantoms")
     cases.write_phantoms(str(out))
     return out

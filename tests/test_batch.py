@@ -90,6 +90,9 @@ def test_run_batch_reports_progress_in_order(liver_tree):
     assert [r.patient_id for r in reports] == ["HCC-CLEAN", "HCC-CORD", "HCC-EMPTY"]
 
 
+# the scheduler's HTTP server (health and metrics routes, even with the dashboard off) asks for
+# port 8787 and takes a free one with this warning when 8787 is in use, e.g. by another cluster
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 def test_same_audit_on_a_local_dask_cluster(liver_tree, tmp_path):
     import distributed
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fixtures import cases
+from fixtures import anatomy, cases
 from rtqa.discovery.dose_selection import choose_dose
 from rtqa.discovery.grouping import discover
 from rtqa.discovery.load import load_case
@@ -29,7 +29,11 @@ def test_clean_case_is_one_plan_set_with_ct_ignored(liver_tree):
     found, ps = _one(liver_tree, "liver_clean")
     assert ps.problems == () and ps.inferred_links == ()
     assert found.unassigned == ()
-    assert found.ignored["CT"] == 70
+    # the generator writes one CT slice per contour plane (fixtures/cases.py, write_ct_series over
+    # the body's z range at the contour spacing): every one of them is ignored as CT, nothing else
+    ct_slices = os.listdir(os.path.join(case(liver_tree, "liver_clean"), "CT"))
+    assert len(ct_slices) == len(cases._plane_positions()) > 0
+    assert found.ignored == {"CT": len(ct_slices)}
     loaded = load_case(ps)
     assert loaded.dose_choice.source == "PLAN"
     assert loaded.prescriptions[0].total_gy == pytest.approx(50.0)
@@ -120,7 +124,9 @@ def test_truncated_dose_is_reported_with_its_reason(liver_tree):
 def test_headerless_structure_set_is_found(liver_tree):
     _, ps = _one(liver_tree, "liver_headerless")
     assert ps.structure_set is not None and ps.structure_set.headerless
-    assert len(load_case(ps, with_dose=False).structure_set.rois) == 17
+    # every organ of the anatomy (fixtures/anatomy.organs()) is written as one ROI
+    names = sorted(r.name for r in load_case(ps, with_dose=False).structure_set.rois)
+    assert names == sorted(o.name for o in anatomy.organs())
 
 
 def test_verification_plan_is_recognised(liver_tree):
@@ -202,7 +208,8 @@ def test_fifty_patients_mixed_with_ct_and_junk_group_exactly(tmp_path):
     plan_sets = [p for p in found.plan_sets if p.plans]
     assert len(plan_sets) == 50
     assert found.unassigned == ()
-    assert found.ignored == {"CT": 10, "not DICOM": 2}
+    # CT: a 2-slice series for i = 0, 10, 20, 30, 40; not DICOM: README.txt and thumbs.db
+    assert found.ignored == {"CT": 5 * 2, "not DICOM": 2}
     for ps in plan_sets:
         assert ps.problems == () and ps.inferred_links == ()
         assert ps.structure_set.patient_id == ps.patient_id == ps.doses[0].patient_id

@@ -182,4 +182,10 @@ def test_sum_resamples_other_grids_trilinearly():
     b = _linear_grid(np.arange(-1, 21.0, 3), np.arange(-1, 21.0, 3), np.arange(-1, 11.0, 3))
     total = sum_doses([a, b])
     np.testing.assert_allclose(total.dose_gy, 2 * a.dose_gy, atol=1e-9)
-    np.testing.assert_allclose(resample(a, onto=a), a.dose_gy)
+    # resampling onto a grid that differs (3 mm nodes shifted by 1 mm onto 2 mm nodes) reproduces
+    # the linear field exactly: trilinear interpolation is exact for a linear dose
+    assert not np.array_equal(b.x_mm, a.x_mm)
+    np.testing.assert_allclose(resample(b, onto=a), a.dose_gy, atol=1e-9)
+    # outside the other grid the dose is 0 Gy, not extrapolated
+    far = _linear_grid(np.arange(100, 110.0, 2), np.arange(0, 20.0, 2), np.arange(0, 10.0, 2))
+    np.testing.assert_array_equal(resample(b, onto=far), 0.0)

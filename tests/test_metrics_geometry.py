@@ -142,3 +142,22 @@ def test_relative_metric_without_reference_says_so():
     dvh = compute_dvh(stack, uniform_grid())
     with pytest.raises(MetricError, match=r"'D95%\[%\]' is relative to a reference dose"):
         evaluate_metric(dvh, "D95%[%]")
+
+
+def test_gradients_along_x_and_along_y_are_told_apart():
+    """An off-centre box in 50 + x and in 50 + y Gy: each axis gives its own closed-form DVH.
+
+    The box spans x in [-6, 14] and y in [-16, 4] mm, so the dose over it is uniform in
+    [44, 64] Gy along x and in [34, 54] Gy along y; swapping or dropping an axis shows.
+    """
+    x = np.arange(-40.0, 41.0, 2.5)
+    z = np.arange(-5.0, 36.0, 2.5)
+    _zz, yy, xx = np.meshgrid(z, x, x, indexing="ij")
+    stack = roi_stack(box_roi("Box", [square(10, cx=4, cy=-6)]), PLANES)
+    for dose, low in ((50.0 + xx, 44.0), (50.0 + yy, 34.0)):
+        dvh = compute_dvh(stack, DoseGrid(dose, x, x.copy(), z))
+        assert evaluate_metric(dvh, "Mean[Gy]") == pytest.approx(low + 10, abs=0.01)
+        assert evaluate_metric(dvh, "D95%[Gy]") == pytest.approx(low + 0.05 * 20, abs=0.03)
+        assert evaluate_metric(dvh, "D50%[Gy]") == pytest.approx(low + 10, abs=0.01)
+        assert evaluate_metric(dvh, "Min[Gy]") == pytest.approx(low, abs=0.2)
+        assert evaluate_metric(dvh, "Max[Gy]") == pytest.approx(low + 20, abs=0.2)

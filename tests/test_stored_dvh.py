@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -43,12 +42,16 @@ def _item(roi: int, widths, volumes, *, kind="CUMULATIVE", units="CM3", scaling=
 
 
 def test_cumulative_and_differential_decode_to_the_same_curve():
-    # 10 cc: 4 cc at [0, 1) Gy, 6 cc at [1, 2) Gy -> mean 1.1 Gy
+    # DVHData (PS3.3 C.8.8.4): bin widths D1, D2 and volumes V1, V2; a CUMULATIVE Vn is the volume
+    # receiving at least the dose at the lower edge of bin n. 10 cc >= 0 Gy and 6 cc >= 1 Gy: 4 cc
+    # have a dose in [0, 1) Gy and 6 cc in [1, 2) Gy. With each bin's volume at its centre (the
+    # only unbiased reading of a bin; dicompyler-core's mean does the same):
+    # (4 x 0.5 + 6 x 1.5) / 10 = 1.1 Gy. (The former 1.6 Gy put every bin's volume at its upper edge.)
     cum = StoredDVH((1,), "CUMULATIVE", "GY", "CM3", np.array([1.0, 1.0]), np.array([10.0, 6.0]), None, None, None)
     diff = StoredDVH((1,), "DIFFERENTIAL", "GY", "CM3", np.array([1.0, 1.0]), np.array([4.0, 6.0]), None, None, None)
     a, b = decode_stored_dvh(cum), decode_stored_dvh(diff)
     np.testing.assert_allclose(a.volume_ge, b.volume_ge)
-    assert a.volume == 10.0 and a.mean_gy == pytest.approx(1.6)  # (1 x 10 + 1 x 6) / 10: lower-edge convention
+    assert a.volume == 10.0 and a.mean_gy == pytest.approx(1.1) and b.mean_gy == pytest.approx(1.1)
     combined = StoredDVH((1, 2), "CUMULATIVE", "GY", "CM3", np.ones(2), np.ones(2), None, None, None)
     assert decode_stored_dvh(combined) is None
 
@@ -97,6 +100,8 @@ def test_stored_dvhs_in_a_dose_file_are_read_compared_and_reported(liver_tree, t
     assert "1 stored DVH(s) not compared" in text
     # Liver and GTVv vote none, Kidney_L (5 % above the half-slab volume) votes half_slab
     assert "stored DVH volumes follow the none end-cap convention for 2 of 3 ROIs" in text
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     result = CliRunner().invoke(cli, ["dvh", str(folder), "--structure", "Kidney_L"])
     assert "warning: stored DVH of 'Kidney_L'" in result.output
-    assert os.path.exists(folder / "RD_PLAN.dcm")
+    # input files are never written to: every file of the case is byte for byte as before
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before

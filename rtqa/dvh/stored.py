@@ -63,7 +63,10 @@ def decode_stored_dvh(
     else:
         v_ge = np.concatenate([np.cumsum(stored.volumes[::-1])[::-1], [0.0]])
     total = float(v_ge[0])
-    mean = float(np.sum(np.diff(edges) * v_ge[:-1]) / total) if total > 0 else None
+    # the volume V(n) - V(n+1) receives a dose inside bin n; at its centre (uniform within the bin,
+    # as the piecewise-linear curve of dose_at_fraction assumes) the mean is the trapezoid area
+    # under the cumulative curve over the total volume (dicompyler-core: bin centres too)
+    mean = float(np.sum(np.diff(edges) * (v_ge[:-1] + v_ge[1:]) / 2) / total) if total > 0 else None
     problems = []
     stated = None if stored.mean_gy is None else stored.mean_gy * stats_gy_per_unit
     if stated is not None and grid_max_gy and stated > 1.5 * grid_max_gy:

@@ -1,0 +1,131 @@
+"""Mutation testing of the modules that decide verdicts and numbers, one module at a time.
+
+    python bench/mutation.py [MODULE ...] [--children N] [--work DIR]
+
+For each module, a scratch copy of the project (rtqa, tests, fixtures, rules) gets a
+``[tool.mutmut]`` section that mutates only that module and selects only the fast in-process
+tests that guard it; ``mutmut run`` then runs, per mutant, the selected tests that reach the
+mutated function. Prints one line per module (killed, survived, timeouts, score) and leaves
+each run's ``mutants/`` folder under ``--work`` for ``mutmut results`` / ``mutmut show``.
+
+The tests need the synthetic trees: set ``RTQA_FIXTURE_TREES`` to a folder holding
+``liver/`` and ``phantoms/`` (``tox -e mutation`` generates them), or the script generates them
+under ``--work`` first. See bench/mutation.md for the scores and the surviving mutants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+B = "tests/test_behaviour.py::"
+ACCURACY = "tests/test_dvh_accuracy.py::"
+# one phantom per shape and dose, contour spacing and dose grid varied across them
+PHANTOMS = [
+    f"{ACCURACY}test_phantom_matches_contour_stack_truth[{shape}-{dose}-{spacing}-{grid}]"
+    for i, (shape, dose) in enumerate(
+        (s, d)
+        for s in ("sphere20", "cylinder15", "cone20", "tube20", "sphere8", "sphere6")
+        for d in ("uniform", "zgrad", "xgrad")
+    )
+    for spacing, grid in [((1.0, 2.0), (2.0, 3.0), (3.0, 2.0), (5.0, 3.0))[i % 4]]
+]
+DVH_TESTS = [
+    "tests/test_metrics_geometry.py",
+    f"{B}test_dose_at_volume_interpolates_between_bin_edges",
+    f"{ACCURACY}test_dose_curved_between_dose_planes",
+    f"{ACCURACY}test_uniform_dose_has_no_nearest_bin_plateau",
+    f"{ACCURACY}test_end_cap_none_removes_half_a_slab_at_each_end",
+    *PHANTOMS,
+]
+MODULES: dict[str, list[str]] = {
+    "rtqa/protocol/limits.py": ["tests/test_limits_boundaries.py"],
+    "rtqa/evaluation/prescription.py": ["tests/test_prescription.py"],
+    "rtqa/dvh/metrics.py": ["tests/test_metrics_geometry.py", f"{B}test_dose_at_volume_interpolates_between_bin_edges"],
+    "rtqa/discovery/dose_selection.py": ["tests/test_dose_selection.py"],
+    "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
+    "rtqa/dvh/geometry.py": DVH_TESTS,
+    "rtqa/dvh/engine.py": DVH_TESTS,
+}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def _prepare(module: str, tests: list[str], work: Path) -> Path:
+    scratch = work / Path(module).stem
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    for name in ("rtqa", "tests", "fixtures", "rules"):
+        shutil.copytree(ROOT / name, scratch / name, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    text = re.sub(r"\n\[tool\.mutmut\].*?(?=\n\[|\Z)", "\n", text, flags=re.S)
+    text += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["rtqa/"]\n'
+        f"only_mutate = {_toml_list([module])}\n"
+        'also_copy = ["fixtures/", "rules/"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+    )
+    (scratch / "pyproject.toml").write_text(text, encoding="utf-8")
+    return scratch
+
+
+def _trees(work: Path) -> str:
+    given = os.environ.get("RTQA_FIXTURE_TREES")
+    if given:
+        return given
+    out = work / "trees"
+    for name, flag in (("liver", "--variants"), ("phantoms", "--phantoms")):
+        if not (out / name).is_dir():
+            subprocess.run([sys.executable, "-m", "fixtures.generate", str(out / name), flag], cwd=ROOT, check=True)
+    return str(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="paths as in MODULES (default: all)")
+    parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--work", default=str(ROOT / ".tox" / "mutation-work"))
+    args = parser.parse_args()
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RTQA_FIXTURE_TREES": _trees(work)}
+    mutmut = shutil.which("mutmut") or "mutmut"
+    for module in args.modules or list(MODULES):
+        scratch = _prepare(module, MODULES[module], work)
+        start = time.monotonic()
+        run = subprocess.run(
+            [mutmut, "run", "--max-children", str(args.children)], cwd=scratch, env=env, capture_output=True, text=True
+        )
+        subprocess.run([mutmut, "export-cicd-stats"], cwd=scratch, env=env, capture_output=True, check=False)
+        stats_file = scratch / "mutants" / "mutmut-cicd-stats.json"
+        if run.returncode != 0 or not stats_file.exists():
+            print(f"{module}: mutmut failed (exit {run.returncode})\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+            continue
+        stats = json.loads(stats_file.read_text())
+        killed, survived = stats["killed"], stats["survived"]
+        timeouts, suspicious, untested = stats["timeout"], stats["suspicious"], stats["no_tests"]
+        total = killed + survived + timeouts + suspicious + untested
+        score = 100 * (killed + timeouts) / total if total else float("nan")
+        print(
+            f"{module}: {total} mutants, {killed} killed, {timeouts} timeouts, {survived} survived, "
+            f"{untested} untested, {suspicious} suspicious; score {score:.1f} % ({time.monotonic() - start:.0f} s)",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

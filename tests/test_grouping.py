@@ -1,0 +1,170 @@
+"""Discovery linking on hand-made headers (rtqa/discovery/grouping.py, pure group_headers).
+
+Each case builds the DICOM references of the README's "QA office" section by hand: dose ->
+plan -> structure set by UID, PatientID + FrameOfReferenceUID only when unambiguous, plans of
+one course joined by their relationships or a MULTI_PLAN dose.
+"""
+
+from __future__ import annotations
+
+from rtqa.discovery.grouping import group_headers
+from rtqa.model import FileHeader, Modality
+
+SOP = "1.2.840.10008.5.1.4.1.1.481"
+
+
+def h(path: str, modality: Modality | str, uid: str, patient: str = "P1", frame: str | None = "F1", **kw) -> FileHeader:
+    return FileHeader(f"/d/{path}", modality, SOP, uid, patient, frame_of_reference_uid=frame, **kw)
+
+
+SS = h("RS.dcm", Modality.RTSTRUCT, "ss")
+
+
+def plan(name: str, uid: str, **kw) -> FileHeader:
+    kw.setdefault("referenced_structure_set_uid", "ss")
+    return h(name, Modality.RTPLAN, uid, **kw)
+
+
+def dose(name: str, uid: str, *plans: str, kind: str = "PLAN", **kw) -> FileHeader:
+    return h(name, Modality.RTDOSE, uid, referenced_plan_uids=plans, dose_summation_type=kind, **kw)
+
+
+def with_plans(found):
+    return [p for p in found.plan_sets if p.plans]
+
+
+def test_references_link_dose_plan_and_structure_set():
+    found = group_headers([dose("RD.dcm", "d1", "p1"), SS, plan("RP.dcm", "p1")])
+    (ps,) = found.plan_sets
+    assert [p.sop_instance_uid for p in ps.plans] == ["p1"] and ps.structure_set is SS
+    assert [d.sop_instance_uid for d in ps.doses] == ["d1"]
+    assert ps.problems == () and ps.inferred_links == () and found.unassigned == ()
+    assert ps.patient_id == "P1"
+
+
+def test_dose_with_a_broken_reference_is_linked_only_when_one_plan_fits():
+    orphan = dose("RD.dcm", "d1", "gone")
+    (ps,) = with_plans(group_headers([SS, plan("RP1.dcm", "p1"), orphan]))
+    assert [d.sop_instance_uid for d in ps.doses] == ["d1"]
+    (link,) = ps.inferred_links
+    assert "RD.dcm linked to its plan by PatientID + FrameOfReferenceUID" in link and "gone" in link
+    two = group_headers([SS, plan("RP1.dcm", "p1"), plan("RP2.dcm", "p2"), orphan])
+    assert all(p.doses == () for p in two.plan_sets)
+    (u,) = two.unassigned
+    assert u.path == "/d/RD.dcm" and "2 plans of patient 'P1' share its frame of reference (ambiguous)" in u.reason
+    # another patient's plan, or a plan in another frame, is no candidate
+    for other in (plan("RP2.dcm", "p2", patient="P2"), plan("RP2.dcm", "p2", frame="F2")):
+        linked = [p for p in with_plans(group_headers([SS, plan("RP1.dcm", "p1"), other, orphan])) if p.doses]
+        assert [p.plans[0].sop_instance_uid for p in linked] == ["p1"]
+    # a dose without a frame of reference is never linked by it
+    (u,) = group_headers([SS, plan("RP1.dcm", "p1"), dose("RD.dcm", "d1", "gone", frame=None)]).unassigned
+    assert u.reason == "dose with no plan: referenced plan gone is not in the input"
+
+
+def test_dose_without_any_plan_reference_or_candidate_is_unassigned():
+    (u,) = group_headers([SS, dose("RD.dcm", "d1")]).unassigned
+    assert u.reason == "dose with no plan: referenced plan none is not in the input"
+
+
+def test_dose_referencing_plans_of_two_courses_is_unassigned():
+    found = group_headers([SS, plan("RP1.dcm", "p1"), plan("RP2.dcm", "p2"), dose("RD.dcm", "d1", "p1", "p2")])
+    (u,) = found.unassigned
+    assert u.reason == "dose references plans of different courses"
+    assert len(with_plans(found)) == 2
+
+
+def test_plans_of_one_course_form_a_composite():
+    boost = plan("RP2.dcm", "p2", referenced_plan_uids=("p1",), referenced_plan_relationships=("PREDECESSOR",))
+    found = group_headers([SS, plan("RP1.dcm", "p1"), boost, dose("RD1.dcm", "d1", "p1"), dose("RD2.dcm", "d2", "p2")])
+    (ps,) = with_plans(found)
+    assert [p.sop_instance_uid for p in ps.plans] == ["p1", "p2"]
+    assert [d.sop_instance_uid for d in ps.doses] == ["d1", "d2"]
+    # no relationship given counts as one course too; another relationship does not join
+    loose = plan("RP2.dcm", "p2", referenced_plan_uids=("p1",))
+    assert len(with_plans(group_headers([SS, plan("RP1.dcm", "p1"), loose]))) == 1
+    other = plan("RP2.dcm", "p2", referenced_plan_uids=("p1",), referenced_plan_relationships=("VERIFIED_PLAN",))
+    assert len(with_plans(group_headers([SS, plan("RP1.dcm", "p1"), other]))) == 2
+
+
+def test_verification_plans_are_never_joined_to_a_course():
+    verification = plan(
+        "RV.dcm", "v1", plan_intent="verification", referenced_plan_uids=("p1",), referenced_plan_relationships=("",)
+    )
+    assert len(with_plans(group_headers([SS, plan("RP1.dcm", "p1"), verification]))) == 2
+    treated_as_reference = plan(
+        "RP2.dcm", "p2", referenced_plan_uids=("v1",), referenced_plan_relationships=("PREDECESSOR",)
+    )
+    v = plan("RV.dcm", "v1", plan_intent="VERIFICATION")
+    assert len(with_plans(group_headers([SS, v, treated_as_reference]))) == 2
+
+
+def test_a_multi_plan_dose_joins_its_plans():
+    multi = dose("RD.dcm", "d1", "p1", "p2", "p3", kind="MULTI_PLAN")
+    found = group_headers([SS, plan("RP1.dcm", "p1"), plan("RP2.dcm", "p2"), plan("RP3.dcm", "p3"), multi])
+    (ps,) = with_plans(found)
+    assert len(ps.plans) == 3 and [d.sop_instance_uid for d in ps.doses] == ["d1"]
+    # an ordinary dose naming two plans does not join them
+    pair = dose("RD.dcm", "d1", "p1", "p2")
+    assert len(with_plans(group_headers([SS, plan("RP1.dcm", "p1"), plan("RP2.dcm", "p2"), pair]))) == 2
+
+
+def test_duplicates_and_ion_plans_are_unassigned_with_the_reason():
+    copy = h("copy/RP.dcm", Modality.RTPLAN, "p1", referenced_structure_set_uid="ss")
+    ion = h("RI.dcm", Modality.RTIONPLAN, "i1")
+    found = group_headers([copy, plan("RP.dcm", "p1"), SS, ion, h("CT1.dcm", "CT", "ct1")])
+    reasons = {u.path: u.reason for u in found.unassigned}
+    # the first file in path order is used: /d/RP.dcm sorts before /d/copy/RP.dcm
+    assert reasons == {
+        "/d/copy/RP.dcm": "duplicate SOPInstanceUID p1 (also in /d/RP.dcm); the first file is used",
+        "/d/RI.dcm": "RT Ion Plan: rtqa checks photon plans only",
+    }
+    (ps,) = found.plan_sets
+    assert ps.plans[0].path == "/d/RP.dcm"
+
+
+def test_structure_set_found_by_frame_only_when_unambiguous():
+    lost = plan("RP.dcm", "p1", referenced_structure_set_uid="gone")
+    (ps,) = with_plans(group_headers([lost, SS, dose("RD.dcm", "d1", "p1")]))
+    assert ps.structure_set is SS and ps.problems == ()
+    (link,) = ps.inferred_links
+    assert link == "structure set RS.dcm linked by PatientID + FrameOfReferenceUID (the plan references gone)"
+    second = h("RS2.dcm", Modality.RTSTRUCT, "ss2")
+    (ps,) = with_plans(group_headers([lost, SS, second, dose("RD.dcm", "d1", "p1")]))
+    assert ps.structure_set is None
+    assert ps.problems == (
+        "plan's structure set gone is absent and 2 structure sets of the patient share its frame of reference "
+        "(ambiguous)",
+    )
+    elsewhere = h("RS.dcm", Modality.RTSTRUCT, "ss9", frame="F9")
+    (ps,) = with_plans(group_headers([lost, elsewhere, dose("RD.dcm", "d1", "p1")]))
+    assert ps.problems == ("plan RP.dcm references structure set gone, which is not in the input",)
+    # the structure set nobody uses is listed on its own (structure-set-only eligibility)
+    assert [p.structure_set.sop_instance_uid for p in group_headers([lost, elsewhere]).plan_sets if not p.plans] == [
+        "ss9"
+    ]
+
+
+def test_plans_of_a_course_naming_different_structure_sets_are_reported():
+    boost = plan("RP2.dcm", "p2", referenced_structure_set_uid="ss2", referenced_plan_uids=("p1",))
+    second = h("RS2.dcm", Modality.RTSTRUCT, "ss2")
+    (ps,) = with_plans(group_headers([plan("RP1.dcm", "p1"), boost, SS, second, dose("RD.dcm", "d", "p1")]))
+    assert "the plans of this course reference 2 different structure sets" in ps.problems
+    assert ps.structure_set is SS  # the first by UID
+
+
+def test_missing_dose_and_frame_mismatch_are_problems():
+    (ps,) = with_plans(group_headers([plan("RP.dcm", "p1"), SS]))
+    assert ps.problems == ("no RT Dose file for this plan",)
+    shifted = dose("RD.dcm", "d1", "p1", frame="F2")
+    (ps,) = with_plans(group_headers([plan("RP.dcm", "p1"), SS, shifted]))
+    assert ps.problems == ("FrameOfReferenceUID of dose RD.dcm (F2) differs from the structure set's (F1)",)
+
+
+def test_plan_sets_are_sorted_by_patient():
+    found = group_headers(
+        [
+            plan("b/RP.dcm", "pb", patient="B", referenced_structure_set_uid=None),
+            plan("a/RP.dcm", "pa", patient="A", referenced_structure_set_uid=None),
+        ]
+    )
+    assert [p.patient_id for p in found.plan_sets] == ["A", "B"]
