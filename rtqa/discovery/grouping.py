@@ -33,10 +33,12 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 def walk_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[tuple[str, str]]]:
     """The regular files under the given files and folders, and what was skipped, with why.
 
-    The walk is iterative (a tree 1,500 folders deep is no deeper for it than a flat one) and
-    visits every folder once by its device and inode, so symbolic links that loop terminate.
-    Only regular files are returned: a FIFO would block the reader forever and a link to
-    ``/dev/zero`` never ends, so they, devices, sockets and dangling links are skipped.
+    The walk is iterative (a tree 1,500 folders deep is no deeper for it than a flat one),
+    does not follow symbolic links to folders inside the tree (a link to ``/`` or to a parent
+    would widen it without end) and visits every folder once by its device and inode.
+    Symbolic links to files are followed. Only regular files are returned: a FIFO would block
+    the reader forever and a link to ``/dev/zero`` never ends, so they, devices, sockets and
+    dangling links are skipped.
 
     Returns
     -------
@@ -64,9 +66,7 @@ def walk_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list
             skipped[folder] = f"folder cannot be examined ({exc.strerror})"
             continue
         key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            if os.path.islink(folder):
-                skipped[folder] = "symbolic link to a folder already walked (a loop or a second path): not followed"
+        if key in seen_dirs:  # a bind mount loop, or a folder named twice on the command line
             continue
         seen_dirs.add(key)
         try:
@@ -77,7 +77,10 @@ def walk_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list
             continue
         for entry in entries:
             kind = _classify(entry.path)
-            if kind == "dir":
+            if kind == "dir" and entry.is_symlink():
+                # a link to "/" or to a parent would widen the walk without end
+                skipped[entry.path] = "symbolic link to a folder: not followed (name the folder itself to check it)"
+            elif kind == "dir":
                 stack.append(entry.path)
             elif kind == "file":
                 found.add(entry.path)

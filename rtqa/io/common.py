@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import stat
+import struct
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
@@ -58,15 +59,46 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS, *, quote: bool = True) ->
     return f"{text[: limit - 1]}... ({len(text)} characters)"
 
 
+# what pydicom raises when it decodes a malformed value on access (an IS of "NaN", a DS of
+# text, a sequence item cut short): the reading layer turns them into InputError
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    UnicodeError,
+    EOFError,
+    struct.error,
+    RecursionError,
+    NotImplementedError,
+)
+
+
 def quiet_pydicom(func: F) -> F:
     """Silence pydicom's value-validation warnings (invalid UIDs and the like are common in
-    clinical exports); problems that matter to rtqa become errors or report warnings."""
+    clinical exports); problems that matter to rtqa become errors or report warnings.
+
+    The wrapped reader takes the file's path first. pydicom decodes values lazily, so a
+    malformed value raises a ValueError or the like wherever it is first touched; such an
+    exception leaves the reader as an :class:`InputError` naming the file and quoting the
+    cause, so that one broken file is an input error of its plan, never an internal error.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except InputError:
+                raise
+            except _DECODE_ERRORS as exc:
+                path = os.fspath(args[0]) if args else None
+                raise InputError(
+                    path, f"a value cannot be decoded ({type(exc).__name__}: {excerpt(str(exc), 200)})"
+                ) from exc
 
     return wrapper  # type: ignore[return-value]
 
