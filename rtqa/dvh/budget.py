@@ -173,20 +173,31 @@ def estimate_dvh_work(
     ...     ring_y_travel_mm=2000, ring_edges=1000, dx_mm=2.5, dy_mm=2.5, line_spacing_mm=0.25,
     ...     max_subslab_mm=2.5, max_dose_gy=60, bin_width_gy=0.01)
     >>> w.lattice_cells, w.samples
-    (16810, 33620)
+    (17640, 35280)
     """
-    rows = math.floor(extent_y_mm / dy_mm) + 2
-    cols = math.floor(extent_x_mm / dx_mm) + 2
-    per_slab = rows * cols
-    cells = per_slab * len(slab_thicknesses_mm)
-    subslabs = sum(max(1, math.ceil(t / max_subslab_mm - 1e-9)) for t in slab_thicknesses_mm)
-    samples = per_slab * subslabs
-    crossings = math.ceil(ring_y_travel_mm / line_spacing_mm) + ring_edges
-    bins = math.ceil(max(max_dose_gy, 0.0) / bin_width_gy) + 2
+    rows = _count(extent_y_mm / dy_mm) + 2
+    cols = _count(extent_x_mm / dx_mm) + 2
+    per_slab = min(rows * cols, _MAX_COUNT)
+    cells = min(per_slab * len(slab_thicknesses_mm), _MAX_COUNT)
+    subslabs = min(sum(max(1, _count(t / max_subslab_mm - 1e-9, up=True)) for t in slab_thicknesses_mm), _MAX_COUNT)
+    samples = min(per_slab * subslabs, _MAX_COUNT)
+    crossings = min(_count(ring_y_travel_mm / line_spacing_mm, up=True) + ring_edges, _MAX_COUNT)
+    bins = _count(max(max_dose_gy, 0.0) / bin_width_gy, up=True) + 2
     in_plane = cells * _BYTES_PER_CELL + crossings * _BYTES_PER_CROSSING
     along_z = (samples - cells) * _BYTES_PER_SAMPLE
     limited_by = "GridFrameOffsetVector (3004,000C)" if along_z > in_plane else "PixelSpacing (0028,0030)"
     return DvhWork(cells, samples, crossings, bins, limited_by)
+
+
+_MAX_COUNT = 10**15  # beyond any budget; keeps the numbers of a hostile extent printable
+
+
+def _count(ratio: float, *, up: bool = False) -> int:
+    """``floor(ratio)`` (``ceil`` if ``up``), capped at :data:`_MAX_COUNT` (an infinite or NaN
+    ratio included)."""
+    if not ratio < _MAX_COUNT:  # NaN compares false too
+        return _MAX_COUNT
+    return max(0, math.ceil(ratio) if up else math.floor(ratio))
 
 
 def require_dvh_budget(work: DvhWork, *, structure: str, path: str | None, budget_bytes: int) -> None:
@@ -286,6 +297,8 @@ def require_sampling_budget(
     edges = 0
     for slab in structure.slabs:
         for ring in slab.rings:
+            if len(ring) < 3:  # the engine skips them too
+                continue
             y = ring[:, 1]
             travel += float(np.abs(np.diff(y)).sum() + abs(y[0] - y[-1]))
             edges += len(ring)

@@ -48,7 +48,7 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS, *, quote: bool = True) ->
     >>> excerpt("abc", quote=False)
     'abc'
     >>> excerpt("x" * 1000, limit=10)
-    "'xxxxxxxxx... (1002 characters)"
+    "'xxxxxxxx... (1002 characters)"
     """
     try:
         text = repr(value) if quote or not isinstance(value, str) else value
