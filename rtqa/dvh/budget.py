@@ -11,7 +11,9 @@ hostile one) with PixelSpacing 0.25 mm or a frame step of 1e-4 mm asks for tens 
 rtqa refuses it up front, naming the file, the attribute and the memory it would need, instead
 of swapping for minutes or being killed by the operating system.
 
-The default budget is :data:`DEFAULT_BUDGET_BYTES` (2 GiB) per plan being checked. It is raised
+The default budget is :data:`DEFAULT_BUDGET_BYTES` (2 GiB) per plan being checked: the dose
+grid read and prepared, plus the DVH being computed, stay within it (DVHs are computed one at
+a time; each is released before the next). It is raised
 with ``rtqa check --max-memory 8G`` (or ``rtqa dvh --max-memory``), or with the environment
 variable ``RTQA_MAX_MEMORY`` (which the CLI option sets, so worker processes inherit it).
 The estimates are upper bounds of the engine's working arrays (float64, a few per sample),
@@ -200,8 +202,13 @@ def _count(ratio: float, *, up: bool = False) -> int:
     return max(0, math.ceil(ratio) if up else math.floor(ratio))
 
 
-def require_dvh_budget(work: DvhWork, *, structure: str, path: str | None, budget_bytes: int) -> None:
-    """Refuse a DVH whose sampling would exceed the budget.
+def require_dvh_budget(
+    work: DvhWork, *, structure: str, path: str | None, budget_bytes: int, held_bytes: int = 0
+) -> None:
+    """Refuse a DVH whose sampling would exceed what the budget leaves.
+
+    ``held_bytes`` is what the plan already holds while the DVH is computed (the prepared
+    dose grid), so that the dose and one DVH together stay within the budget.
 
     Raises
     ------
@@ -209,13 +216,14 @@ def require_dvh_budget(work: DvhWork, *, structure: str, path: str | None, budge
         Naming the dose file, the attribute that drives the size, the memory the DVH would
         need and how to raise the budget.
     """
-    if work.bytes <= budget_bytes:
+    if work.bytes + held_bytes <= budget_bytes:
         return
+    held = f" ({format_size(held_bytes)} of it held by the dose grid)" if held_bytes else ""
     raise DoseGridError(
         path,
         f"the DVH of {structure!r} would need {format_size(work.bytes)} "
         f"({work.lattice_cells:,} lattice cells, {work.samples:,} samples) on this dose grid, over the "
-        f"memory budget of {format_size(budget_bytes)}; the grid's spacing is far finer than the "
+        f"memory budget of {format_size(budget_bytes)}{held}; the grid's spacing is far finer than the "
         f"structure's extent calls for (raise the budget with --max-memory or {BUDGET_ENV})",
         attribute=work.limited_by,
     )
@@ -284,7 +292,8 @@ def require_sampling_budget(
     bin_width_gy: float,
     budget_bytes: int | None = None,
 ) -> DvhWork:
-    """Estimate the DVH work of ``structure`` in ``dose`` and refuse it over the budget.
+    """Estimate the DVH work of ``structure`` in ``dose`` and refuse it when it and the
+    prepared dose grid together would exceed the budget.
 
     ``budget_bytes`` defaults to :func:`configured_budget_bytes`. Returns the estimate.
 
@@ -324,5 +333,6 @@ def require_sampling_budget(
         structure=structure.name,
         path=dose.info.path if dose.info is not None else None,
         budget_bytes=configured_budget_bytes() if budget_bytes is None else budget_bytes,
+        held_bytes=dose.dose_gy.size * _BYTES_PER_VOXEL,
     )
     return work
