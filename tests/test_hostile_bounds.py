@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hostile_edits import BOMB_EDITS, add_specials, demo_copy, edit, nest, write_deflate_bomb
+from pydicom.dataset import Dataset
 
 from rtqa.discovery.grouping import discover, walk_files
 from rtqa.dvh.budget import (
@@ -198,3 +199,18 @@ def test_excerpts_are_short_and_say_the_full_length():
     quoted = excerpt(b"\x07" * 11_600_000)
     assert len(quoted) < 120
     assert "46400003 characters" in quoted  # repr of the bytes: b'' and four characters per byte
+
+
+def test_a_file_larger_than_a_quarter_of_the_budget_is_not_parsed_whole(tmp_path, monkeypatch):
+    from rtqa.errors import InputError
+    from rtqa.io import read_plan
+
+    def pad(ds: Dataset) -> None:
+        ds.add_new(0x7FE10010, "LO", "RTQA")
+        ds.add_new(0x7FE11000, "OB", bytes(3 * 1024**2))
+
+    case = demo_copy(tmp_path / "case")
+    plan = edit(case, "plan", pad)
+    monkeypatch.setenv("RTQA_MAX_MEMORY", "8M")  # a quarter: 2 MiB
+    with pytest.raises(InputError, match=r"RP\.dcm: the file is 3\.0 MiB, more than 2\.0 MiB"):
+        read_plan(plan)

@@ -131,6 +131,8 @@ def open_dataset(
     spath = os.fspath(path)
     require_regular_file(spath)
     require_bounded_inflation(spath)
+    if specific_tags is None:
+        require_readable_size(spath)
     tags = list(specific_tags) if specific_tags is not None else None
     try:
         ds = pydicom.dcmread(spath, stop_before_pixels=stop_before_pixels, specific_tags=tags, defer_size="256 KB")
@@ -233,6 +235,28 @@ def require_bounded_inflation(path: str, budget_bytes: int | None = None) -> Non
         ) from exc
     except Exception:  # not a readable Part-10 header: dcmread says what is wrong
         return
+
+
+def require_readable_size(path: str, budget_bytes: int | None = None) -> None:
+    """Refuse a file that pydicom would parse whole into more memory than the budget allows.
+
+    pydicom holds a parsed data set as Python objects several times the file's size, so a
+    file may be at most a quarter of the budget (512 MiB by default: clinical structure sets
+    are tens of megabytes). Pixel data is deferred and bounded separately (RT Dose grids).
+
+    Raises
+    ------
+    InputError
+        The file is larger than that.
+    """
+    limit = (configured_budget_bytes() if budget_bytes is None else budget_bytes) // _INFLATE_SHARE
+    size = os.path.getsize(path)
+    if size > limit:
+        raise InputError(
+            path,
+            f"the file is {format_size(size)}, more than {format_size(limit)} (a quarter of the memory budget) "
+            f"that rtqa reads whole (raise the budget with --max-memory or {BUDGET_ENV})",
+        )
 
 
 def require(ds: Dataset, keyword: str, path: str, expected: str) -> Any:
