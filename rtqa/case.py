@@ -93,6 +93,7 @@ class Discovery:
     plan_sets: tuple[PlanSet, ...]
     unassigned: tuple[UnassignedFile, ...]
     ignored: dict[str, int] = field(default_factory=dict)  # modality (or "not DICOM") -> count
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason): FIFOs, devices, links in a loop...
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,6 +8,7 @@ checked patient is ineligible or their eligibility is unknown; 2 usage error; 70
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 import click
 
 from rtqa import __version__
+from rtqa.dvh.budget import BUDGET_ENV, DEFAULT_BUDGET_BYTES, format_size, parse_size
 from rtqa.errors import ProtocolError, RtqaError
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol, load_protocol
@@ -33,6 +35,29 @@ FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION
 @click.version_option(__version__, prog_name="rtqa")
 def cli() -> None:
     """rtqa: radiotherapy dose-plan QA and protocol-compliance checking for DICOM RT."""
+
+
+def _max_memory(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """Parse ``--max-memory`` and put it in force through ``RTQA_MAX_MEMORY``, which worker
+    processes inherit (the DVH engine and the readers read the budget from there)."""
+    if value is None:
+        return None
+    try:
+        n = parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    os.environ[BUDGET_ENV] = str(n)
+    return n
+
+
+max_memory_option = click.option(
+    "--max-memory",
+    metavar="SIZE",
+    callback=_max_memory,
+    expose_value=False,
+    help=f"Memory budget per plan for reading doses and sampling DVHs, e.g. 8G "
+    f"(default {format_size(DEFAULT_BUDGET_BYTES)}, or ${BUDGET_ENV}); larger inputs are refused.",
+)
 
 
 def _write(path: str, text: str) -> None:

@@ -19,6 +19,7 @@ from rtqa.cli.app import (
     _run,
     _write,
     cli,
+    max_memory_option,
 )
 from rtqa.discovery.batch import plan_work, run_batch
 from rtqa.discovery.grouping import discover
@@ -62,6 +63,7 @@ from rtqa.report.render import render_text as check_text
     metavar="FILE.csv",
     help="Clinical facts per patient ID (child_pugh, dose_algorithm, rx_<target>).",
 )
+@max_memory_option
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
@@ -143,6 +145,8 @@ def _check(
         click.echo(f"rtqa: warning: {w}", err=True)
     for u in found.unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
+    for path, reason in found.skipped:
+        click.echo(f"rtqa: skipped {path}: {reason}", err=True)
     threshold = FAIL_ON[fail_on]
     code = EXIT_OK
     if threshold is not None and any(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from rtqa.case import PlanSet
-from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli
+from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli, max_memory_option
 from rtqa.discovery.grouping import discover
 from rtqa.discovery.load import load_case
 from rtqa.dvh.geometry import EndCap
@@ -53,6 +53,7 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@max_memory_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def dvh(
     paths: tuple[str, ...],
@@ -98,6 +99,8 @@ def _dvh(
         click.echo(text, nl=False)
     for u in found.unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
+    for path, reason in found.skipped:
+        click.echo(f"rtqa: skipped {path}: {reason}", err=True)
     return EXIT_NOT_EVALUABLE if not_evaluable else EXIT_OK
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 from rtqa.case import Discovery, PlanSet, UnassignedFile
 from rtqa.errors import InputError
-from rtqa.io.common import NotDicomError
+from rtqa.io.common import NotDicomError, file_kind
 from rtqa.io.header import read_header
 from rtqa.model import FileHeader, Modality
 
@@ -27,24 +28,94 @@ _COURSE_RELATIONSHIPS = {"PREDECESSOR", "SUCCESSOR", "CONCURRENT", "PREDECESSOR_
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Every regular file under the given files and folders, sorted, without duplicates."""
+    return walk_files(paths)[0]
+
+
+def walk_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The regular files under the given files and folders, and what was skipped, with why.
+
+    The walk is iterative (a tree 1,500 folders deep is no deeper for it than a flat one),
+    does not follow symbolic links to folders inside the tree (a link to ``/`` or to a parent
+    would widen it without end) and visits every folder once by its device and inode.
+    Symbolic links to files are followed. Only regular files are returned: a FIFO would block
+    the reader forever and a link to ``/dev/zero`` never ends, so they, devices, sockets and
+    dangling links are skipped.
+
+    Returns
+    -------
+    (files, skipped)
+        ``files`` sorted without duplicates; ``skipped`` as ``(path, reason)`` sorted by path.
+    """
     found: set[str] = set()
+    skipped: dict[str, str] = {}
+    seen_dirs: set[tuple[int, int]] = set()
+    stack: list[str] = []
     for p in paths:
         sp = os.fspath(p)
-        if os.path.isdir(sp):
-            for root, dirs, files in os.walk(sp):
-                dirs.sort()
-                found.update(os.path.join(root, f) for f in files)
-        elif os.path.isfile(sp):
+        kind = _classify(sp)
+        if kind == "dir":
+            stack.append(sp)
+        elif kind == "file":
             found.add(sp)
-    return sorted(found)
+        else:
+            skipped[sp] = kind
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            skipped[folder] = f"folder cannot be examined ({exc.strerror})"
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:  # a bind mount loop, or a folder named twice on the command line
+            continue
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped[folder] = f"folder cannot be listed ({exc.strerror})"
+            continue
+        for entry in entries:
+            kind = _classify(entry.path)
+            if kind == "dir" and entry.is_symlink():
+                # a link to "/" or to a parent would widen the walk without end
+                skipped[entry.path] = "symbolic link to a folder: not followed (name the folder itself to check it)"
+            elif kind == "dir":
+                stack.append(entry.path)
+            elif kind == "file":
+                found.add(entry.path)
+            else:
+                skipped[entry.path] = kind
+    return sorted(found), sorted(skipped.items())
+
+
+def _classify(path: str) -> str:
+    """``"file"``, ``"dir"``, or why the path is skipped (symlinks followed, once)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if os.path.islink(path):
+            return f"symbolic link that leads nowhere ({exc.strerror}): not followed"
+        return f"cannot be examined ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return f"{file_kind(mode)}, not a regular file: not opened"
 
 
 def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
-    """Read the header of every file under ``paths`` and group the RT files into plan sets."""
+    """Read the header of every file under ``paths`` and group the RT files into plan sets.
+
+    Files that are not regular (FIFOs, devices, dangling or looping links) are never opened;
+    they are listed in ``Discovery.skipped``.
+    """
     headers: list[FileHeader] = []
     unassigned: list[UnassignedFile] = []
     ignored: dict[str, int] = defaultdict(int)
-    for path in iter_files(paths):
+    files, skipped = walk_files(paths)
+    for path in files:
         try:
             headers.append(read_header(path))
         except NotDicomError:
@@ -56,10 +127,13 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
     for h in headers:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
             ignored[str(h.modality)] += 1
+    if skipped:
+        ignored["skipped (not a regular file)"] += len(skipped)
     return Discovery(
         plan_sets=result.plan_sets,
         unassigned=tuple(sorted(unassigned + list(result.unassigned), key=lambda u: u.path)),
         ignored=dict(sorted(ignored.items())),
+        skipped=tuple(skipped),
     )
 
 
@@ -104,7 +178,7 @@ def _explain_missing_doses(found: Discovery, unreadable: list[UnassignedFile]) -
                 )
                 ps = PlanSet(ps.patient_id, ps.plans, ps.structure_set, ps.doses, ps.inferred_links, problems)
         plan_sets.append(ps)
-    return Discovery(tuple(plan_sets), found.unassigned, found.ignored)
+    return Discovery(tuple(plan_sets), found.unassigned, found.ignored, found.skipped)
 
 
 def _strip_path(message: str, path: str) -> str:

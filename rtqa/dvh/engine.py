@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from rtqa.dvh.budget import require_sampling_budget
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
 from rtqa.errors import GeometryError
 from rtqa.model import DoseGrid, FloatArray
@@ -166,6 +167,8 @@ def compute_dvh(
     ------
     GeometryError
         An unusable dose grid, or contours whose crossings do not pair up.
+    DoseGridError
+        Sampling would exceed the memory budget (:mod:`rtqa.dvh.budget`).
     """
     if bin_width_gy <= 0 or bin_width_gy > 0.01:
         raise ValueError("bin_width_gy must be in (0, 0.01]")
@@ -178,6 +181,10 @@ def compute_dvh(
     k = max(1, math.ceil(dy / line_spacing_mm))
     if max_subslab_mm is None:
         max_subslab_mm = float(np.min(np.diff(z))) if z.size > 1 else 2 * dx
+    # refuse before allocating: the sizes below follow from numbers in the submitted files
+    require_sampling_budget(
+        structure, dose, line_spacing_mm=line_spacing_mm, max_subslab_mm=max_subslab_mm, bin_width_gy=bin_width_gy
+    )
 
     # the pixel lattice around the structure, extended beyond the grid where needed
     j0 = math.floor((x0 - x[0]) / dx + 0.5)

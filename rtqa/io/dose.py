@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 from pydicom.dataset import Dataset
 
+from rtqa.dvh.budget import configured_budget_bytes, require_dose_budget, require_plausible_dose
 from rtqa.dvh.grid import CanonicalGrid, compute_canonical_grid, relative_frame_offsets
 from rtqa.errors import DoseGridError, InputError, UnsupportedObjectError
 from rtqa.io.common import (
     RT_DOSE,
     as_float,
     as_int,
+    excerpt,
     open_dataset,
     quiet_pydicom,
     require,
@@ -29,7 +32,8 @@ def read_dose_info(path: str | os.PathLike[str]) -> DoseInfo:
     Raises
     ------
     DoseGridError
-        RELATIVE dose units, a spatial transform, an oblique grid, bad frame offsets.
+        RELATIVE dose units, a spatial transform, an oblique grid, bad frame offsets, NaN or
+        infinite geometry.
     InputError
         A required attribute missing or malformed; the message names it.
     """
@@ -45,7 +49,9 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     Raises
     ------
     DoseGridError, InputError
-        As :func:`read_dose_info`, and when the pixel data is truncated or undecodable.
+        As :func:`read_dose_info`, and when the pixel data is truncated or undecodable, the
+        grid is over the memory budget (:mod:`rtqa.dvh.budget`), or the doses are negative or
+        implausibly high (DoseGridScaling off by orders of magnitude).
     """
     spath = os.fspath(path)
     ds, _ = open_dataset(spath)
@@ -53,15 +59,30 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     scaling = as_float(require(ds, "DoseGridScaling", spath, "a positive scaling factor"), spath, "DoseGridScaling")
     if scaling is None or scaling <= 0:
         raise DoseGridError(spath, f"{scaling} must be positive", attribute="DoseGridScaling (3004,000E)")
+    frames = info.z_mm.size
+    rows, cols = info.y_mm.size, info.x_mm.size
+    # pixel data is deferred by open_dataset: nothing of it is read or decoded before this check
+    require_dose_budget(rows=rows, columns=cols, frames=frames, path=spath, budget_bytes=configured_budget_bytes())
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         raise DoseGridError(
-            spath, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})", attribute="PixelData (7FE0,0010)"
+            spath,
+            f"pixel data cannot be decoded ({type(exc).__name__}: {excerpt(str(exc), 200)})",
+            attribute="PixelData (7FE0,0010)",
         ) from exc
-    frames = info.z_mm.size
     rows, cols = int(ds.Rows), int(ds.Columns)
-    pixels = np.asarray(pixels).reshape(frames, rows, cols)
+    pixels = np.asarray(pixels)
+    if pixels.size != frames * rows * cols:
+        raise DoseGridError(
+            spath,
+            f"holds {pixels.size} values; Rows x Columns x NumberOfFrames = {rows} x {cols} x {frames} expected",
+            attribute="PixelData (7FE0,0010)",
+        )
+    pixels = pixels.reshape(frames, rows, cols)
+    if pixels.size:
+        # the extremes of the stored integers give the dose range without a float copy
+        require_plausible_dose(float(pixels.max()) * scaling, float(pixels.min()) * scaling, path=spath)
     grid = _grid(ds, spath, frames)
     dose = grid.apply(pixels.astype(np.float64) * scaling)
     return DoseGrid(dose_gy=dose, x_mm=info.x_mm, y_mm=info.y_mm, z_mm=info.z_mm, info=info)
@@ -82,7 +103,14 @@ def read_stored_dvhs(path: str | os.PathLike[str]) -> tuple[StoredDVH, ...]:
     ds, _ = open_dataset(spath, stop_before_pixels=True)
     out = []
     for n, item in enumerate(ds.get("DVHSequence") or [], start=1):
-        data = np.asarray([float(str(v)) for v in _multi(item.get("DVHData"))], dtype=np.float64)
+        try:
+            data = np.asarray([float(str(v)) for v in _multi(item.get("DVHData"))], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                spath, f"item {n}: expected numbers ({excerpt(str(exc))})", attribute="DVHData (3004,0058)"
+            ) from None
+        if not np.all(np.isfinite(data)):
+            raise InputError(spath, f"item {n}: holds NaN or infinite values", attribute="DVHData (3004,0058)")
         if data.size % 2:
             raise InputError(
                 spath, f"item {n}: {data.size} numbers are not (width, volume) pairs", attribute="DVHData (3004,0058)"
@@ -115,14 +143,15 @@ def _info(ds: Dataset, path: str) -> DoseInfo:
     if units != "GY":
         raise DoseGridError(
             path,
-            f"is {units or 'absent'}; rtqa needs absolute dose in GY (RELATIVE dose cannot be graded)",
+            f"is {excerpt(units, quote=False) if units else 'absent'}; rtqa needs absolute dose in GY "
+            "(RELATIVE dose cannot be graded)",
             attribute="DoseUnits (3004,0002)",
         )
     transform = text(ds, "SpatialTransformOfDose", "NONE").upper()
     if transform not in ("NONE", ""):
         raise DoseGridError(
             path,
-            f"is {transform}; rtqa reads only dose in the planning frame (NONE)",
+            f"is {excerpt(transform, quote=False)}; rtqa reads only dose in the planning frame (NONE)",
             attribute="SpatialTransformOfDose (3004,0005)",
         )
     summation_text = text(ds, "DoseSummationType").upper()
@@ -131,7 +160,8 @@ def _info(ds: Dataset, path: str) -> DoseInfo:
     except ValueError:
         raise InputError(
             path,
-            f"{summation_text or 'absent'} is not a defined term of PS3.3 C.8.8.3",
+            f"{excerpt(summation_text, quote=False) if summation_text else 'absent'} "
+            "is not a defined term of PS3.3 C.8.8.3",
             attribute="DoseSummationType (3004,000A)",
         ) from None
     dose_type_text = text(ds, "DoseType").upper()
@@ -140,7 +170,8 @@ def _info(ds: Dataset, path: str) -> DoseInfo:
     except ValueError:
         raise InputError(
             path,
-            f"{dose_type_text or 'absent'}; expected PHYSICAL, EFFECTIVE or ERROR",
+            f"{excerpt(dose_type_text, quote=False) if dose_type_text else 'absent'}; "
+            "expected PHYSICAL, EFFECTIVE or ERROR",
             attribute="DoseType (3004,0004)",
         ) from None
 
@@ -198,12 +229,16 @@ def _multi(value: object) -> list[object]:
 def _floats(ds: Dataset, keyword: str, path: str, n: int, expected: str) -> tuple[float, ...]:
     value = require(ds, keyword, path, expected)
     values = _multi(value)
+    if n and len(values) != n:
+        raise InputError(path, f"has {len(values)} values; expected {expected}", attribute=_attr(keyword))
     try:
         out = tuple(float(v) for v in values)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(path, f"{value!r}; expected {expected}", attribute=_attr(keyword)) from None
-    if n and len(out) != n:
-        raise InputError(path, f"has {len(out)} values; expected {expected}", attribute=_attr(keyword))
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(path, f"{excerpt(value)}; expected {expected}", attribute=_attr(keyword)) from None
+    if not all(math.isfinite(v) for v in out):
+        raise InputError(
+            path, f"{excerpt(value)} holds NaN or infinite values; expected {expected}", attribute=_attr(keyword)
+        )
     return out
 
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from pydicom.dataset import Dataset
 
-from rtqa.errors import UnsupportedObjectError
+from rtqa.errors import InputError, UnsupportedObjectError
 from rtqa.io.common import (
     RT_ION_PLAN,
     RT_PLAN,
@@ -32,7 +32,8 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
     UnsupportedObjectError
         The file is an RT Ion Plan, or not a plan at all.
     InputError
-        A required attribute is missing or malformed; the message names it.
+        A required attribute is missing or malformed (NaN, infinite, a negative prescription
+        or number of fractions included); the message names it.
     """
     spath = os.fspath(path)
     ds, _ = open_dataset(spath)
@@ -87,22 +88,34 @@ def _fraction_group(fg: Dataset, path: str) -> FractionGroup:
         )
         for rb in fg.get("ReferencedBeamSequence") or []
     )
+    # NumberOfFractionsPlanned is IS; some systems export "25.0" or " 25": as_int copes
+    fractions = as_int(fg.get("NumberOfFractionsPlanned"), path, "NumberOfFractionsPlanned")
+    if fractions is not None and fractions < 0:
+        raise InputError(
+            path, f"{fractions}; expected a number of fractions >= 0", attribute="NumberOfFractionsPlanned (300A,0078)"
+        )
     return FractionGroup(
         number=as_int(fg.get("FractionGroupNumber"), path, "FractionGroupNumber") or 1,
-        # NumberOfFractionsPlanned is IS; some systems export "25.0" or " 25": as_int copes
-        fractions_planned=as_int(fg.get("NumberOfFractionsPlanned"), path, "NumberOfFractionsPlanned"),
+        fractions_planned=fractions,
         beams=beams,
     )
 
 
 def _dose_reference(d: Dataset, path: str) -> DoseReference:
+    prescribed = as_float(d.get("TargetPrescriptionDose"), path, "TargetPrescriptionDose")
+    if prescribed is not None and prescribed < 0:
+        raise InputError(
+            path,
+            f"{prescribed:g} Gy; a prescription dose is never negative",
+            attribute="TargetPrescriptionDose (300A,0026)",
+        )
     return DoseReference(
         number=as_int(d.get("DoseReferenceNumber"), path, "DoseReferenceNumber") or 0,
         structure_type=text(d, "DoseReferenceStructureType").upper(),
         reference_type=text(d, "DoseReferenceType").upper(),
         description=text(d, "DoseReferenceDescription"),
         referenced_roi_number=as_int(d.get("ReferencedROINumber"), path, "ReferencedROINumber"),
-        target_prescription_dose_gy=as_float(d.get("TargetPrescriptionDose"), path, "TargetPrescriptionDose"),
+        target_prescription_dose_gy=prescribed,
     )
 
 

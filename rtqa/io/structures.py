@@ -160,8 +160,12 @@ def _contour_points(contour: Dataset, path: str, roi_number: int) -> FloatArray:
             values = np.asarray(elem.value, dtype=np.float64)
     except ValueError as exc:
         raise InputError(
-            path, f"ROI {roi_number}: expected decimal numbers ({exc})", attribute="ContourData (3006,0050)"
+            path, f"ROI {roi_number}: expected decimal numbers ({str(exc)[:80]})", attribute="ContourData (3006,0050)"
         ) from exc
+    if not np.all(np.isfinite(values)):
+        raise InputError(
+            path, f"ROI {roi_number}: a contour holds NaN or infinite coordinates", attribute="ContourData (3006,0050)"
+        )
     if values.size % 3:
         raise InputError(
             path,

@@ -8,6 +8,8 @@ README.md ("Protocol file format") for the reference.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import math
 import os
 import re
 import sys
@@ -291,10 +293,15 @@ class _Validator:
         if key not in m:
             return None
         try:
-            return Limit.parse(str(m[key]))
+            limit = Limit.parse(str(m[key]))
         except ValueError as exc:
-            self.err(_line(m, key), rule, str(exc))
+            self.err(_line(m, key), rule, str(exc)[:200])
             return None
+        # "<= 1000...0" (400 digits) parses to infinity: no limit at all, and no JSON number
+        if not all(math.isfinite(v) for v in (limit.value, limit.low, limit.high) if v is not None):
+            self.err(_line(m, key), rule, f"{key} {_quote(m[key])}: the number is too large to be a limit")
+            return None
+        return limit
 
     # -- sections ---------------------------------------------------------------------------
 
@@ -395,10 +402,9 @@ class _Validator:
             aliases = (name, *table.get(name, ()), *self.strings(spec, "aliases", name))
             patterns = self.strings(spec, "patterns", name)
             for p in patterns:
-                try:
-                    re.compile(p)
-                except re.error as exc:
-                    self.err(_line(spec, "patterns"), name, f"pattern {p!r} is not a regular expression ({exc})")
+                problem = pattern_problem(p)
+                if problem:
+                    self.err(_line(spec, "patterns"), name, f"pattern {_quote(p)} {problem}")
             for a in aliases:
                 key = normalise_name(a)
                 if key in seen and seen[key] != name:
@@ -789,6 +795,114 @@ def _line(m: Any, key: Any) -> int:
 
 
 def _number(v: Any) -> float | None:
+    """A finite number, or None: booleans, text, NaN, infinities (YAML's ``.nan``, ``.inf``)
+    and integers too large for a float (a 400-digit integer) are not numbers of a protocol."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _quote(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}... ({len(text)} characters)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Safe structure-name patterns
+
+PATTERN_MAX_CHARS = 200
+PATTERN_MAX_CHOICES = 256
+_UNBOUNDED_FROM = 17  # a repeat that may run more than 16 times counts as unbounded
+_sre: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser (no stubs)
+_REFUSED = {
+    "GROUPREF": "a backreference",
+    "GROUPREF_EXISTS": "a conditional group",
+    "ASSERT": "a lookahead or lookbehind",
+    "ASSERT_NOT": "a negative lookahead or lookbehind",
+}
+
+
+def pattern_problem(pattern: str) -> str | None:
+    r"""Why a structure-name pattern is refused, or None when it is safe to match.
+
+    Patterns are matched with Python's backtracking ``re`` against ROI names from submitted
+    files, so a pattern such as ``(a|a)*b`` takes time exponential in the name's length (a
+    40-character name hung ``rtqa check``). rtqa validates patterns when the protocol is
+    loaded instead of matching with another engine: a protocol is written once by a
+    physicist and reviewed, so refusing a risky form there, with its line, costs nothing,
+    whereas a second regex engine (RE2, or ``regex`` with a timeout) would add a compiled
+    dependency or a time-out verdict that is neither match nor no match.
+
+    The accepted subset bounds the work of a full match to linear in the name's length:
+
+    - no backreferences, conditionals or lookarounds;
+    - a loop (a quantifier that may repeat more than once) contains no alternation and no
+      other quantifier, so it can match a given text in one way only: ``(a|a)*``,
+      ``(a+)+`` and ``(a?)*`` are refused;
+    - at most one unbounded quantifier (``*``, ``+``, ``{n,}`` or more than 16 repeats): the
+      backtracking engine then tries at most one split per position of the name;
+    - at most 256 combinations of the bounded choices (alternatives, ``?``, ``{2,4}``) and
+      at most 200 characters, so each split costs a bounded number of steps.
+
+    The shipped patterns (``PTV[ _]?\d{2,4}(Gy|cGy)?`` and the like) are far inside it.
+
+    Examples
+    --------
+    >>> pattern_problem(r"PTV[ _]?\d{2,4}(Gy|cGy)?") is None
+    True
+    >>> pattern_problem("(a|a)*b")
+    'has alternation inside a repeated group (catastrophic backtracking)'
+    """
+    if len(pattern) > PATTERN_MAX_CHARS:
+        return f"is {len(pattern)} characters long; at most {PATTERN_MAX_CHARS} are allowed"
+    try:
+        parsed = _sre.parse(pattern)
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"is not a regular expression ({exc})"
+    unbounded = 0
+    choices = 1
+
+    def walk(items: Any, in_loop: bool) -> str | None:
+        nonlocal unbounded, choices
+        for op, av in items:
+            name = str(op)
+            if name in _REFUSED:
+                return f"uses {_REFUSED[name]}, which rtqa does not allow in structure-name patterns"
+            if name == "BRANCH":
+                if in_loop:
+                    return "has alternation inside a repeated group (catastrophic backtracking)"
+                choices *= len(av[1])
+                for alternative in av[1]:
+                    problem = walk(alternative, in_loop)
+                    if problem:
+                        return problem
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, high, body = av
+                if in_loop:
+                    return "has a quantifier inside a repeated group (catastrophic backtracking)"
+                if high >= _UNBOUNDED_FROM:
+                    unbounded += 1
+                else:
+                    choices *= high - low + 1
+                problem = walk(body, high > 1)
+                if problem:
+                    return problem
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                problem = walk(av[-1], in_loop)
+                if problem:
+                    return problem
+        return None
+
+    problem = walk(parsed, False)
+    if problem:
+        return problem
+    if unbounded > 1:
+        return f"has {unbounded} unbounded quantifiers (*, +, {{n,}}); at most one is allowed"
+    if choices > PATTERN_MAX_CHOICES:
+        return f"has {choices} combinations of alternatives and bounded repeats; at most {PATTERN_MAX_CHOICES}"
+    return None
