@@ -334,13 +334,15 @@ def _sample(
     in_y = (rows >= 0) & (rows < y.size)
     covered_cell = in_x[c_idx] & in_y[r_idx]
     covered = ((zm_sub >= z_lo_cover) & (zm_sub <= z_hi_cover))[sub] & covered_cell[cell]
-    uncovered = float(vol[~covered].sum())
+    all_covered = bool(covered.all())  # the usual case: no selection needed
+    uncovered = 0.0 if all_covered else float(vol[~covered].sum())
     empty = np.zeros(0)
     if not covered.any():
         return _Samples(total, uncovered, empty, empty, empty, empty, empty, empty)
 
-    sel = np.flatnonzero(covered)
-    cell, sub, t, vol = cell[sel], sub[sel], t[sel], vol[sel]
+    if not all_covered:
+        sel = np.flatnonzero(covered)
+        cell, sub, t, vol = cell[sel], sub[sel], t[sel], vol[sel]
     r, c = r_idx[cell], c_idx[cell]
     iy, ix = rows[r], cols[c]
     d = dose.dose_gy
@@ -357,19 +359,16 @@ def _sample(
     ny, nx = y.size, x.size
     g = 1 - f
     flat0 = (kz * ny + iy) * nx + ix
-    flat1 = (k1 * ny + iy) * nx + ix
+    flat1 = flat0 + ny * nx if z.size > 1 else flat0  # the same node on the next plane
     # grad_z has one plane fewer but the same rows and columns: flat0 indexes it too
     gz = np.where(inside_sub[sub], np.take(pd.grad_z.reshape(-1), flat0), 0.0) if z.size > 1 else np.zeros(f.size)
-    # only cells that are not whole can have their centroid off the node
-    part = np.flatnonzero(~cov.whole[cell])
-    ox = cov.cx[cell[part]] - xc[c[part]]
-    oy = cov.cy[cell[part]] - yc[r[part]]
+    ox = cov.cx[cell] - xc[c]
+    oy = cov.cy[cell] - yc[r]
     # the neighbouring node towards the centroid of the occupied part (itself at the grid edge)
-    ix2 = np.clip(ix[part] + np.sign(ox).astype(np.intp), 0, nx - 1)
-    iy2 = np.clip(iy[part] + np.sign(oy).astype(np.intp), 0, ny - 1)
-    off = np.flatnonzero((ix2 != ix[part]) | (iy2 != iy[part]))
-    edge = part[off]
-    ox, oy, ix2, iy2 = ox[off], oy[off], ix2[off], iy2[off]
+    ix2 = np.clip(ix + np.sign(ox).astype(np.intp), 0, nx - 1)
+    iy2 = np.clip(iy + np.sign(oy).astype(np.intp), 0, ny - 1)
+    edge = np.flatnonzero((ix2 != ix) | (iy2 != iy))
+    ox, oy, ix2, iy2 = ox[edge], oy[edge], ix2[edge], iy2[edge]
 
     def at(
         arr: FloatArray, sel: slice | npt.NDArray[np.intp], yy: npt.NDArray[np.intp], xx: npt.NDArray[np.intp]
@@ -415,10 +414,9 @@ def _sample(
 class _Coverage:
     """The occupied cells of a slab stack, sparse: for each, its flat (slab, row, column)
     index, occupied area (mm2), the centroid of the occupied part and its variance along x
-    and y. Cells are in no particular order."""
+    and y."""
 
-    index: npt.NDArray[np.int64]
-    whole: npt.NDArray[np.bool_]  # every scan line crosses the cell: centroid on the node
+    index: npt.NDArray[np.int64]  # ascending
     area: FloatArray
     cx: FloatArray
     cy: FloatArray
@@ -432,17 +430,16 @@ _CHUNK_CELLS = 1_000_000  # slabs are sampled in groups of at most this many cel
 def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int) -> _Coverage:
     """Scan-line coverage of a group of slabs; rings of one slab combine by parity.
 
-    Only boundary cells need the moments of their scan-line pieces. A cell that every one of
-    its ``k`` scan lines crosses from side to side is whole: its area is the pixel's, its
-    centroid the node, its variances those of a uniform pixel (dx^2/12, dy^2/12). Whole
-    cells, the bulk of a large structure, are therefore counted with one integer difference
-    array per row and never accumulate moments.
+    Sparse: the pieces of scan line at the ends of each inside interval are accumulated
+    only into the occupied cells, not into dense (slab, row, column) arrays; the lines that
+    cross a pixel whole are counted with difference arrays along each row. The arithmetic
+    (and its order) is that of the dense version, so the values are the same bit for bit.
     """
     ns, nr, nc = len(slabs), yc.size, xc.size
     rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
     if not rings:
         empty = np.zeros(0)
-        return _Coverage(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), empty, empty, empty, empty, empty)
+        return _Coverage(np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
     pts0 = np.concatenate([r for _, r in rings])
     pts1 = np.concatenate([np.roll(r, -1, axis=0) for _, r in rings])
     slab_of = np.concatenate([np.full(len(r), i) for i, r in rings])
@@ -476,10 +473,11 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
     # pieces of pixels: both ends of each interval (one piece when it starts and ends in one pixel)
     same = ia == ib
     o = ~same
-    p_idx = np.concatenate((grow[same] * nc + ia[same], grow[o] * nc + ia[o], grow[o] * nc + ib[o]))
-    p_lo = np.concatenate((a[same], a[o], xleft + ib[o] * dx))
-    p_hi = np.concatenate((b[same], xleft + (ia[o] + 1) * dx, b[o]))
-    p_y = np.concatenate((ylin[same], ylin[o], ylin[o]))
+    pieces = (
+        (grow[same] * nc + ia[same], a[same], b[same], ylin[same]),
+        (grow[o] * nc + ia[o], a[o], xleft + (ia[o] + 1) * dx, ylin[o]),
+        (grow[o] * nc + ib[o], xleft + ib[o] * dx, b[o], ylin[o]),
+    )
 
     # whole pixels between the ends: difference arrays along each row
     width = nc + 1
@@ -487,61 +485,44 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
     stop_idx = grow[o] * width + ib[o]
     n_rows = ns * nr
 
-    def run_sum(w: FloatArray | None) -> npt.NDArray[np.float64]:
+    def run_sum(w: FloatArray) -> FloatArray:
         diff = np.bincount(start_idx, w, minlength=n_rows * width) - np.bincount(stop_idx, w, minlength=n_rows * width)
-        out: npt.NDArray[np.float64] = np.cumsum(diff.reshape(n_rows, width), axis=1)[:, :nc].reshape(-1)
+        out: FloatArray = np.cumsum(diff.reshape(n_rows, width), axis=1)[:, :nc].reshape(-1)
         return out
 
-    n_full = run_sum(None)  # scan lines crossing each pixel from side to side (an integer count)
-    touched = np.zeros(n_rows * nc, dtype=bool)
-    touched[p_idx] = True
-    is_whole = (n_full == k) & ~touched
-    whole = np.flatnonzero(is_whole)
-    boundary = np.flatnonzero(touched | ((n_full > 0) & ~is_whole))
+    n_full_all = run_sum(np.ones(start_idx.size))  # scan lines crossing each pixel from side to side
+    occupied = n_full_all > 0
+    for idx, _, _, _ in pieces:
+        occupied[idx] = True
+    cells = np.flatnonzero(occupied)  # ascending, as np.nonzero of a dense array would give
 
-    # boundary cells: moments of their pieces plus those of the lines that cross them whole
-    nb = boundary.size
-    pos = np.searchsorted(boundary, p_idx)
-    ln = p_hi - p_lo
-    s0 = np.bincount(pos, ln, minlength=nb)
-    s1 = np.bincount(pos, (p_hi**2 - p_lo**2) / 2, minlength=nb)
-    s2 = np.bincount(pos, (p_hi**3 - p_lo**3) / 3, minlength=nb)
-    s3 = np.bincount(pos, ln * p_y, minlength=nb)
-    s4 = np.bincount(pos, ln * p_y**2, minlength=nb)
-    nf = n_full[boundary]
-    partly = nf > 0
-    yf = np.zeros(nb)
-    yyf = np.zeros(nb)
-    if partly.any():  # only rows with whole-pixel runs need their line positions summed
-        yf[partly] = run_sum(ylin[o])[boundary[partly]]
-        yyf[partly] = run_sum(ylin[o] ** 2)[boundary[partly]]
-    xb_ = xc[boundary % nc]
-    yb_ = yc[(boundary // nc) % nr]
-    length = s0 + nf * dx
-    mom_x = s1 + nf * dx * xb_
-    mom_xx = s2 + nf * dx * (xb_**2 + dx * dx / 12)
-    mom_y = s3 + yf * dx
-    mom_yy = s4 + yyf * dx
-    area_b = length * h
-    keep_b = area_b >= 1e-9
+    # moments of the pieces (three sums per cell, added in this order) and of the whole lines
+    nb = cells.size
+    sums = np.zeros((5, nb))
+    for idx, lo, hi, yv in pieces:
+        pos = np.searchsorted(cells, idx)
+        ln = hi - lo
+        for n, w in enumerate((ln, (hi**2 - lo**2) / 2, (hi**3 - lo**3) / 3, ln * yv, ln * yv**2)):
+            sums[n] += np.bincount(pos, w, minlength=nb)
+    n_full = n_full_all[cells]
+    y_full = run_sum(ylin[o])[cells]
+    yy_full = run_sum(ylin[o] ** 2)[cells]
+    xrow = xc[cells % nc]
+    ycol = yc[(cells // nc) % nr]
+    length = sums[0] + n_full * dx
+    mom_x = sums[1] + n_full * dx * xrow
+    mom_xx = sums[2] + n_full * dx * (xrow**2 + dx * dx / 12)
+    mom_y = sums[3] + y_full * dx
+    mom_yy = sums[4] + yy_full * dx
+    area = length * h
+    keep = area >= 1e-9
     with np.errstate(invalid="ignore", divide="ignore"):
         safe = np.where(length > 0, length, 1.0)
-        cx_b = np.where(length > 0, mom_x / safe, xb_)
-        cy_b = np.where(length > 0, mom_y / safe, yb_)
-        var_x_b = np.maximum(mom_xx / safe - cx_b**2, 0.0)
-        var_y_b = np.maximum(mom_yy / safe - cy_b**2, 0.0) + h * h / 12
-
-    # whole cells: k lines of length dx; the centroid is the node; uniform variances
-    nw = whole.size
-    return _Coverage(
-        np.concatenate((whole, boundary[keep_b])),
-        np.concatenate((np.ones(nw, dtype=bool), np.zeros(int(keep_b.sum()), dtype=bool))),
-        np.concatenate((np.full(nw, k * dx * h), area_b[keep_b])),
-        np.concatenate((xc[whole % nc], cx_b[keep_b])),
-        np.concatenate((yc[(whole // nc) % nr], cy_b[keep_b])),
-        np.concatenate((np.full(nw, dx * dx / 12), var_x_b[keep_b])),
-        np.concatenate((np.full(nw, (k * h) ** 2 / 12), var_y_b[keep_b])),
-    )
+        cx = np.where(length > 0, mom_x / safe, xrow)
+        cy = np.where(length > 0, mom_y / safe, ycol)
+        var_x = np.maximum(mom_xx / safe - cx**2, 0.0)
+        var_y = np.maximum(mom_yy / safe - cy**2, 0.0) + h * h / 12
+    return _Coverage(cells[keep], area[keep], cx[keep], cy[keep], var_x[keep], var_y[keep])
 
 
 def cumulative_histogram(
