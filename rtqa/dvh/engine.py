@@ -424,7 +424,7 @@ class _Coverage:
     var_y: FloatArray
 
 
-_CHUNK_CELLS = 1_000_000  # slabs are sampled in groups of at most this many cells (bounded memory)
+_CHUNK_CELLS = 100_000  # slabs are sampled in groups of at most this many cells (bounded memory)
 
 
 def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int) -> _Coverage:
