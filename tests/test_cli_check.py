@@ -12,7 +12,6 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from rtqa.cli import check as cli_module
 from rtqa.cli import cli
 from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
@@ -163,7 +162,7 @@ def test_internal_error_exits_70_with_traceback_only_on_debug(tmp_path, monkeypa
     def broken(paths):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli_module, "discover", broken)
+    monkeypatch.setattr("rtqa.discovery.grouping.discover", broken)  # imported by the command when it runs
     result = run("check", str(tmp_path))
     assert result.exit_code == 70 and "internal error (RuntimeError: boom)" in result.output
     assert "Traceback" not in result.output

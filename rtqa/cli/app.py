@@ -8,19 +8,22 @@ checked patient is ineligible or their eligibility is unknown; 2 usage error; 70
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rtqa import __version__
-from rtqa.dvh.budget import BUDGET_ENV, DEFAULT_BUDGET_BYTES, format_size, parse_size
+from rtqa.dvh.sizes import BUDGET_ENV, DEFAULT_BUDGET_BYTES, format_size, parse_size
 from rtqa.errors import ProtocolError, RtqaError
 from rtqa.protocol.limits import Grade
-from rtqa.protocol.loader import Protocol, load_protocol
+
+if TYPE_CHECKING:
+    from rtqa.protocol.loader import Protocol
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -31,7 +34,23 @@ EXIT_INTERNAL = 70
 FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION_UNACCEPTABLE, "never": None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# command name -> the module that defines it (and registers it on the group when imported)
+COMMAND_MODULES = {"check": "rtqa.cli.check", "dvh": "rtqa.cli.dvh", "rules": "rtqa.cli.rules"}
+
+
+class _LazyGroup(click.Group):
+    """A group that imports a command's module the first time the command is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(COMMAND_MODULES[cmd_name])  # registers itself on this group
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rtqa")
 def cli() -> None:
     """rtqa: radiotherapy dose-plan QA and protocol-compliance checking for DICOM RT."""
@@ -66,6 +85,8 @@ def _write(path: str, text: str) -> None:
 
 
 def _load_protocol(name: str | None) -> Protocol:
+    from rtqa.protocol.loader import load_protocol
+
     try:
         return load_protocol(name)
     except ProtocolError as exc:

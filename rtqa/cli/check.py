@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,16 +21,14 @@ from rtqa.cli.app import (
     cli,
     max_memory_option,
 )
-from rtqa.discovery.batch import plan_work, run_batch
-from rtqa.discovery.grouping import discover
 from rtqa.errors import RtqaError
-from rtqa.protocol.clinical import read_clinical_table
 from rtqa.protocol.limits import Grade
-from rtqa.report.html import page_name, render_index_html, render_plan_html
-from rtqa.report.model import CheckResult
-from rtqa.report.render import COLOUR, findings_csv, plans_csv
-from rtqa.report.render import render_json as check_json
-from rtqa.report.render import render_text as check_text
+
+if TYPE_CHECKING:
+    from rtqa.report.model import CheckResult
+
+# The library (numpy, pydicom, the DVH engine) is imported inside the command, not here:
+# ``rtqa --help`` imports this module to list the command and must stay fast (issue 10).
 
 
 @cli.command()
@@ -93,6 +91,14 @@ def _check(
     clinical_path: str | None,
     include_names: bool,
 ) -> int:
+    from rtqa.discovery.batch import plan_work, run_batch
+    from rtqa.discovery.grouping import discover
+    from rtqa.protocol.clinical import read_clinical_table
+    from rtqa.report.model import CheckResult
+    from rtqa.report.render import findings_csv, plans_csv
+    from rtqa.report.render import render_json as check_json
+    from rtqa.report.render import render_text as check_text
+
     protocol = _load_protocol(protocol_name)
     try:
         table = read_clinical_table(clinical_path) if clinical_path else None
@@ -161,6 +167,8 @@ def _check(
 
 
 def _write_html(result: CheckResult, output: str | None, include_names: bool) -> None:
+    from rtqa.report.html import page_name, render_index_html, render_plan_html
+
     pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
     single = len(pages) == 1 and (output is None or not os.path.isdir(output)) and not (output or "").endswith("/")
     if single:
@@ -179,6 +187,8 @@ def _write_html(result: CheckResult, output: str | None, include_names: bool) ->
 
 
 def _paint(text: str, g: Grade) -> str:
+    from rtqa.report.render import COLOUR
+
     return click.style(text, fg=COLOUR[g], bold=g is not Grade.PER_PROTOCOL)
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from rtqa.case import PlanSet
 from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli, max_memory_option
-from rtqa.discovery.grouping import discover
-from rtqa.discovery.load import load_case
-from rtqa.dvh.geometry import EndCap
+from rtqa.dvh.expression import EndCap
 from rtqa.errors import RtqaError
-from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
-from rtqa.io import read_stored_dvhs
-from rtqa.protocol.loader import Protocol
-from rtqa.report.dvh_tables import DvhResult, render_csv, render_json, render_text
+
+if TYPE_CHECKING:
+    from rtqa.case import PlanSet
+    from rtqa.protocol.loader import Protocol
+    from rtqa.report.dvh_tables import DvhResult
+
+# The library is imported inside the command, not here: ``rtqa --help`` imports this module
+# to list the command and must stay fast (issue 10).
 
 
 def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -79,6 +81,9 @@ def _dvh(
     fmt: str,
     output: str | None,
 ) -> int:
+    from rtqa.discovery.grouping import discover
+    from rtqa.report.dvh_tables import render_csv, render_json, render_text
+
     found = discover(paths)
     results = []
     not_evaluable = bool(found.unassigned)
@@ -111,6 +116,11 @@ def _case_dvh(
     derived: list[tuple[str, str]],
     end_cap: EndCap,
 ) -> DvhResult:
+    from rtqa.discovery.load import load_case
+    from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
+    from rtqa.io import read_stored_dvhs
+    from rtqa.report.dvh_tables import DvhResult
+
     plan_uid = plan_set.plans[0].sop_instance_uid
     label = plan_set.label
     if plan_set.problems:

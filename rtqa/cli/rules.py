@@ -8,7 +8,6 @@ import click
 
 from rtqa.cli.app import EXIT_OK, EXIT_USAGE, _load_protocol, cli
 from rtqa.errors import ProtocolError
-from rtqa.protocol.loader import load_protocol
 
 
 @cli.group()
@@ -20,6 +19,8 @@ def rules() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def rules_validate(files: tuple[str, ...]) -> None:
     """Check protocol files; exit 2 if any is invalid."""
+    from rtqa.protocol.loader import load_protocol
+
     bad = 0
     for f in files:
         try:

@@ -4,15 +4,20 @@ Each plan is loaded, evaluated and reported in isolation: a plan that fails to r
 compute becomes a not-evaluable report carrying its error, and the others carry on. Workers
 receive only file paths and return plain reports, so a process pool or a Dask cluster's
 executor can run the same audit.
+
+A worker process handles many plans (the executor keeps it alive) and parses the protocol
+once (:func:`~rtqa.protocol.loader.load_protocol` caches it per process). Reports stream
+back in the order they finish (:func:`iter_batch`) with a bounded number of plans in
+flight, so memory does not grow with the number of plans: a finished plan leaves only its
+report behind.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, replace
 
 from rtqa.case import PlanSet
@@ -33,9 +38,7 @@ class Job:
     notes: tuple[str, ...] = ()  # warnings the coordinator adds (e.g. no row in the clinical CSV)
 
 
-@functools.lru_cache(maxsize=4)
-def _protocol(path: str) -> Protocol:
-    return load_protocol(path)
+IN_FLIGHT_PER_BATCH = 32  # plans submitted ahead of the finished ones
 
 
 def run_job(job: Job) -> PlanReport:
@@ -51,7 +54,7 @@ def _run_job(job: Job) -> PlanReport:
         return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
     try:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
-        return evaluate(case, _protocol(job.protocol_path), clinical=job.clinical)
+        return evaluate(case, load_protocol(job.protocol_path), clinical=job.clinical)  # parsed once per process
     except RtqaError as exc:
         return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
 
@@ -79,6 +82,54 @@ def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = 
     )
 
 
+def iter_batch(
+    plan_sets: Iterable[PlanSet],
+    protocol: Protocol,
+    *,
+    clinical: dict[str, ClinicalFacts] | None = None,
+    executor: Executor | None = None,
+    in_flight: int = IN_FLIGHT_PER_BATCH,
+    notes: Mapping[str, tuple[str, ...]] | None = None,
+) -> Iterator[tuple[int, PlanReport]]:
+    """Check every plan set, yielding ``(position, report)`` as each one finishes.
+
+    Without an executor the plans run here, one after the other. With one, at most
+    ``in_flight`` plans are submitted ahead, so neither pending jobs nor finished results
+    pile up in memory on large audits.
+    """
+    path = os.path.abspath(protocol.path)
+    jobs = ((i, _job(ps, path, clinical, notes)) for i, ps in enumerate(plan_sets))
+    if executor is None:
+        for i, job in jobs:
+            yield i, _guarded(job)
+        return
+    pending: dict[Future[PlanReport], int] = {}
+    for i, job in jobs:
+        pending[executor.submit(_guarded, job)] = i
+        if len(pending) >= max(1, in_flight):
+            yield from _collect(pending)
+    while pending:
+        yield from _collect(pending)
+
+
+def _job(
+    ps: PlanSet, path: str, clinical: dict[str, ClinicalFacts] | None, notes: Mapping[str, tuple[str, ...]] | None
+) -> Job:
+    missing = (
+        (f"no row for patient {ps.patient_id!r} in the clinical CSV: every clinical fact of this patient is unknown",)
+        if clinical is not None and ps.patient_id not in clinical
+        else ()
+    )
+    return Job(ps, path, (clinical or {}).get(ps.patient_id), missing + (notes or {}).get(ps.patient_id, ()))
+
+
+def _collect(pending: dict[Future[PlanReport], int]) -> Iterator[tuple[int, PlanReport]]:
+    """Wait for at least one pending plan and hand over every finished one."""
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    for fut in done:
+        yield pending.pop(fut), fut.result()
+
+
 def run_batch(
     plan_sets: Iterable[PlanSet],
     protocol: Protocol,
@@ -93,36 +144,12 @@ def run_batch(
     ``notes`` are warnings per patient ID that the coordinator knows and a worker cannot (a
     verification plan of the same patient left ungraded, say).
     """
-    jobs = [
-        Job(
-            ps,
-            os.path.abspath(protocol.path),
-            (clinical or {}).get(ps.patient_id),
-            (
-                (
-                    f"no row for patient {ps.patient_id!r} in the clinical CSV: every clinical fact of this "
-                    "patient is unknown",
-                )
-                if clinical is not None and ps.patient_id not in clinical
-                else ()
-            )
-            + (notes or {}).get(ps.patient_id, ()),
-        )
-        for ps in plan_sets
-    ]
-    total = len(jobs)
+    plan_sets = list(plan_sets)
+    total = len(plan_sets)
     results: list[PlanReport | None] = [None] * total
-    if executor is None:
-        for i, job in enumerate(jobs):
-            results[i] = _guarded(job)
-            if progress:
-                progress(i + 1, total)
-        return [r for r in results if r is not None]
-    futures: list[Future[PlanReport]] = [executor.submit(_guarded, job) for job in jobs]
-    done = 0
-    for i, fut in enumerate(futures):
-        results[i] = fut.result()
-        done += 1
+    batch = iter_batch(plan_sets, protocol, clinical=clinical, executor=executor, notes=notes)
+    for done, (i, report) in enumerate(batch, start=1):
+        results[i] = report
         if progress:
             progress(done, total)
     return [r for r in results if r is not None]

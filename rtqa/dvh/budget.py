@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from rtqa.dvh.geometry import SlabStack
+from rtqa.dvh.sizes import BUDGET_ENV as BUDGET_ENV
+from rtqa.dvh.sizes import DEFAULT_BUDGET_BYTES as DEFAULT_BUDGET_BYTES
+from rtqa.dvh.sizes import format_size as format_size
+from rtqa.dvh.sizes import parse_size as parse_size
 from rtqa.errors import DoseGridError, InputError
 from rtqa.model import DoseGrid
 
-DEFAULT_BUDGET_BYTES = 2 * 1024**3
-BUDGET_ENV = "RTQA_MAX_MEMORY"
 # the highest total dose rtqa accepts in a dose grid: ten times any external-beam prescription
 # in use (hypofractionated SBRT stays below 100 Gy), so a DoseGridScaling off by a factor of
 # 1000 is caught, while hot spots of real plans are far below it
@@ -50,43 +51,6 @@ _BYTES_PER_SAMPLE = 256
 _BYTES_PER_CROSSING = 64
 _BYTES_PER_VOXEL = 8 * 9
 _BYTES_PER_BIN = 8 * 8
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"2G"``, ``"512M"``, ``"8GiB"`` or a plain number of bytes.
-
-    Raises
-    ------
-    ValueError
-        Text of another form, or zero.
-
-    Examples
-    --------
-    >>> parse_size("2G")
-    2147483648
-    >>> parse_size("512 MB")
-    536870912
-    """
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a size; expected e.g. 2G, 512M or 4096M")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if value <= 0:
-        raise ValueError(f"{text!r}: the memory budget must be positive")
-    return value
-
-
-def format_size(n_bytes: float) -> str:
-    """``"13.2 GiB"`` (binary units, one decimal)."""
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def configured_budget_bytes() -> int:

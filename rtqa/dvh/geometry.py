@@ -14,24 +14,20 @@ their volumes are exact at the boundaries.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from rtqa.dvh.expression import TOKEN_RE as _TOKEN
+from rtqa.dvh.expression import EndCap as EndCap  # re-exported: where callers have always found it
+from rtqa.dvh.expression import expression_names as expression_names
 from rtqa.errors import GeometryError, MissingStructureError
 from rtqa.model import FloatArray, Roi
 
 MIN_VOLUME_CC = 0.01
-
-
-class EndCap(str, Enum):
-    HALF_SLAB = "half_slab"
-    NONE = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,20 +196,6 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
     if not slabs or stack.volume_cc < MIN_VOLUME_CC:
         raise MissingStructureError(f"derived structure {label!r} encloses no volume")
     return stack
-
-
-_TOKEN = re.compile(r"\s*(\(|\)|(?<=\s)[|&-](?=\s)|[^()\s][^()]*?(?=\s+[|&-]\s|\s*\)|\s*$))")
-
-
-def expression_names(expression: str) -> list[str]:
-    """The structure names an expression refers to, in order.
-
-    Examples
-    --------
-    >>> expression_names("Liver - (GTVp | GTV v)")
-    ['Liver', 'GTVp', 'GTV v']
-    """
-    return [t.strip() for t in _TOKEN.findall(expression) if t.strip() and t.strip() not in ("(", ")", "|", "&", "-")]
 
 
 def evaluate_expression(expression: str, stacks: dict[str, SlabStack], *, name: str | None = None) -> SlabStack:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rtqa.dvh.engine import DVH
 from rtqa.errors import MetricSyntaxError, RtqaError
+
+if TYPE_CHECKING:  # the engine (numpy) is not needed to parse a metric (rtqa rules starts fast)
+    from rtqa.dvh.engine import DVH
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _PATTERNS = [

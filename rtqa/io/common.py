@@ -17,7 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from rtqa.dvh.budget import BUDGET_ENV, configured_budget_bytes, format_size
+from rtqa.dvh.budget import configured_budget_bytes
+from rtqa.dvh.sizes import BUDGET_ENV, format_size
 from rtqa.errors import InputError
 
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
