@@ -8,6 +8,7 @@ executor can run the same audit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import traceback
@@ -15,13 +16,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from rtqa.case import PlanSet
-from rtqa.discovery.load import load_case
+from rtqa.case import LoadedCase, PlanSet
+from rtqa.discovery.load import file_sha256, load_case
 from rtqa.errors import RtqaError
 from rtqa.evaluation.evaluate import evaluate
+from rtqa.evaluation.views import compute_plan_views
+from rtqa.io.ct import read_ct_series
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import Protocol, load_protocol
-from rtqa.report.model import PlanReport
+from rtqa.report.model import InputFile, PlanReport
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Job:
     plan_set: PlanSet
     protocol_path: str
     clinical: ClinicalFacts | None
+    views: bool = False  # compute the image views of the HTML report (and hot-spot locations)
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,14 +46,35 @@ def run_job(job: Job) -> PlanReport:
         return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
     try:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
-        return evaluate(case, _protocol(job.protocol_path), clinical=job.clinical)
+        report = evaluate(case, _protocol(job.protocol_path), clinical=job.clinical)
     except RtqaError as exc:
         return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
+    return _with_views(report, case, _protocol(job.protocol_path), job.plan_set) if job.views else report
+
+
+def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_set: PlanSet) -> PlanReport:
+    """The report with its image views; a CT that cannot be read leaves the dose alone, said so."""
+    ct = None
+    if plan_set.ct_images:
+        try:
+            ct = read_ct_series([h.path for h in plan_set.ct_images])
+        except RtqaError as exc:
+            report = dataclasses.replace(report, warnings=(*report.warnings, f"CT not shown in the images: {exc}"))
+    try:
+        return compute_plan_views(report, case, protocol, ct=ct)
+    except RtqaError as exc:  # the grades stand without pictures
+        return dataclasses.replace(report, warnings=(*report.warnings, f"images not made: {exc}"))
 
 
 def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = None) -> PlanReport:
-    """A report for a plan set that could not be evaluated at all."""
+    """A report for a plan set that could not be evaluated at all; its inputs are the files
+    discovery found (modality and UID from their headers, SHA-256 of each file as it is now)."""
     first = plan_set.plans[0] if plan_set.plans else None
+    headers = [*plan_set.plans, *([plan_set.structure_set] if plan_set.structure_set else []), *plan_set.doses]
+    inputs = tuple(
+        InputFile(h.path, str(getattr(h.modality, "value", h.modality)), h.sop_instance_uid, _sha256_or_reason(h.path))
+        for h in headers
+    )
     return PlanReport(
         patient_id=plan_set.patient_id,
         patient_name="",
@@ -59,7 +84,7 @@ def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = 
         plan_date=None,
         approval_status=None,
         institution=(first.institution_name if first else "") or "",
-        inputs=(),
+        inputs=inputs,
         dose_source=None,
         prescription=None,
         findings=(),
@@ -70,6 +95,13 @@ def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = 
     )
 
 
+def _sha256_or_reason(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        return f"(not readable: {exc.strerror or exc})"
+
+
 def run_batch(
     plan_sets: Iterable[PlanSet],
     protocol: Protocol,
@@ -77,9 +109,13 @@ def run_batch(
     clinical: dict[str, ClinicalFacts] | None = None,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    views: bool = False,
 ) -> list[PlanReport]:
-    """Check every plan set; results come back in the order of ``plan_sets``."""
-    jobs = [Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id)) for ps in plan_sets]
+    """Check every plan set; results come back in the order of ``plan_sets``. ``views`` adds the
+    image views of the HTML report to each report."""
+    jobs = [
+        Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id), views=views) for ps in plan_sets
+    ]
     total = len(jobs)
     results: list[PlanReport | None] = [None] * total
     if executor is None:

@@ -9,6 +9,7 @@ from typing import Any
 from rtqa.case import UnassignedFile
 from rtqa.protocol.limits import PRECISION, Grade, Limit
 from rtqa.protocol.loader import Protocol
+from rtqa.report.views_model import SliceView
 
 SCHEMA_VERSION = 1
 
@@ -30,6 +31,8 @@ class Finding:
     reference_target: str | None = None
     per_protocol: Limit | None = None
     variation: Limit | None = None
+    # patient coordinates (x, y, z) in mm of the organ's hottest 0.03 cc; set by the views pass
+    location_mm: tuple[float, float, float] | None = None
 
     def as_json(self) -> dict[str, Any]:
         limits: dict[str, Any] = {}
@@ -40,7 +43,7 @@ class Finding:
         reference = None
         if self.reference_gy is not None:
             reference = {"dose_gy": _round(self.reference_gy, "Gy"), "target": self.reference_target}
-        return {
+        out: dict[str, Any] = {
             "rule": self.rule,
             "structure": self.structure,
             "matched_roi": self.matched_roi,
@@ -55,6 +58,9 @@ class Finding:
             "source": self.source,
             "message": self.message,
         }
+        if self.location_mm is not None:
+            out["location_mm"] = [round(float(v), 1) for v in self.location_mm]
+        return out
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class PlanReport:
     warnings: tuple[str, ...]
     errors: tuple[dict[str, str], ...] = ()
     curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
+    views: tuple[SliceView, ...] = ()  # image views for the HTML page (not in JSON)
 
     @property
     def not_evaluable(self) -> tuple[str, ...]:
@@ -172,3 +179,4 @@ class CheckResult:
     reports: tuple[PlanReport, ...]
     unassigned: tuple[UnassignedFile, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans
+    checked_at: str | None = None  # ISO 8601 UTC time of the check
