@@ -61,9 +61,14 @@ def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_s
         except RtqaError as exc:
             report = dataclasses.replace(report, warnings=(*report.warnings, f"CT not shown in the images: {exc}"))
     try:
-        return compute_plan_views(report, case, protocol, ct=ct)
+        report = compute_plan_views(report, case, protocol, ct=ct)
     except RtqaError as exc:  # the grades stand without pictures
         return dataclasses.replace(report, warnings=(*report.warnings, f"images not made: {exc}"))
+    # drawn here, so that --workers draws the pictures of several plans in parallel; matplotlib
+    # is imported only on this path (HTML reports)
+    from rtqa.report.images import with_picture
+
+    return dataclasses.replace(report, views=tuple(with_picture(v) for v in report.views))
 
 
 def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = None) -> PlanReport:

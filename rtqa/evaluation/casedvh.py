@@ -102,24 +102,8 @@ def compute_protocol_dvhs(
 ) -> list[StructureDVH]:
     """DVHs under the protocol's structure names (several ROIs of one structure as their union)
     and of its derived structures, e.g. ``Liver-GTV``."""
-    prepared = prepare_dose(dose)
-    stacks, labels, problems = protocol_stacks(structure_set, protocol)
-    wanted = list(names) or [*protocol.structures, *(d for d in protocol.derived if d not in protocol.structures)]
-    out = []
-    for name in wanted:
-        if name in stacks:
-            out.append(StructureDVH(name, labels.get(name), compute_dvh(stacks[name], dose, prepared=prepared)))
-        else:
-            out.append(StructureDVH(name, None, None, problems.get(name, f"{name} is not a structure of the protocol")))
-    return out
-
-
-def protocol_stacks(
-    structure_set: StructureSet, protocol: Protocol
-) -> tuple[dict[str, SlabStack], dict[str, str], dict[str, str]]:
-    """The slab stack of every protocol structure (matched ROIs as their union) and derived
-    structure; with the ROI label of each and the problem of each that cannot be formed."""
     planes = structure_set.plane_positions_mm
+    prepared = prepare_dose(dose)
     matching = match_structures([r.name for r in structure_set.rois], protocol)
     rois = {r.name: r for r in structure_set.rois}
     stacks: dict[str, SlabStack] = {}
@@ -152,4 +136,11 @@ def protocol_stacks(
             problems.pop(name, None)
         except RtqaError as exc:
             problems[name] = str(exc)
-    return stacks, labels, problems
+    wanted = list(names) or [*protocol.structures, *(d for d in protocol.derived if d not in protocol.structures)]
+    out = []
+    for name in wanted:
+        if name in stacks:
+            out.append(StructureDVH(name, labels.get(name), compute_dvh(stacks[name], dose, prepared=prepared)))
+        else:
+            out.append(StructureDVH(name, None, None, problems.get(name, f"{name} is not a structure of the protocol")))
+    return out

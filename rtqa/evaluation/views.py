@@ -20,11 +20,10 @@ import numpy as np
 import shapely
 
 from rtqa.case import LoadedCase
-from rtqa.dvh.geometry import SlabStack, roi_stack
+from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, roi_stack
 from rtqa.dvh.grid import interpolate_trilinear
 from rtqa.errors import RtqaError
-from rtqa.evaluation.casedvh import protocol_stacks
-from rtqa.model import CtVolume, DoseGrid, FloatArray
+from rtqa.model import CtVolume, DoseGrid, FloatArray, StructureSet
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol
 from rtqa.protocol.matching import match_structures
@@ -48,7 +47,7 @@ def compute_plan_views(
     dose, ss = case.dose, case.structure_set
     if dose is None or ss is None or dose.dose_gy.size == 0:
         return report
-    stacks, _, _ = protocol_stacks(ss, protocol)
+    stacks = protocol_stacks(ss, protocol)
     matching = match_structures([r.name for r in ss.rois], protocol)
     rois = {r.name: r for r in ss.rois}
     planes = ss.plane_positions_mm
@@ -119,6 +118,40 @@ def compute_plan_views(
         for f in report.findings
     )
     return dataclasses.replace(report, findings=findings, views=tuple(views))
+
+
+def protocol_stacks(structure_set: StructureSet, protocol: Protocol) -> dict[str, SlabStack]:
+    """The slab stack of every protocol structure (its matched ROIs as their union) and derived
+    structure that can be formed, by the rules of :func:`rtqa.evaluation.casedvh.compute_protocol_dvhs`
+    (kept apart so that evaluation code stays untouched; a structure that cannot be formed is
+    simply not drawn)."""
+    planes = structure_set.plane_positions_mm
+    matching = match_structures([r.name for r in structure_set.rois], protocol)
+    rois = {r.name: r for r in structure_set.rois}
+    stacks: dict[str, SlabStack] = {}
+    for name in protocol.structures:
+        if name in matching.ambiguous:
+            continue
+        parts = []
+        for m in matching.matches.get(name, ()):
+            try:
+                parts.append(roi_stack(rois[m.roi], planes, end_cap=protocol.end_cap))
+            except RtqaError:
+                continue
+        if not parts:
+            continue
+        stack = parts[0]
+        for part in parts[1:]:
+            stack = combine("|", stack, part)
+        stacks[name] = SlabStack(name, stack.slabs, stack.end_cap)
+    for name, spec in protocol.derived.items():
+        if spec.prefer_roi and name in stacks:
+            continue
+        try:
+            stacks[name] = evaluate_expression(spec.expression, stacks, name=name)
+        except RtqaError:
+            continue
+    return stacks
 
 
 def _prescription_gy(report: PlanReport) -> float | None:

@@ -9,6 +9,7 @@ patient orientation letters at every edge and a legend; the point of the view is
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from typing import Any
 
@@ -96,6 +97,12 @@ def _scale_bar(ax: Any, view: SliceView, rows: int, cols: int) -> None:
     ax.text(x0 + length_px / 2, y0 - 0.025 * rows, f"{SCALE_BAR_MM / 10:g} cm", color="white", fontsize=7, ha="center")
 
 
+def with_picture(view: SliceView) -> SliceView:
+    """The view with its picture drawn (batch workers draw in parallel; the page only embeds)."""
+    return dataclasses.replace(view, png=render_view_png(view))
+
+
 def view_data_uri(view: SliceView) -> str:
     """The picture of a view as a ``data:`` URI (embedded: the page needs no network)."""
-    return "data:image/png;base64," + base64.b64encode(render_view_png(view)).decode("ascii")
+    png = view.png if view.png is not None else render_view_png(view)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -51,6 +51,7 @@ class SliceView:
     contours: tuple[ContourTrace, ...]
     isodoses: tuple[tuple[str, float], ...]  # (label, dose in Gy)
     marker_px: tuple[float, float]  # (column, row) of ``point_mm``
+    png: bytes | None = None  # the picture, when drawn where the view was made (a batch worker)
 
     @property
     def letters(self) -> tuple[str, str, str, str]:
