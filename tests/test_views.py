@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from importlib import resources
 
 import jsonschema
@@ -133,3 +134,32 @@ def test_targets_get_views_through_their_centre_with_ct(liver_tree):
     assert {v.subject for v in report.views} == {"PTVp", "PTVv", "PTVn"} and len(report.views) == 9
     assert all(v.ct_hu is not None and np.isfinite(v.ct_hu).any() for v in report.views)
     assert all(f.location_mm is None for f in report.findings)
+
+
+@pytest.mark.parametrize("orientation", ["HFP", "FFS"])
+def test_ct_of_other_orientations_reads_to_the_same_volume(tmp_path, orientation):
+    """A CT slice stored with rows along -x and/or columns along -y (ImageOrientationPatient of
+    HFP or FFS, PS3.3 C.7.6.2.1.1) reads to the same canonical volume as its HFS twin."""
+    import pydicom
+
+    patient = Patient.make("CTORIENT")
+    write_ct_series(str(tmp_path / "hfs"), patient, [0.0, 3.0], size=4, spacing_mm=10.0)
+    hfs_files = sorted(str(p) for p in (tmp_path / "hfs").iterdir())
+    # give the HFS slices a pattern: HU = 10 x column + 100 x row (+x and +y increasing)
+    pattern = (10 * np.arange(4)[None, :] + 100 * np.arange(4)[:, None]).astype(np.int16)
+    flips = {"HFP": (-1, -1), "FFS": (-1, 1)}[orientation]
+    os.makedirs(tmp_path / "other")
+    for i, path in enumerate(hfs_files):
+        ds = pydicom.dcmread(path)
+        ds.PixelData = (pattern + 1024).astype(np.int16).tobytes()
+        ds.save_as(path)
+        stored = pattern[:: flips[1], :: flips[0]]  # rows follow y, columns follow x
+        ds.ImageOrientationPatient = [flips[0], 0, 0, 0, flips[1], 0]
+        ds.ImagePositionPatient = [15.0 * -flips[0], 15.0 * -flips[1], float(ds.ImagePositionPatient[2])]
+        ds.PixelData = (stored + 1024).astype(np.int16).tobytes()
+        ds.save_as(str(tmp_path / "other" / f"CT{i}.dcm"))
+    hfs = read_ct_series(hfs_files)
+    other = read_ct_series(sorted(str(p) for p in (tmp_path / "other").iterdir()))
+    assert other.x_mm.tolist() == hfs.x_mm.tolist() and other.y_mm.tolist() == hfs.y_mm.tolist()
+    np.testing.assert_array_equal(other.hu, hfs.hu)
+    assert hfs.hu[0, 1, 2] == pattern[1, 2]  # y index 1, x index 2
