@@ -13,8 +13,10 @@ from importlib import resources
 import jsonschema
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from fixtures.writer import Patient, write_ct_series, write_dose
+from rtqa.cli import cli
 from rtqa.discovery.batch import Job, run_job
 from rtqa.discovery.grouping import discover
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
@@ -163,3 +165,13 @@ def test_ct_of_other_orientations_reads_to_the_same_volume(tmp_path, orientation
     assert other.x_mm.tolist() == hfs.x_mm.tolist() and other.y_mm.tolist() == hfs.y_mm.tolist()
     np.testing.assert_array_equal(other.hu, hfs.hu)
     assert hfs.hu[0, 1, 2] == pattern[1, 2]  # y index 1, x index 2
+
+
+def test_json_report_carries_the_hot_spot_location(liver_tree):
+    result = CliRunner().invoke(cli, ["check", case(liver_tree, "liver_cord_overdose"), "--format", "json"])
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, SCHEMA)
+    (cord,) = [f for f in data["plans"][0]["findings"] if f["rule"] == "CORD_MAX"]
+    # the fixture's Gaussian hot spot at (0, 85, 10) mm, within one 3 mm voxel diagonal
+    assert math.dist(cord["location_mm"], (0.0, 85.0, 10.0)) < 3 * math.sqrt(3) / 2
+    assert all("location_mm" not in f for f in data["plans"][0]["findings"] if f["grade"] == "per_protocol")

@@ -130,12 +130,21 @@ def _check(
         executor_cm = ProcessPoolExecutor(max_workers=workers)
     else:
         executor_cm = None
-    views = fmt == "html"
+    # image views for HTML; the hot-spot coordinates of organ findings for the machine-read formats
+    views, locations = fmt == "html", fmt in ("json", "csv")
     if executor_cm is None:
-        reports = run_batch(graded, protocol, clinical=clinical, progress=progress, views=views)
+        reports = run_batch(graded, protocol, clinical=clinical, progress=progress, views=views, locations=locations)
     else:
         with executor_cm as executor:
-            reports = run_batch(graded, protocol, clinical=clinical, executor=executor, progress=progress, views=views)
+            reports = run_batch(
+                graded,
+                protocol,
+                clinical=clinical,
+                executor=executor,
+                progress=progress,
+                views=views,
+                locations=locations,
+            )
     checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, checked_at=checked_at)
     if fmt == "html":

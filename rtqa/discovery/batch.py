@@ -33,6 +33,7 @@ class Job:
     protocol_path: str
     clinical: ClinicalFacts | None
     views: bool = False  # compute the image views of the HTML report (and hot-spot locations)
+    locations: bool = False  # only the hot-spot locations of organ findings (JSON, CSV)
 
 
 @functools.lru_cache(maxsize=4)
@@ -49,7 +50,14 @@ def run_job(job: Job) -> PlanReport:
         report = evaluate(case, _protocol(job.protocol_path), clinical=job.clinical)
     except RtqaError as exc:
         return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
-    return _with_views(report, case, _protocol(job.protocol_path), job.plan_set) if job.views else report
+    if job.views:
+        return _with_views(report, case, _protocol(job.protocol_path), job.plan_set)
+    if job.locations:
+        try:
+            return compute_plan_views(report, case, _protocol(job.protocol_path), images=False)
+        except RtqaError as exc:  # the grades stand without locations
+            return dataclasses.replace(report, warnings=(*report.warnings, f"hot-spot locations not found: {exc}"))
+    return report
 
 
 def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_set: PlanSet) -> PlanReport:
@@ -115,11 +123,13 @@ def run_batch(
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
     views: bool = False,
+    locations: bool = False,
 ) -> list[PlanReport]:
     """Check every plan set; results come back in the order of ``plan_sets``. ``views`` adds the
-    image views of the HTML report to each report."""
+    image views of the HTML report to each report, ``locations`` only the hot-spot locations."""
     jobs = [
-        Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id), views=views) for ps in plan_sets
+        Job(ps, os.path.abspath(protocol.path), (clinical or {}).get(ps.patient_id), views=views, locations=locations)
+        for ps in plan_sets
     ]
     total = len(jobs)
     results: list[PlanReport | None] = [None] * total

@@ -39,13 +39,16 @@ _WORSE = (Grade.VARIATION_ACCEPTABLE, Grade.DEVIATION_UNACCEPTABLE)
 
 
 def compute_plan_views(
-    report: PlanReport, case: LoadedCase, protocol: Protocol, *, ct: CtVolume | None = None
+    report: PlanReport, case: LoadedCase, protocol: Protocol, *, ct: CtVolume | None = None, images: bool = True
 ) -> PlanReport:
     """The report with its image views and the hot-spot location of every organ finding worse
-    than per protocol (``Finding.location_mm``). A case without dose or contours is returned as is.
+    than per protocol (``Finding.location_mm``); with ``images=False`` the locations alone (the
+    cheap part, for JSON and CSV). A case without dose or contours is returned as is.
     """
     dose, ss = case.dose, case.structure_set
     if dose is None or ss is None or dose.dose_gy.size == 0:
+        return report
+    if not images and not any(f.grade in _WORSE for f in report.findings):
         return report
     stacks = protocol_stacks(ss, protocol)
     matching = match_structures([r.name for r in ss.rois], protocol)
@@ -91,6 +94,12 @@ def compute_plan_views(
         why = ", ".join(f"{g.rule} {g.grade.value.replace('_', ' ')}" for g in worse)
         subjects.append((f.structure, f"hottest point ({why})", point, levels))
 
+    findings = tuple(
+        dataclasses.replace(f, location_mm=located[f.structure]) if f.structure in located and f.grade in _WORSE else f
+        for f in report.findings
+    )
+    if not images:
+        return dataclasses.replace(report, findings=findings)
     drawn = {**target_stacks, **{n: s for n, s in organ_stacks.items() if n not in protocol.derived}}
     for name, *_ in subjects:
         if name not in drawn and name in stacks:
@@ -113,10 +122,6 @@ def compute_plan_views(
                     ct=ct,
                 )
             )
-    findings = tuple(
-        dataclasses.replace(f, location_mm=located[f.structure]) if f.structure in located and f.grade in _WORSE else f
-        for f in report.findings
-    )
     return dataclasses.replace(report, findings=findings, views=tuple(views))
 
 
