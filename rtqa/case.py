@@ -71,6 +71,7 @@ class PlanSet:
     doses: tuple[FileHeader, ...]
     inferred_links: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    ct_images: tuple[FileHeader, ...] = ()  # the CT series of the structure set (report images only)
 
     @property
     def label(self) -> str:

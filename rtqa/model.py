@@ -77,6 +77,7 @@ class FileHeader:
     patient_id: str
     frame_of_reference_uid: str | None = None
     study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
     institution_name: str | None = None
     headerless: bool = False
     # RT Plan
@@ -90,6 +91,8 @@ class FileHeader:
     dose_summation_type: str | None = None
     referenced_fraction_group: int | None = None
     referenced_beam_numbers: tuple[int, ...] = ()
+    # RT Structure Set: the image series its contours were drawn on
+    referenced_series_uids: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,3 +323,18 @@ class StoredDVH:
     min_gy: float | None
     mean_gy: float | None
     max_gy: float | None
+
+
+# --------------------------------------------------------------------------------------------
+# CT (the background of the report's images; never graded)
+
+
+@dataclass(frozen=True, eq=False)
+class CtVolume:
+    """A CT series in Hounsfield units on a canonical grid (``hu[z, y, x]``, axes increasing)."""
+
+    hu: FloatArray
+    x_mm: FloatArray
+    y_mm: FloatArray
+    z_mm: FloatArray
+    paths: tuple[str, ...] = ()

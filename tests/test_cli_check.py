@@ -129,8 +129,8 @@ def test_csv_to_a_folder_and_to_stdout(liver_tree, clinical, tmp_path):
         str(out),
     )
     assert result.exit_code == 1
-    plans = list(csv.DictReader(io.StringIO((out / "plans.csv").read_text())))
-    findings = list(csv.DictReader(io.StringIO((out / "findings.csv").read_text())))
+    plans = list(csv.DictReader(io.StringIO((out / "plans.csv").read_text(encoding="utf-8-sig"))))
+    findings = list(csv.DictReader(io.StringIO((out / "findings.csv").read_text(encoding="utf-8-sig"))))
     assert plans[0]["grade"] == "deviation_unacceptable" and plans[0]["patient_id"] == "HCC-CORD"
     cord = next(f for f in findings if f["rule"] == "CORD_MAX")
     assert cord["grade"] == "deviation_unacceptable" and float(cord["value"]) > 50

@@ -25,15 +25,15 @@ def _one(tree, name):
     return found, with_plans[0]
 
 
-def test_clean_case_is_one_plan_set_with_ct_ignored(liver_tree):
+def test_clean_case_is_one_plan_set_with_its_ct(liver_tree):
     found, ps = _one(liver_tree, "liver_clean")
     assert ps.problems == () and ps.inferred_links == ()
     assert found.unassigned == ()
     # the generator writes one CT slice per contour plane (fixtures/cases.py, write_ct_series over
-    # the body's z range at the contour spacing): every one of them is ignored as CT, nothing else
+    # the body's z range at the contour spacing): every one is given to the plan set, none ignored
     ct_slices = os.listdir(os.path.join(case(liver_tree, "liver_clean"), "CT"))
     assert len(ct_slices) == len(cases._plane_positions()) > 0
-    assert found.ignored == {"CT": len(ct_slices)}
+    assert len(ps.ct_images) == len(ct_slices) and "CT" not in found.ignored
     loaded = load_case(ps)
     assert loaded.dose_choice.source == "PLAN"
     assert loaded.prescriptions[0].total_gy == pytest.approx(50.0)

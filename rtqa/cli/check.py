@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -17,18 +19,14 @@ from rtqa.cli.app import (
     FAIL_ON,
     _load_protocol,
     _run,
-    _write,
     cli,
     max_memory_option,
 )
 from rtqa.errors import RtqaError
 from rtqa.protocol.limits import Grade
 
-if TYPE_CHECKING:
-    from rtqa.report.model import CheckResult
-
-# The library (numpy, pydicom, the DVH engine) is imported inside the command, not here:
-# ``rtqa --help`` imports this module to list the command and must stay fast (issue 10).
+# The library (numpy, pydicom, the DVH engine, the renderers) is imported inside the command,
+# not here: ``rtqa --help`` imports this module to list the command and must stay fast (issue 10).
 
 
 @cli.command()
@@ -43,8 +41,9 @@ if TYPE_CHECKING:
 @click.option(
     "--output",
     type=click.Path(),
-    help="A file (text, json, html of one plan), or a folder for csv "
-    "(plans.csv, findings.csv) and html (index.html and a page per plan).",
+    help="A file (text, json, html of one plan), or a folder for csv (plans.csv, findings.csv, UTF-8 with a "
+    "byte-order mark for Excel) and html (index.html and a page per plan). Its folder must exist; existing "
+    "files need --force.",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Plans checked in parallel.")
 @click.option("--scheduler", metavar="ADDRESS", help="Run on a Dask distributed cluster (pip install rtqa[dask]).")
@@ -63,6 +62,12 @@ if TYPE_CHECKING:
 )
 @max_memory_option
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite existing report files, and allow --output inside an input folder (input files are never "
+    "overwritten).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
     paths: tuple[str, ...],
@@ -74,10 +79,16 @@ def check(
     fail_on: str,
     clinical: str | None,
     include_names: bool,
+    force: bool,
     debug: bool,
 ) -> None:
     """Check every plan found under PATHS against the protocol and report deviations."""
-    _run(lambda: _check(paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names), debug)
+    _run(
+        lambda: _check(
+            paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names, force=force
+        ),
+        debug,
+    )
 
 
 def _check(
@@ -90,10 +101,13 @@ def _check(
     fail_on: str,
     clinical_path: str | None,
     include_names: bool,
+    *,
+    force: bool = False,
 ) -> int:
     from rtqa.discovery.batch import plan_work, run_batch
     from rtqa.discovery.grouping import discover
     from rtqa.protocol.clinical import read_clinical_table
+    from rtqa.report.html import page_name, render_index_html, render_plan_html
     from rtqa.report.model import CheckResult
     from rtqa.report.render import findings_csv, plans_csv
     from rtqa.report.render import render_json as check_json
@@ -108,6 +122,7 @@ def _check(
     found = discover(paths)
     work = plan_work(found.plan_sets)
     graded, skipped = list(work.graded), work.skipped
+    target = _output_target(fmt, output, len(graded) + len(work.verification_only), force=force, inputs=paths)
     progress = _progress_bar(len(graded))
     if scheduler:
         executor_cm: Any = _dask_executor(scheduler)
@@ -117,22 +132,41 @@ def _check(
         executor_cm = ProcessPoolExecutor(max_workers=workers)
     else:
         executor_cm = None
+    # image views for HTML; the hot-spot coordinates of organ findings for the machine-read formats
+    views, locations = fmt == "html", fmt in ("json", "csv")
     if executor_cm is None:
-        reports = run_batch(graded, protocol, clinical=clinical, progress=progress, notes=work.notes)
+        reports = run_batch(
+            graded, protocol, clinical=clinical, progress=progress, views=views, locations=locations, notes=work.notes
+        )
     else:
         with executor_cm as executor:
             reports = run_batch(
-                graded, protocol, clinical=clinical, executor=executor, progress=progress, notes=work.notes
+                graded,
+                protocol,
+                clinical=clinical,
+                executor=executor,
+                progress=progress,
+                views=views,
+                locations=locations,
+                notes=work.notes,
             )
     reports = sorted([*reports, *work.verification_only], key=lambda r: (r.patient_id, r.plan_label))
     warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()
-    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, warnings)
+    checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, warnings=warnings, checked_at=checked_at)
     if fmt == "html":
-        _write_html(result, output, include_names)
-    elif fmt == "csv" and output:
-        os.makedirs(output, exist_ok=True)
-        _write(os.path.join(output, "plans.csv"), plans_csv(result))
-        _write(os.path.join(output, "findings.csv"), findings_csv(result))
+        pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
+        if target.folder is None:
+            files = [(target.file, pages[0])] if pages else []
+        else:
+            names = [page_name(r, i) for i, r in enumerate(result.reports, start=1)]
+            files = [(os.path.join(target.folder, n), p) for n, p in zip(names, pages, strict=True)]
+            files.append((os.path.join(target.folder, "index.html"), render_index_html(result, names)))
+    elif fmt == "csv" and target.folder is not None:
+        files = [
+            (os.path.join(target.folder, "plans.csv"), plans_csv(result)),
+            (os.path.join(target.folder, "findings.csv"), findings_csv(result)),
+        ]
     else:
         text = {
             "text": lambda: check_text(
@@ -141,18 +175,14 @@ def _check(
             "json": lambda: check_json(result, include_names=include_names),
             "csv": lambda: findings_csv(result),
         }[fmt]()
-        if output:
-            _write(output, text)
-        else:
-            click.echo(text, nl=False)
+        files = [(target.file, text)]
+    _emit(files, target, force=force, bom=fmt == "csv")
     if not reports and not skipped:
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
     for w in warnings:
         click.echo(f"rtqa: warning: {w}", err=True)
     for u in found.unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
-    for path, reason in found.skipped:
-        click.echo(f"rtqa: skipped {path}: {reason}", err=True)
     threshold = FAIL_ON[fail_on]
     code = EXIT_OK
     if threshold is not None and any(
@@ -166,24 +196,112 @@ def _check(
     return code
 
 
-def _write_html(result: CheckResult, output: str | None, include_names: bool) -> None:
-    from rtqa.report.html import page_name, render_index_html, render_plan_html
+@dataclass(frozen=True)
+class _Target:
+    """Where the report goes: stdout (``file`` None, ``folder`` None), one file, or a folder."""
 
-    pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
-    single = len(pages) == 1 and (output is None or not os.path.isdir(output)) and not (output or "").endswith("/")
-    if single:
-        if output:
-            _write(output, pages[0])
-        else:
-            click.echo(pages[0], nl=False)
-        return
+    file: str | None = None
+    folder: str | None = None
+    inputs: tuple[str, ...] = ()  # real paths of every input file (never written to)
+    input_dirs: tuple[str, ...] = ()  # real paths of the input folders
+
+
+_FILE_SUFFIXES = (".html", ".htm", ".csv", ".json", ".txt")
+
+
+def _output_target(fmt: str, output: str | None, n_plans: int, *, force: bool, inputs: tuple[str, ...]) -> _Target:
+    """Check ``--output`` before any work is done, and say where the report goes.
+
+    Usage errors (exit 2): a missing parent folder; several HTML pages, or the two CSV files,
+    aimed at a file name; an existing file without ``--force``; an input file, a symlink, or
+    (without ``--force``) a place inside an input folder.
+    """
     if output is None:
-        raise click.UsageError("--format html for several plans needs --output FOLDER (an index and a page per plan)")
-    os.makedirs(output, exist_ok=True)
-    names = [page_name(r, i) for i, r in enumerate(result.reports, start=1)]
-    for name, page in zip(names, pages, strict=True):
-        _write(os.path.join(output, name), page)
-    _write(os.path.join(output, "index.html"), render_index_html(result, names))
+        if fmt == "html" and n_plans > 1:
+            raise click.UsageError(
+                "--format html for several plans needs --output FOLDER (an index and a page per plan)"
+            )
+        return _Target()
+    from rtqa.discovery.grouping import iter_files
+
+    files = tuple(os.path.realpath(f) for f in iter_files(inputs))
+    dirs = tuple(os.path.realpath(p) for p in inputs if os.path.isdir(p))
+    ends_sep = output.endswith(("/", os.sep))
+    wants_folder = fmt == "csv" or (fmt == "html" and (n_plans > 1 or ends_sep or os.path.isdir(output)))
+    path = output.rstrip("/" + os.sep) or output
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise click.UsageError(f"--output {output}: the folder {parent} does not exist")
+    if os.path.islink(path):
+        raise click.UsageError(f"--output {output} is a symbolic link; rtqa does not write through links")
+    _require_outside_inputs(output, os.path.realpath(path), files, dirs, force=force)
+    if wants_folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise click.UsageError(
+                f"--output {output} is a file, but --format {fmt} "
+                + ("writes plans.csv and findings.csv" if fmt == "csv" else f"of {n_plans} plans writes a page each")
+                + " into a folder"
+            )
+        if not os.path.exists(path) and not ends_sep and path.lower().endswith(_FILE_SUFFIXES):
+            what = "plans.csv and findings.csv" if fmt == "csv" else f"an index and {n_plans} pages"
+            raise click.UsageError(
+                f"--output {output} names a file, but --format {fmt} writes {what}: give a folder "
+                "(an existing one, or a new name ending in /)"
+            )
+        return _Target(folder=path, inputs=files, input_dirs=dirs)
+    if ends_sep or os.path.isdir(path):
+        raise click.UsageError(f"--output {output} is a folder; --format {fmt} writes one file")
+    if os.path.exists(path) and not force:
+        raise click.UsageError(f"--output {output} exists; add --force to overwrite it")
+    return _Target(file=path, inputs=files, input_dirs=dirs)
+
+
+def _require_outside_inputs(
+    shown: str, real: str, files: tuple[str, ...], dirs: tuple[str, ...], *, force: bool
+) -> None:
+    if real in files:
+        raise click.UsageError(f"--output {shown} is an input file; rtqa never writes over its inputs")
+    inside = [d for d in dirs if real == d or real.startswith(d.rstrip(os.sep) + os.sep)]
+    if inside and not force:
+        raise click.UsageError(
+            f"--output {shown} is inside the input folder {inside[0]}; add --force to write there "
+            "(input files are never overwritten)"
+        )
+
+
+def _emit(files: list[tuple[str | None, str]], target: _Target, *, force: bool, bom: bool) -> None:
+    """Write every report file, or echo the one report to stdout; checks every path before
+    writing any, so a refused path leaves nothing half-written."""
+    if target.file is None and target.folder is None:
+        for _, text in files:
+            click.echo(text, nl=False)
+        return
+    if target.folder is not None:
+        for path, _ in files:
+            assert path is not None
+            if os.path.islink(path):
+                raise click.UsageError(f"{path} is a symbolic link; rtqa does not write through links")
+            if os.path.realpath(path) in target.inputs:
+                raise click.UsageError(f"{path} is an input file; rtqa never writes over its inputs")
+            if os.path.exists(path) and not force:
+                raise click.UsageError(f"{path} exists; add --force to overwrite it")
+        os.makedirs(target.folder, exist_ok=True)
+    for path, text in files:
+        assert path is not None
+        from rtqa.report.csv_cells import CSV_FILE_ENCODING
+
+        _write_file(path, text, encoding=CSV_FILE_ENCODING if bom else "utf-8")
+
+
+def _write_file(path: str, text: str, *, encoding: str) -> None:
+    """Write a new file or replace a regular one, never following a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise click.UsageError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
 
 
 def _paint(text: str, g: Grade) -> str:

@@ -14,20 +14,23 @@ report behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, replace
 
-from rtqa.case import PlanSet
-from rtqa.discovery.load import load_case
+from rtqa.case import LoadedCase, PlanSet
+from rtqa.discovery.load import file_sha256, load_case
 from rtqa.errors import RtqaError
 from rtqa.evaluation.evaluate import evaluate
+from rtqa.evaluation.views import compute_plan_views
+from rtqa.io.ct import read_ct_series
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol, load_protocol
-from rtqa.report.model import Finding, PlanReport
+from rtqa.report.model import Finding, InputFile, PlanReport
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Job:
     protocol_path: str
     clinical: ClinicalFacts | None
     notes: tuple[str, ...] = ()  # warnings the coordinator adds (e.g. no row in the clinical CSV)
+    views: bool = False  # compute the image views of the HTML report (and hot-spot locations)
+    locations: bool = False  # only the hot-spot locations of organ findings (JSON, CSV)
 
 
 IN_FLIGHT_PER_BATCH = 32  # plans submitted ahead of the finished ones
@@ -54,14 +59,47 @@ def _run_job(job: Job) -> PlanReport:
         return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
     try:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
-        return evaluate(case, load_protocol(job.protocol_path), clinical=job.clinical)  # parsed once per process
+        report = evaluate(case, load_protocol(job.protocol_path), clinical=job.clinical)  # parsed once per process
     except RtqaError as exc:
         return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
+    if job.views:
+        return _with_views(report, case, load_protocol(job.protocol_path), job.plan_set)
+    if job.locations:
+        try:
+            return compute_plan_views(report, case, load_protocol(job.protocol_path), images=False)
+        except RtqaError as exc:  # the grades stand without locations
+            return dataclasses.replace(report, warnings=(*report.warnings, f"hot-spot locations not found: {exc}"))
+    return report
+
+
+def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_set: PlanSet) -> PlanReport:
+    """The report with its image views; a CT that cannot be read leaves the dose alone, said so."""
+    ct = None
+    if plan_set.ct_images:
+        try:
+            ct = read_ct_series([h.path for h in plan_set.ct_images])
+        except RtqaError as exc:
+            report = dataclasses.replace(report, warnings=(*report.warnings, f"CT not shown in the images: {exc}"))
+    try:
+        report = compute_plan_views(report, case, protocol, ct=ct)
+    except RtqaError as exc:  # the grades stand without pictures
+        return dataclasses.replace(report, warnings=(*report.warnings, f"images not made: {exc}"))
+    # drawn here, so that --workers draws the pictures of several plans in parallel; matplotlib
+    # is imported only on this path (HTML reports)
+    from rtqa.report.images import with_picture
+
+    return dataclasses.replace(report, views=tuple(with_picture(v) for v in report.views))
 
 
 def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = None) -> PlanReport:
-    """A report for a plan set that could not be evaluated at all."""
+    """A report for a plan set that could not be evaluated at all; its inputs are the files
+    discovery found (modality and UID from their headers, SHA-256 of each file as it is now)."""
     first = plan_set.plans[0] if plan_set.plans else None
+    headers = [*plan_set.plans, *([plan_set.structure_set] if plan_set.structure_set else []), *plan_set.doses]
+    inputs = tuple(
+        InputFile(h.path, str(getattr(h.modality, "value", h.modality)), h.sop_instance_uid, _sha256_or_reason(h.path))
+        for h in headers
+    )
     return PlanReport(
         patient_id=plan_set.patient_id,
         patient_name="",
@@ -71,7 +109,7 @@ def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = 
         plan_date=None,
         approval_status=None,
         institution=(first.institution_name if first else "") or "",
-        inputs=(),
+        inputs=inputs,
         dose_source=None,
         prescription=None,
         findings=(),
@@ -90,6 +128,8 @@ def iter_batch(
     executor: Executor | None = None,
     in_flight: int = IN_FLIGHT_PER_BATCH,
     notes: Mapping[str, tuple[str, ...]] | None = None,
+    views: bool = False,
+    locations: bool = False,
 ) -> Iterator[tuple[int, PlanReport]]:
     """Check every plan set, yielding ``(position, report)`` as each one finishes.
 
@@ -98,7 +138,7 @@ def iter_batch(
     pile up in memory on large audits.
     """
     path = os.path.abspath(protocol.path)
-    jobs = ((i, _job(ps, path, clinical, notes)) for i, ps in enumerate(plan_sets))
+    jobs = ((i, _job(ps, path, clinical, notes, views, locations)) for i, ps in enumerate(plan_sets))
     if executor is None:
         for i, job in jobs:
             yield i, _guarded(job)
@@ -113,14 +153,21 @@ def iter_batch(
 
 
 def _job(
-    ps: PlanSet, path: str, clinical: dict[str, ClinicalFacts] | None, notes: Mapping[str, tuple[str, ...]] | None
+    ps: PlanSet,
+    path: str,
+    clinical: dict[str, ClinicalFacts] | None,
+    notes: Mapping[str, tuple[str, ...]] | None,
+    views: bool,
+    locations: bool,
 ) -> Job:
     missing = (
         (f"no row for patient {ps.patient_id!r} in the clinical CSV: every clinical fact of this patient is unknown",)
         if clinical is not None and ps.patient_id not in clinical
         else ()
     )
-    return Job(ps, path, (clinical or {}).get(ps.patient_id), missing + (notes or {}).get(ps.patient_id, ()))
+    return Job(
+        ps, path, (clinical or {}).get(ps.patient_id), missing + (notes or {}).get(ps.patient_id, ()), views, locations
+    )
 
 
 def _collect(pending: dict[Future[PlanReport], int]) -> Iterator[tuple[int, PlanReport]]:
@@ -130,6 +177,13 @@ def _collect(pending: dict[Future[PlanReport], int]) -> Iterator[tuple[int, Plan
         yield pending.pop(fut), fut.result()
 
 
+def _sha256_or_reason(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        return f"(not readable: {exc.strerror or exc})"
+
+
 def run_batch(
     plan_sets: Iterable[PlanSet],
     protocol: Protocol,
@@ -137,17 +191,22 @@ def run_batch(
     clinical: dict[str, ClinicalFacts] | None = None,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    views: bool = False,
+    locations: bool = False,
     notes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[PlanReport]:
     """Check every plan set; results come back in the order of ``plan_sets``.
 
-    ``notes`` are warnings per patient ID that the coordinator knows and a worker cannot (a
-    verification plan of the same patient left ungraded, say).
+    ``views`` adds the image views of the HTML report to each report, ``locations`` only the
+    hot-spot locations; ``notes`` are warnings per patient ID that the coordinator knows and a
+    worker cannot (a verification plan of the same patient left ungraded, say).
     """
     plan_sets = list(plan_sets)
     total = len(plan_sets)
     results: list[PlanReport | None] = [None] * total
-    batch = iter_batch(plan_sets, protocol, clinical=clinical, executor=executor, notes=notes)
+    batch = iter_batch(
+        plan_sets, protocol, clinical=clinical, executor=executor, notes=notes, views=views, locations=locations
+    )
     for done, (i, report) in enumerate(batch, start=1):
         results[i] = report
         if progress:

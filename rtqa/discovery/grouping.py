@@ -9,6 +9,7 @@ bad input.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -124,9 +125,11 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
             unassigned.append(UnassignedFile(path, _strip_path(str(exc), path)))
     result = group_headers(headers, conflicting=_conflicting_uids(headers))
     result = _explain_missing_doses(result, unassigned)
+    attached = {h.path for ps in result.plan_sets for h in ps.ct_images}
     for h in headers:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
-            ignored[str(h.modality)] += 1
+            if h.path not in attached:
+                ignored[str(h.modality)] += 1
     if skipped:
         ignored["skipped (not a regular file)"] += len(skipped)
     return Discovery(
@@ -176,7 +179,7 @@ def _explain_missing_doses(found: Discovery, unreadable: list[UnassignedFile]) -
                     p + f" (unreadable beside it: {listed})" if p == "no RT Dose file for this plan" else p
                     for p in ps.problems
                 )
-                ps = PlanSet(ps.patient_id, ps.plans, ps.structure_set, ps.doses, ps.inferred_links, problems)
+                ps = dataclasses.replace(ps, problems=problems)
         plan_sets.append(ps)
     return Discovery(tuple(plan_sets), found.unassigned, found.ignored, found.skipped)
 
@@ -381,7 +384,40 @@ def group_headers(
         if u not in used_ss:
             plan_sets.append(PlanSet(patient_id=s.patient_id, plans=(), structure_set=s, doses=()))
     plan_sets.sort(key=lambda p: (p.patient_id, p.label, p.files))
+    series = _ct_series(headers)
+    plan_sets = [dataclasses.replace(p, ct_images=_ct_of(p, series)) for p in plan_sets]
     return Discovery(plan_sets=tuple(plan_sets), unassigned=tuple(unassigned))
+
+
+def _ct_series(headers: Sequence[FileHeader]) -> dict[str, tuple[FileHeader, ...]]:
+    """CT images by SeriesInstanceUID (slices without one are left out: they cannot be grouped)."""
+    series: dict[str, list[FileHeader]] = defaultdict(list)
+    for h in headers:
+        if h.modality == "CT" and h.series_instance_uid:
+            series[h.series_instance_uid].append(h)
+    return {uid: tuple(sorted(hs, key=lambda h: h.path)) for uid, hs in series.items()}
+
+
+def _ct_of(plan_set: PlanSet, series: dict[str, tuple[FileHeader, ...]]) -> tuple[FileHeader, ...]:
+    """The CT series a plan set's contours were drawn on, for the report's images.
+
+    The series the structure set references, else the one series of the same patient and frame
+    of reference; several candidates and no reference: none (the images show the dose alone).
+    """
+    ss = plan_set.structure_set
+    if ss is None:
+        return ()
+    referenced = [series[u] for u in ss.referenced_series_uids if u in series]
+    if referenced:
+        return referenced[0]
+    candidates = [
+        hs
+        for hs in series.values()
+        if hs[0].patient_id == ss.patient_id
+        and ss.frame_of_reference_uid
+        and hs[0].frame_of_reference_uid == ss.frame_of_reference_uid
+    ]
+    return candidates[0] if len(candidates) == 1 else ()
 
 
 def _is_verification(h: FileHeader) -> bool:

@@ -65,14 +65,14 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
                 f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
                 attribute="FrameOfReferenceUID (0020,0052)",
             )
-    sha = {path: _sha256(path) for path in plan_set.files}
+    sha = {path: file_sha256(path) for path in plan_set.files}
     stored: tuple[StoredDVH, ...] = ()
     if choice is not None and len(choice.parts) == 1 and choice.parts[0][0].has_dvh_sequence:
         stored = read_stored_dvhs(choice.parts[0][0].path)
     return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha, stored)
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

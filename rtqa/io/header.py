@@ -27,6 +27,7 @@ _HEADER_TAGS = [
     "Modality",
     "PatientID",
     "StudyInstanceUID",
+    "SeriesInstanceUID",
     "FrameOfReferenceUID",
     "InstitutionName",
     "RTPlanLabel",
@@ -93,6 +94,18 @@ def _header(ds: Dataset, path: str, headerless: bool) -> FileHeader:
         uids = [text(r, "FrameOfReferenceUID") for r in refs if text(r, "FrameOfReferenceUID")]
         frame_of_reference = uids[0] if uids else None
 
+    referenced_series: tuple[str, ...] = ()
+    if modality == Modality.RTSTRUCT:
+        # the image series the contours were drawn on (ReferencedFrameOfReferenceSequence >
+        # RTReferencedStudySequence > RTReferencedSeriesSequence), used to find its CT
+        referenced_series = tuple(
+            text(series, "SeriesInstanceUID")
+            for fr in ds.get("ReferencedFrameOfReferenceSequence") or []
+            for study in fr.get("RTReferencedStudySequence") or []
+            for series in study.get("RTReferencedSeriesSequence") or []
+            if text(series, "SeriesInstanceUID")
+        )
+
     ref_plans: tuple[str, ...] = ()
     relationships: tuple[str, ...] = ()
     fraction_group: int | None = None
@@ -128,6 +141,8 @@ def _header(ds: Dataset, path: str, headerless: bool) -> FileHeader:
         patient_id=text(ds, "PatientID"),
         frame_of_reference_uid=frame_of_reference,
         study_instance_uid=text(ds, "StudyInstanceUID") or None,
+        series_instance_uid=text(ds, "SeriesInstanceUID") or None,
+        referenced_series_uids=referenced_series,
         institution_name=text(ds, "InstitutionName") or None,
         headerless=headerless,
         referenced_structure_set_uid=ref_ss[0] if ref_ss else None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ import numpy as np
 
 from rtqa.dvh.engine import DVH
 from rtqa.dvh.metrics import evaluate_metric
+from rtqa.report.csv_cells import Cell, csv_text
 
 CURVE_STEP_GY = 0.1
 SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
@@ -133,47 +132,38 @@ def render_json(results: list[DvhResult]) -> str:
     return json.dumps({"plans": plans}, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+DVH_CSV_COLUMNS = (
+    "patient_id",
+    "plan_uid",
+    "structure",
+    "roi",
+    "volume_cc",
+    "uncovered_cc",
+    "min_gy",
+    "mean_gy",
+    "max_gy",
+    "D98%_gy",
+    "D95%_gy",
+    "D50%_gy",
+    "D2%_gy",
+    "D2cc_gy",
+    "D0.03cc_gy",
+    "problem",
+)
+
+
 def render_csv(results: list[DvhResult]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        [
-            "patient_id",
-            "plan_uid",
-            "structure",
-            "roi",
-            "volume_cc",
-            "uncovered_cc",
-            "min_gy",
-            "mean_gy",
-            "max_gy",
-            "D98%_gy",
-            "D95%_gy",
-            "D50%_gy",
-            "D2%_gy",
-            "D2cc_gy",
-            "D0.03cc_gy",
-            "problem",
-        ]
-    )
+    """One row per structure; ROI names and other DICOM text neutralised against formula
+    injection (:mod:`rtqa.report.csv_cells`), statistics as numbers rounded to 0.01."""
+    rows: list[list[Cell]] = []
+    blank: list[Cell] = [None] * 11
     for res in results:
         if res.error:
-            writer.writerow(
-                [res.patient_id, res.plan_uid, "", "", "", "", "", "", "", "", "", "", "", "", "", res.error]
-            )
+            rows.append([res.patient_id, res.plan_uid, None, None, *blank, res.error])
         for s in res.structures:
             if s.dvh is None:
-                writer.writerow([res.patient_id, res.plan_uid, s.name, s.roi or "", *[""] * 11, s.problem])
+                rows.append([res.patient_id, res.plan_uid, s.name, s.roi, *blank, s.problem])
                 continue
-            values = list(s.statistics().values())
-            writer.writerow(
-                [
-                    res.patient_id,
-                    res.plan_uid,
-                    s.name,
-                    s.roi or "",
-                    *["" if v is None else f"{v:.2f}" for v in values],
-                    "",
-                ]
-            )
-    return buf.getvalue()
+            values: list[Cell] = [_r(v) for v in s.statistics().values()]
+            rows.append([res.patient_id, res.plan_uid, s.name, s.roi, *values, None])
+    return csv_text(DVH_CSV_COLUMNS, rows)

@@ -1,50 +1,60 @@
-"""HTML reports: one self-contained page per plan (inline styles, the DVH as inline SVG, no
-network), and an index page for a batch with a summary per institution. They only render."""
+"""HTML reports: one self-contained page per plan (inline styles, the DVH as inline SVG, the image
+views as embedded PNG, no network), and an index page for a batch with a summary per institution
+and filters. They only render.
+
+The plan page prints on A4 portrait: the patient, plan, protocol and grade head every printed
+page (the head of a layout table, which browsers repeat on each page), the findings table drops
+its source column into the finding's detail line, and deviations and not-evaluable findings
+come first.
+"""
 
 from __future__ import annotations
 
 import html
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from rtqa import __version__
 from rtqa.protocol.limits import Grade, format_value
 from rtqa.report.model import CheckResult, Finding, PlanReport
+from rtqa.report.palette import assign_colours
 from rtqa.report.render import GRADE_LABEL
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1b1b1b;max-width:1100px}
-h1{font-size:1.4em;margin-bottom:.2em} h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;width:100%;font-size:.85em} th,td{border:1px solid #ccc;padding:3px 6px;
-text-align:left;vertical-align:top} th{background:#f0f0f0} td.num{text-align:right;white-space:nowrap}
-.g{font-weight:600;padding:1px 6px;border-radius:3px;white-space:nowrap}
+h1{font-size:1.3em;margin:.1em 0} h2{font-size:1.1em;margin-top:1.4em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;width:100%;font-size:.85em}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f0f0f0} td.num{text-align:right;white-space:nowrap}
+.g{font-weight:600;padding:1px 5px;border-radius:3px;display:inline-block}
 .per_protocol{background:#dff3e0;color:#17561f} .variation_acceptable{background:#fff2c6;color:#6b4e00}
 .deviation_unacceptable{background:#f8d4d4;color:#7d1313} .not_evaluable{background:#e9ddf2;color:#4b2466}
 .facts td:first-child{width:14em;font-weight:600} tr.detail td{border-top:none;font-size:.95em;color:#333}
-td.src{max-width:16em;font-size:.8em} .warn li{margin:.15em 0} .muted{color:#666;font-size:.85em}
+.warn li{margin:.15em 0} .muted{color:#666;font-size:.85em} #inputs td:first-child{white-space:nowrap}
 svg{max-width:100%;height:auto;border:1px solid #ddd}
-@media print{body{margin:0;max-width:none} h2{page-break-after:avoid} table,svg{page-break-inside:avoid}}
+table.layout{font-size:1em} table.layout>thead>tr>td,table.layout>tbody>tr>td{border:none;padding:0}
+.runhead{border-bottom:2px solid #444;padding:.2em 0 .4em;margin-bottom:.4em;font-size:.9em}
+.runhead b.who{font-size:1.2em}
+#findings{table-layout:fixed}
+#findings col.c-rule{width:16%} #findings col.c-roi{width:16%} #findings col.c-metric{width:13%}
+#findings col.c-value{width:10%} #findings col.c-lim{width:10%} #findings col.c-grade{width:15%}
+#findings col.c-src{width:10%}
+.views{display:flex;flex-wrap:wrap;gap:8px} figure.view{margin:0;width:32%;min-width:240px;break-inside:avoid}
+figure.view img{width:100%;height:auto;border:1px solid #ccc} figure.view figcaption{font-size:.75em}
+.legend .sw{display:inline-block;width:1.4em;height:0;border-top:3px solid;vertical-align:middle;margin-right:.2em}
+.legend .iso{border-top-style:dashed} .legend .item{margin-right:.7em;white-space:nowrap}
+ol.limits{font-size:.85em;columns:2;column-gap:2em;margin-top:.3em}
+.reason{background:#fbeaea;border-left:4px solid #b22;padding:.5em .8em}
+.filters{margin:.5em 0} .filters label{margin-right:1.2em}
+@media (max-width:900px){#findings .src{display:none} #findings col.c-src{width:0}}
+@page{size:A4 portrait;margin:12mm 10mm}
+@media print{body{margin:0;max-width:none;font-size:9pt} h2{break-after:avoid}
+ svg,figure.view,tr{break-inside:avoid} #findings .src{display:none} #findings col.c-src{width:0}
+ figure.view{width:48%} .filters{display:none}}
 """
-_PALETTE = [
-    "#1f77b4",
-    "#d62728",
-    "#2ca02c",
-    "#9467bd",
-    "#ff7f0e",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-    "#bcbd22",
-    "#7f7f7f",
-    "#393b79",
-    "#637939",
-    "#8c6d31",
-    "#843c39",
-    "#7b4173",
-    "#3182bd",
-    "#e6550d",
-    "#31a354",
-]
+# findings shown first: what a reviewer must act on (then the rest in protocol order)
+_FIRST = (Grade.DEVIATION_UNACCEPTABLE, Grade.NOT_EVALUABLE)
 
 
 def _e(text: object) -> str:
@@ -61,88 +71,154 @@ def page_name(report: PlanReport, index: int) -> str:
     return f"{index:03d}_{stem}.html"
 
 
+def ordered_findings(report: PlanReport) -> list[Finding]:
+    """Deviations and not-evaluable findings first, then the others; protocol order within each."""
+    every = [*report.findings, *report.eligibility]
+    return [f for f in every if f.grade in _FIRST] + [f for f in every if f.grade not in _FIRST]
+
+
 def render_plan_html(result: CheckResult, report: PlanReport, *, include_names: bool = False) -> str:
     p = result.protocol
     title = f"rtqa report - {report.patient_id} - {report.plan_label}"
-    rx = report.prescription or {}
+    unreadable = bool(report.errors) and not report.findings
+    patient = report.patient_id + (f" ({report.patient_name})" if include_names and report.patient_name else "")
     facts = [
-        ("Patient", report.patient_id + (f" ({report.patient_name})" if include_names and report.patient_name else "")),
-        ("Plan", f"{report.plan_label} ({report.plan_uid})"),
-        ("Plan date / approval", f"{report.plan_date or '-'} / {report.approval_status or '-'}"),
-        ("Institution", report.institution or "-"),
-        (
-            "Prescription",
-            f"{rx.get('total_gy', '-')} Gy in {rx.get('fractions', '-')} fractions "
-            f"({rx.get('per_fraction_gy', '-')} Gy per fraction), from {rx.get('source', '-')}",
-        ),
-        (
-            "Target prescriptions",
-            ", ".join(f"{t['name']} {t['total_gy']} Gy ({t.get('source', '')})" for t in rx.get("targets", [])) or "-",
-        ),
-        ("Dose", report.dose_source or "-"),
-        ("Protocol", f"{p.id} v{p.version} (sha256 {p.sha256[:16]}...)"),
+        ("Patient", patient),
+        ("Plan", f"{report.plan_label} ({report.plan_uid or 'no plan UID'})"),
+        ("Plan date / approval", f"{report.plan_date or 'not known'} / {report.approval_status or 'not known'}"),
+        ("Institution", report.institution or "not known"),
+        ("Prescription", _prescription_text(report)),
+        ("Dose", report.dose_source or "not known"),
+        ("Protocol", f"{p.id} v{p.version} (sha256 {p.sha256})"),
         ("DVH settings", f"end cap {p.end_cap.value}; bins 0.01 Gy; partial-volume scan lines"),
         (
             "Completeness",
             "complete"
             if report.complete
-            else "INCOMPLETE - not evaluable: " + (", ".join(report.not_evaluable) or "see errors"),
+            else "INCOMPLETE - not evaluable: " + (", ".join(report.not_evaluable) or "the plan could not be read"),
         ),
         ("Eligibility", report.eligibility_status),
+        ("Checked", result.checked_at or "-"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in facts)
+    files_head = "<tr><th>modality</th><th>file</th><th>SOP Instance UID</th><th>sha256</th></tr>"
     files = "".join(
-        f"<tr><td>{_e(i.modality)}</td><td>{_e(i.path)}</td><td class='muted'>{_e(i.sha256)}</td></tr>"
+        f"<tr><td>{_e(i.modality)}</td><td>{_e(i.path)}</td><td class='muted'>{_e(i.sop_instance_uid)}</td>"
+        f"<td class='muted'>{_e(i.sha256)}</td></tr>"
         for i in report.inputs
     )
-    errors = "".join(f"<li><b>{_e(e['type'])}</b>: {_e(e['message'])}</li>" for e in report.errors)
+    reasons = "".join(f"<p class='reason'>{_e(e['message'])}</p>" for e in report.errors)
     warnings = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
+    head = (
+        f"<div class='runhead'><b class='who'>{_e(patient)}</b> &middot; plan {_e(report.plan_label)} &middot; "
+        f"protocol {_e(p.id)} v{_e(p.version)} &middot; grade {_grade(report.grade)} "
+        f"{'complete' if report.complete else '<b>incomplete</b>'}</div>"
+    )
+    body = f"""<h1>{_e(report.patient_id)} - {_e(report.plan_label)}</h1>
+<p class="muted">rtqa {_e(__version__)}; † marks a threshold the protocol owner has not confirmed</p>
+{f"<h2>Why this plan could not be checked</h2>{reasons}" if reasons else ""}
+<h2>Plan facts</h2><table class="facts">{rows}</table>
+{"" if unreadable else f"<h2>Findings</h2>{_findings_table(report)}"}
+{"" if unreadable else f"<h2 id='images'>Images</h2>{_views_html(report)}"}
+{"" if unreadable else f"<h2>Cumulative DVH</h2>{_dvh_svg(report)}"}
+<h2>Warnings</h2>{f'<ul class="warn">{warnings}</ul>' if warnings else "<p>None.</p>"}
+<h2>Input files</h2>{
+        f"<table id='inputs'>{files_head}{files}</table>"
+        if files
+        else "<p>No input file could be attributed to this plan.</p>"
+    }"""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head>
 <body>
-<h1>{_e(report.patient_id)} - {_e(report.plan_label)}</h1>
-<p>Overall grade: {_grade(report.grade)} &nbsp; {"complete" if report.complete else "<b>incomplete</b>"}
-&nbsp; <span class="muted">rtqa {_e(__version__)}; † marks a threshold the protocol owner has not confirmed</span></p>
-{f"<h2>Errors</h2><ul>{errors}</ul>" if errors else ""}
-<h2>Plan facts</h2><table class="facts">{rows}</table>
-<h2>Findings</h2>{_findings_table(report)}
-<h2>Cumulative DVH</h2>{_dvh_svg(report)}
-<h2>Warnings</h2>{f'<ul class="warn">{warnings}</ul>' if warnings else "<p>None.</p>"}
-<h2>Input files</h2><table><tr><th>modality</th><th>file</th><th>sha256</th></tr>{files}</table>
+<table class="layout"><thead><tr><td>{head}</td></tr></thead><tbody><tr><td>
+{body}
+</td></tr></tbody></table>
 </body></html>
 """
 
 
+def _prescription_text(report: PlanReport) -> str:
+    rx = report.prescription
+    if not rx or rx.get("total_gy") is None:
+        return "not known" + (" (the plan could not be read)" if report.errors else "")
+    per = rx.get("per_fraction_gy")
+    text = f"{rx['total_gy']:.2f} Gy in {rx.get('fractions') or '?'} fractions"
+    if per:
+        text += f" ({per:.2f} Gy per fraction)"
+    text += f", from {rx.get('source') or 'unknown source'}"
+    targets = ", ".join(f"{t['name']} {t['total_gy']:.2f} Gy" for t in rx.get("targets", []))
+    return text + (f"; targets: {targets}" if targets else "")
+
+
 def _findings_table(report: PlanReport) -> str:
-    """Rule, structure and ROI, metric, value, limits, grade, source; the sentence of every finding
-    that is not per protocol on a line of its own (all sentences are in the rows' tooltips)."""
+    """Rule, structure and ROI, metric, value, limits, grade, source; deviations and not-evaluable
+    findings first. Below every finding that is not per protocol, its sentence (and the source,
+    which print and narrow screens drop from the row) on a line of its own."""
     head = (
-        "<table id='findings'><tr><th>rule</th><th>structure → ROI</th><th>metric</th><th>value</th>"
-        "<th>per protocol</th><th>variation acceptable</th><th>grade</th><th>source</th></tr>"
+        "<table id='findings'><colgroup><col class='c-rule'><col class='c-roi'><col class='c-metric'>"
+        "<col class='c-value'><col class='c-lim'><col class='c-lim'><col class='c-grade'><col class='c-src'>"
+        "</colgroup><thead><tr><th>rule</th><th>structure → ROI</th><th>metric</th><th>value</th>"
+        "<th>per protocol</th><th>variation acceptable</th><th class='grade'>grade</th><th class='src'>source</th>"
+        "</tr></thead><tbody>"
     )
     body = []
-    for f in (*report.findings, *report.eligibility):
+    for f in ordered_findings(report):
         roi = _e(f.structure or "")
         if f.matched_roi and f.matched_roi != f.structure:
             roi += f" → {_e(f.matched_roi)}" + (f" <span class='muted'>({_e(f.match)})</span>" if f.match else "")
-        value = format_value(f.value, f.unit)
         dagger = " †" if f.unconfirmed else ""
         body.append(
-            f"<tr title='{_e(f.message)}'><td>{_e(f.rule)}</td><td>{roi}</td><td>{_e(f.metric)}</td>"
-            f"<td class='num'>{_e(value)}</td><td>{_e(f.per_protocol.text(f.unit) if f.per_protocol else '')}</td>"
-            f"<td>{_e(f.variation.text(f.unit) if f.variation else '')}</td><td>{_grade(f.grade)}{dagger}</td>"
-            f"<td class='muted src'>{_e(f.source)}</td></tr>"
+            f"<tr class='finding' data-grade='{f.grade.value}' title='{_e(f.message)}'><td>{_e(f.rule)}</td>"
+            f"<td>{roi}</td><td>{_e(f.metric)}</td><td class='num'>{_e(format_value(f.value, f.unit))}</td>"
+            f"<td>{_e(f.per_protocol.text(f.unit) if f.per_protocol else '')}</td>"
+            f"<td>{_e(f.variation.text(f.unit) if f.variation else '')}</td><td class='grade'>{_grade(f.grade)}"
+            f"{dagger}</td><td class='muted src'>{_e(f.source)}</td></tr>"
         )
         if f.grade is not Grade.PER_PROTOCOL:
-            body.append(f"<tr class='detail'><td></td><td colspan='7'>{_e(f.message)}</td></tr>")
-    return head + "".join(body) + "</table>"
+            where = ""
+            if f.location_mm is not None:
+                x, y, z = f.location_mm
+                where = f" Hottest point at x {x:.1f}, y {y:.1f}, z {z:.1f} mm (patient coordinates)."
+            body.append(
+                f"<tr class='detail'><td></td><td colspan='7'>{_e(f.message)}{_e(where)}"
+                f"{' <span class=muted>Source: ' + _e(f.source) + '</span>' if f.source else ''}</td></tr>"
+            )
+    return head + "".join(body) + "</tbody></table>"
+
+
+def _views_html(report: PlanReport) -> str:
+    if not report.views:
+        return "<p>No images (no dose or no contours to show).</p>"
+    from rtqa.report.images import ISODOSE_STYLE, view_data_uri
+
+    figures = []
+    for v in report.views:
+        x, y, z = v.point_mm
+        legend = "".join(
+            f"<span class='item'><span class='sw iso' style='border-color:{ISODOSE_STYLE[i % len(ISODOSE_STYLE)]}'>"
+            f"</span>isodose {_e(label)}</span>"
+            for i, (label, _) in enumerate(v.isodoses)
+        ) + "".join(
+            f"<span class='item'><span class='sw' style='border-color:{c.colour}'></span>{_e(c.name)}</span>"
+            for c in v.contours
+        )
+        left, right, top, bottom = v.letters
+        figures.append(
+            f"<figure class='view' data-subject='{_e(v.subject)}' data-plane='{v.plane}'>"
+            f"<img alt='{_e(v.subject)} {v.plane} view' src='{view_data_uri(v)}'>"
+            f"<figcaption><b>{_e(v.subject)}</b>, {v.plane} through ({x:.1f}, {y:.1f}, {z:.1f}) mm: "
+            f"{_e(v.reason)}. {'CT W400/L40' if v.ct_hu is not None else 'Dose alone (no CT)'}; "
+            f"{left}/{right} left/right, {top}/{bottom} top/bottom; bar 5 cm."
+            f"<div class='legend'>{legend}</div></figcaption></figure>"
+        )
+    return f"<div class='views'>{''.join(figures)}</div>"
 
 
 def _dvh_svg(report: PlanReport) -> str:
     curves = report.curves
     if not curves:
         return "<p>No DVH (no dose, or no structure could be evaluated).</p>"
-    width, height, left, bottom, top, right = 860, 420, 55, 40, 15, 170
+    width, height, left, bottom, top, right = 860, 440, 55, 40, 15, 170
     dmax = max((c[0][-1] for c in curves.values() if c[0]), default=1.0) or 1.0
     dmax = float(int(dmax / 10 + 1) * 10)
     pw, ph = width - left - right, height - top - bottom
@@ -175,54 +251,97 @@ def _dvh_svg(report: PlanReport) -> str:
         f'<text x="12" y="{top + ph / 2}" font-size="11" transform="rotate(-90 12 {top + ph / 2})" '
         f'text-anchor="middle">volume (%)</text>'
     )
-    colours = {}
-    for n, (name, (dose, volume)) in enumerate(sorted(curves.items())):
-        colour = _PALETTE[n % len(_PALETTE)]
-        colours[name] = colour
+    styles = assign_colours(list(curves))
+    colours = {name: colour for name, (colour, _) in styles.items()}
+    for n, (name, (dose, volume)) in enumerate(curves.items()):
+        colour, dash = styles[name]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         points = " ".join(f"{sx(d):.1f},{sy(v):.1f}" for d, v in zip(dose, volume, strict=True))
         parts.append(
-            f'<polyline class="curve" data-structure="{_e(name)}" fill="none" stroke="{colour}" '
-            f'stroke-width="1.5" points="{points}"/>'
+            f'<polyline class="curve" data-structure="{_e(name)}" fill="none" stroke="{colour}"{dash_attr} '
+            f'stroke-width="1.6" points="{points}"/>'
         )
         ly = top + 12 + 14 * n
         parts.append(
             f'<line x1="{width - right + 10}" y1="{ly - 4}" x2="{width - right + 28}" y2="{ly - 4}" '
-            f'stroke="{colour}" stroke-width="2"/><text x="{width - right + 32}" y="{ly}" '
+            f'stroke="{colour}"{dash_attr} stroke-width="2.5"/><text x="{width - right + 32}" y="{ly}" '
             f'font-size="10">{_e(name)}</text>'
         )
+    legend: list[str] = []
     for f in report.findings:
-        parts.extend(_limit_marks(f, colours, sx, sy, dmax))
+        mark = _limit_mark(f, colours, sx, sy, dmax, len(legend) + 1)
+        if mark:
+            parts.append(mark)
+            lim = f.per_protocol.text(f.unit) if f.per_protocol else ""
+            legend.append(
+                f"<li class='limit-legend' style='color:{colours[f.structure or '']}'><span style='color:#1b1b1b'>"
+                f"{_e(f.rule)}: {_e(f.structure)} {_e(f.metric)} {_e(lim)} "
+                f"({_e(GRADE_LABEL[f.grade].lower())})</span></li>"
+            )
     parts.append("</svg>")
-    return "".join(parts)
+    note = (
+        "<p class='muted'>Numbered marks: the per-protocol limit of each dose-volume rule of a plotted structure "
+        "(a tick at a dose limit, a cross at a volume limit).</p>"
+    )
+    return "".join(parts) + (f"{note}<ol class='limits' id='limits'>{''.join(legend)}</ol>" if legend else "")
 
 
-def _limit_marks(f: Finding, colours: dict[str, str], sx, sy, dmax: float) -> list[str]:  # type: ignore[no-untyped-def]
-    """A mark per constraint limit: a vertical tick at a dose limit, a cross at a volume limit."""
+def _limit_mark(
+    f: Finding,
+    colours: dict[str, str],
+    sx: Callable[[float], float],
+    sy: Callable[[float], float],
+    dmax: float,
+    number: int,
+) -> str | None:
+    """The mark of one constraint's per-protocol limit, labelled with its number on the plot:
+    a vertical tick at a dose limit, a cross at a volume limit; None when it cannot be drawn."""
     if f.structure not in colours or f.per_protocol is None or f.per_protocol.value is None:
-        return []
+        return None
     colour = colours[f.structure]
     limit = f.per_protocol.value
     metric = f.metric
     title = f"<title>{_e(f.rule)}: {_e(metric)} {_e(f.per_protocol.text(f.unit))}</title>"
-    if metric.startswith(("D", "Mean", "Max")) and f.unit in ("Gy", "%"):
+    label = f"{number}"
+    if metric.startswith(("D", "Mean", "Max")) and not metric.startswith("DC") and f.unit in ("Gy", "%"):
         dose = limit if f.unit == "Gy" else (limit / 100 * (f.reference_gy or 0))
         if not 0 < dose <= dmax:
-            return []
+            return None
         m = re.match(r"^D(\d+(?:\.\d+)?)%", metric)
-        y = sy(100 - float(m.group(1))) if m and not metric.startswith("DC") else sy(50)
-        return [
-            f'<g class="limit">{title}<line x1="{sx(dose):.1f}" y1="{y - 8:.1f}" x2="{sx(dose):.1f}" '
-            f'y2="{y + 8:.1f}" stroke="{colour}" stroke-width="2.5"/></g>'
-        ]
+        y = sy(100 - float(m.group(1))) if m else sy(50)
+        x = sx(dose)
+        return (
+            f'<g class="limit" data-rule="{_e(f.rule)}">{title}<line x1="{x:.1f}" y1="{y - 8:.1f}" x2="{x:.1f}" '
+            f'y2="{y + 8:.1f}" stroke="{colour}" stroke-width="2.5"/>'
+            f'<text class="limit-label" x="{x + 3:.1f}" y="{y - 9:.1f}" font-size="10" font-weight="bold" '
+            f'fill="{colour}">{label}</text></g>'
+        )
     m = re.match(r"^V(\d+(?:\.\d+)?)(Gy|%)\[%\]$", metric)
     if m:
         dose = float(m.group(1)) if m.group(2) == "Gy" else float(m.group(1)) / 100 * (f.reference_gy or 0)
+        if not 0 < dose <= dmax:
+            return None
         x, y = sx(dose), sy(limit)
-        return [
-            f'<g class="limit">{title}<path d="M{x - 5:.1f},{y - 5:.1f} L{x + 5:.1f},{y + 5:.1f} '
-            f'M{x - 5:.1f},{y + 5:.1f} L{x + 5:.1f},{y - 5:.1f}" stroke="{colour}" stroke-width="2"/></g>'
-        ]
-    return []
+        return (
+            f'<g class="limit" data-rule="{_e(f.rule)}">{title}<path d="M{x - 5:.1f},{y - 5:.1f} '
+            f'L{x + 5:.1f},{y + 5:.1f} M{x - 5:.1f},{y + 5:.1f} L{x + 5:.1f},{y - 5:.1f}" stroke="{colour}" '
+            f'stroke-width="2"/><text class="limit-label" x="{x + 6:.1f}" y="{y - 6:.1f}" font-size="10" '
+            f'font-weight="bold" fill="{colour}">{label}</text></g>'
+        )
+    return None
+
+
+# filters of the index: plain HTML selects and a few lines of script (offline); a link may preset
+# them, e.g. index.html#grade=deviation_unacceptable&institution=Site%20A
+_FILTER_SCRIPT = """
+var fg=document.getElementById('f-grade'),fs=document.getElementById('f-site');
+function applyFilters(){document.querySelectorAll('#plans tbody tr').forEach(function(r){
+r.style.display=((!fg.value||r.dataset.grade===fg.value)&&(!fs.value||r.dataset.institution===fs.value))?'':'none';});}
+var preset=new URLSearchParams(location.hash.slice(1));
+if(preset.get('grade'))fg.value=preset.get('grade');
+if(preset.get('institution'))fs.value=preset.get('institution');
+fg.addEventListener('change',applyFilters);fs.addEventListener('change',applyFilters);applyFilters();
+"""
 
 
 def render_index_html(result: CheckResult, pages: list[str]) -> str:
@@ -230,12 +349,20 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
     by_site: dict[str, Counter[Grade]] = defaultdict(Counter)
     for r in result.reports:
         by_site[r.institution or "(unknown institution)"][r.grade] += 1
-    rows = "".join(
-        f"<tr><td><a href='{_e(page)}'>{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(r.institution)}"
-        f"</td><td>{_grade(r.grade)}</td><td>{'complete' if r.complete else 'incomplete'}</td>"
-        f"<td>{_e(r.eligibility_status)}</td></tr>"
-        for r, page in zip(result.reports, pages, strict=True)
-    )
+    rows = []
+    for r, page in zip(result.reports, pages, strict=True):
+        failed = " ".join(
+            f"<span class='g {f.grade.value}' title='{_e(GRADE_LABEL[f.grade])}'>{_e(f.rule)}</span>"
+            for f in r.findings
+            if f.grade in (Grade.DEVIATION_UNACCEPTABLE, Grade.VARIATION_ACCEPTABLE)
+        )
+        site = r.institution or "(unknown institution)"
+        rows.append(
+            f"<tr data-grade='{r.grade.value}' data-institution='{_e(site)}'><td><a href='{_e(page)}'>"
+            f"{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(site)}</td><td>{_grade(r.grade)}</td>"
+            f"<td class='failed'>{failed or '-'}</td><td>{'complete' if r.complete else 'incomplete'}</td>"
+            f"<td>{_e(r.eligibility_status)}</td></tr>"
+        )
     sites = "".join(
         f"<tr><td>{_e(site)}</td>" + "".join(f"<td class='num'>{c.get(g, 0)}</td>" for g in Grade) + "</tr>"
         for site, c in sorted(by_site.items())
@@ -243,16 +370,23 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
     unassigned = "".join(f"<li>{_e(u.path)}: {_e(u.reason)}</li>" for u in result.unassigned)
     skipped = "".join(f"<li>{_e(f)}: {_e(why)}</li>" for f, why in result.skipped)
     head = "".join(f"<th>{_e(GRADE_LABEL[g].lower())}</th>" for g in Grade)
+    grade_options = "".join(f"<option value='{g.value}'>{_e(GRADE_LABEL[g].lower())}</option>" for g in Grade)
+    site_options = "".join(f"<option value='{_e(s)}'>{_e(s)}</option>" for s in sorted(by_site))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rtqa audit - {_e(result.protocol.id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>Audit against {_e(result.protocol.id)} v{_e(result.protocol.version)}</h1>
 <p>{len(result.reports)} plan(s): {", ".join(f"{counts.get(g, 0)} {GRADE_LABEL[g].lower()}" for g in Grade)};
-{sum(1 for r in result.reports if not r.complete)} incomplete. <span class="muted">rtqa {_e(__version__)}</span></p>
+{sum(1 for r in result.reports if not r.complete)} incomplete. <span class="muted">rtqa {_e(__version__)};
+checked {_e(result.checked_at or "-")}</span></p>
 <h2>Per institution</h2><table id="institutions"><tr><th>institution</th>{head}</tr>{sites}</table>
-<h2>Plans</h2><table id="plans"><tr><th>patient</th><th>plan</th><th>institution</th><th>grade</th>
-<th>completeness</th><th>eligibility</th></tr>{rows}</table>
+<h2>Plans</h2>
+<div class="filters"><label>grade <select id="f-grade"><option value="">all</option>{grade_options}</select></label>
+<label>institution <select id="f-site"><option value="">all</option>{site_options}</select></label></div>
+<table id="plans"><thead><tr><th>patient</th><th>plan</th><th>institution</th><th>grade</th>
+<th>failed rules</th><th>completeness</th><th>eligibility</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
 {f"<h2>Unassigned files</h2><ul>{unassigned}</ul>" if unassigned else ""}
 {f"<h2>Not graded</h2><ul>{skipped}</ul>" if skipped else ""}
+<script>{_FILTER_SCRIPT}</script>
 </body></html>
 """

@@ -9,6 +9,7 @@ from typing import Any
 from rtqa.case import UnassignedFile
 from rtqa.protocol.limits import PRECISION, Grade, Limit, format_value
 from rtqa.protocol.loader import Protocol
+from rtqa.report.views_model import SliceView
 
 SCHEMA_VERSION = 1
 CATEGORIES = ("plan_quality", "resubmit", "eligibility")
@@ -65,6 +66,9 @@ class Finding:
             return f"{format_value(lo, self.unit).split()[0]}–{format_value(hi, self.unit)}"
         return self.value_text or "-"
 
+    # patient coordinates (x, y, z) in mm of the organ's hottest 0.03 cc; set by the views pass
+    location_mm: tuple[float, float, float] | None = None
+
     def as_json(self) -> dict[str, Any]:
         limits: dict[str, Any] = {}
         if self.per_protocol is not None:
@@ -74,7 +78,7 @@ class Finding:
         reference = None
         if self.reference_gy is not None:
             reference = {"dose_gy": _round(self.reference_gy, "Gy"), "target": self.reference_target}
-        return {
+        out: dict[str, Any] = {
             "rule": self.rule,
             "structure": self.structure,
             "matched_roi": self.matched_roi,
@@ -99,6 +103,9 @@ class Finding:
             },
             "possible_grades": [{"grade": g.value, "condition": c} for g, c in self.possible_grades],
         }
+        if self.location_mm is not None:
+            out["location_mm"] = [round(float(v), 1) for v in self.location_mm]
+        return out
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ class PlanReport:
     not_applicable: tuple[NotApplicable, ...] = ()
     unmatched_rois: tuple[str, ...] = ()  # ROIs that match no protocol structure
     stored_dvh: tuple[str, ...] = ()  # the planning system's stored DVHs against rtqa's: warnings only
+    views: tuple[SliceView, ...] = ()  # image views for the HTML page (not in JSON)
 
     @property
     def not_evaluable(self) -> tuple[str, ...]:
@@ -256,3 +264,4 @@ class CheckResult:
     unassigned: tuple[UnassignedFile, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans
     warnings: tuple[str, ...] = ()  # about the run as a whole (the clinical CSV, say)
+    checked_at: str | None = None  # ISO 8601 UTC time of the check

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -11,6 +9,7 @@ from typing import Any
 
 from rtqa import __version__
 from rtqa.protocol.limits import Grade
+from rtqa.report.csv_cells import csv_text
 from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding, PlanReport
 
 GRADE_LABEL = {
@@ -186,11 +185,16 @@ PLAN_COLUMNS = [
     "plan_uid",
     "plan_label",
     "plan_date",
+    "approval_status",
     "institution",
     "grade",
     "complete",
     "verdict",
     "resubmit",
+    "deviations",
+    "deviation_rules",
+    "variations",
+    "variation_rules",
     "not_evaluable",
     "eligibility",
     "total_gy",
@@ -198,6 +202,10 @@ PLAN_COLUMNS = [
     "per_fraction_gy",
     "prescription_source",
     "dose_source",
+    "protocol_id",
+    "protocol_version",
+    "protocol_sha256",
+    "checked_at",
     "errors",
     "warnings",
 ]
@@ -217,74 +225,91 @@ FINDING_COLUMNS = [
     "grade",
     "category",
     "unconfirmed",
+    "location_mm",
     "source",
     "message",
 ]
 
 
 def plans_csv(result: CheckResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PLAN_COLUMNS)
+    """One row per plan (``plans.csv``): grade, the rules at each grade, prescription, protocol
+    identity and the time of the check. Text cells are neutralised against formula injection."""
+    p = result.protocol
+    rows = []
     for r in result.reports:
         rx = r.prescription or {}
-        w.writerow(
+        deviations = _rules_at(r.findings, Grade.DEVIATION_UNACCEPTABLE)
+        variations = _rules_at(r.findings, Grade.VARIATION_ACCEPTABLE)
+        rows.append(
             [
                 r.patient_id,
                 r.plan_uid,
                 r.plan_label,
-                r.plan_date or "",
+                r.plan_date,
+                r.approval_status,
                 r.institution,
                 r.grade.value,
-                str(r.complete).lower(),
+                r.complete,
                 r.verdict,
-                str(r.resubmit).lower(),
+                r.resubmit,
+                len(deviations),
+                ";".join(deviations),
+                len(variations),
+                ";".join(variations),
                 ";".join(r.not_evaluable),
                 r.eligibility_status,
-                rx.get("total_gy", ""),
-                rx.get("fractions", ""),
-                rx.get("per_fraction_gy", ""),
-                rx.get("source", ""),
-                r.dose_source or "",
+                rx.get("total_gy"),
+                rx.get("fractions"),
+                rx.get("per_fraction_gy"),
+                rx.get("source"),
+                r.dose_source,
+                p.id,
+                p.version,
+                p.sha256,
+                result.checked_at,
                 " | ".join(e["message"] for e in r.errors),
                 " | ".join(r.warnings),
             ]
         )
-    return buf.getvalue()
+    return csv_text(PLAN_COLUMNS, rows)
+
+
+def _rules_at(findings: tuple[Finding, ...], grade: Grade) -> list[str]:
+    return list(dict.fromkeys(f.rule for f in findings if f.grade is grade))
 
 
 def findings_csv(result: CheckResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(FINDING_COLUMNS)
+    """One row per finding (``findings.csv``, and ``--format csv`` on stdout)."""
+    rows = []
     for r in result.reports:
         for f in (*r.findings, *r.eligibility):
             j = f.as_json()
-            w.writerow(
+            rows.append(
                 [
                     r.patient_id,
                     r.plan_uid,
                     f.rule,
-                    f.structure or "",
-                    f.matched_roi or "",
-                    f.match or "",
+                    f.structure,
+                    f.matched_roi,
+                    f.match,
                     f.metric,
                     _csv_value(f, j["value"]),
                     f.unit,
-                    "" if f.reference_gy is None else round(f.reference_gy, 2),
-                    f.per_protocol.text() if f.per_protocol else "",
-                    f.variation.text() if f.variation else "",
+                    None if f.reference_gy is None else round(f.reference_gy, 2),
+                    f.per_protocol.text() if f.per_protocol else None,
+                    f.variation.text() if f.variation else None,
                     f.grade.value,
                     f.category,
-                    str(f.unconfirmed).lower(),
+                    f.unconfirmed,
+                    None if f.location_mm is None else " ".join(f"{v:.1f}" for v in f.location_mm),
                     f.source,
                     f.message,
                 ]
             )
-    return buf.getvalue()
+    return csv_text(FINDING_COLUMNS, rows)
 
 
-def _csv_value(f: Finding, rounded: float | None) -> object:
+def _csv_value(f: Finding, rounded: float | None) -> str | float | None:
     """The number, else the text value or the interval: every finding shows its value."""
     if rounded is not None:
         return rounded
