@@ -9,6 +9,9 @@ import pytest
 
 from fixtures import cases
 
+# the throwaway PostgreSQL server and the ledger URLs of the ledger tests
+pytest_plugins = ["tests.ledger_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def liver_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:

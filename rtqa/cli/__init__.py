@@ -7,6 +7,7 @@ Each command lives in its own module and registers itself on the ``rtqa`` group 
 from __future__ import annotations
 
 from rtqa.cli import check, dvh, rules
+from rtqa.cli import ledger as ledger_commands  # noqa: F401  (registers review, history, diff, report, stats, ledger)
 from rtqa.cli.app import cli
 
 __all__ = ["check", "cli", "dvh", "main", "rules"]

@@ -62,6 +62,9 @@ from rtqa.report.render import render_text as check_text
     help="Clinical facts per patient ID (child_pugh, dose_algorithm, rx_<target>).",
 )
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
+@click.option(
+    "--ledger", "ledger_url", envvar="RTQA_LEDGER", metavar="URL", help="Record the plans in this audit ledger."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
     paths: tuple[str, ...],
@@ -73,10 +76,16 @@ def check(
     fail_on: str,
     clinical: str | None,
     include_names: bool,
+    ledger_url: str | None,
     debug: bool,
 ) -> None:
     """Check every plan found under PATHS against the protocol and report deviations."""
-    _run(lambda: _check(paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names), debug)
+    _run(
+        lambda: _check(
+            paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names, ledger_url
+        ),
+        debug,
+    )
 
 
 def _check(
@@ -89,6 +98,7 @@ def _check(
     fail_on: str,
     clinical_path: str | None,
     include_names: bool,
+    ledger_url: str | None = None,
 ) -> int:
     protocol = _load_protocol(protocol_name)
     try:
@@ -118,6 +128,10 @@ def _check(
         with executor_cm as executor:
             reports = run_batch(graded, protocol, clinical=clinical, executor=executor, progress=progress)
     result = CheckResult(protocol, tuple(reports), found.unassigned, skipped)
+    if ledger_url:  # written here, by the coordinating process, never by the workers
+        from rtqa.cli.ledger import record_check
+
+        record_check(ledger_url, result)
     if fmt == "html":
         _write_html(result, output, include_names)
     elif fmt == "csv" and output:
