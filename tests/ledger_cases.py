@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fixtures.batch import copy_case
@@ -33,7 +34,9 @@ def check(paths: Iterable[Path], clinical: Path) -> CheckResult:
     """What ``rtqa check PATHS --clinical CSV`` computes, as the library returns it."""
     protocol = load_protocol(None)
     found = discover([str(p) for p in paths])
-    reports = run_batch(list(found.plan_sets), protocol, clinical=read_clinical_csv(str(clinical)))
+    # two processes, as `rtqa check --workers 2` runs: the office test checks 23 plans
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        reports = run_batch(list(found.plan_sets), protocol, clinical=read_clinical_csv(str(clinical)), executor=pool)
     return CheckResult(protocol, tuple(reports), found.unassigned)
 
 
