@@ -289,3 +289,16 @@ def test_rtqa_without_a_ledger_imports_no_database_layer():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_migrations_build_the_schema_the_code_queries(ledger):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from rtqa.ledger import db
+    from rtqa.ledger.schema import HEAD, metadata
+
+    assert ScriptDirectory.from_config(db._config()).get_current_head() == HEAD
+    with reading(ledger) as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []

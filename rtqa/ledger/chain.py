@@ -55,12 +55,17 @@ class Tail:
 
 
 def read_tail(conn: Connection) -> Tail:
-    last = [
-        conn.execute(select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
-        for t in (submissions, decisions)
-    ]
-    present = [r for r in last if r is not None]
-    seq, digest = max(((r.seq, r.hash) for r in present), default=(0, GENESIS))
-    next_sub = conn.execute(select(func.coalesce(func.max(submissions.c.id), 0))).scalar_one() + 1
-    next_dec = conn.execute(select(func.coalesce(func.max(decisions.c.id), 0))).scalar_one() + 1
-    return Tail(seq, digest, next_sub, next_dec)
+    """The chain's tail and the next ids, in one statement (this runs once per append)."""
+    top = select(
+        func.coalesce(select(func.max(submissions.c.seq)).scalar_subquery(), 0),
+        func.coalesce(select(func.max(decisions.c.seq)).scalar_subquery(), 0),
+        func.coalesce(select(func.max(submissions.c.id)).scalar_subquery(), 0),
+        func.coalesce(select(func.max(decisions.c.id)).scalar_subquery(), 0),
+    )
+    sub_seq, dec_seq, sub_id, dec_id = conn.execute(top).one()
+    seq = max(sub_seq, dec_seq)
+    digest = GENESIS
+    if seq:
+        table = submissions if sub_seq > dec_seq else decisions
+        digest = conn.execute(select(table.c.hash).where(table.c.seq == seq)).scalar_one()
+    return Tail(seq, digest, sub_id + 1, dec_id + 1)

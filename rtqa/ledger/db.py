@@ -13,20 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, create_engine, event, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rtqa.ledger.errors import LedgerError
 from rtqa.ledger.schema import HEAD, ledger_lock
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's own bookkeeping table, read directly so that a check run need not import Alembic
+# (it is imported only to migrate, or to tell an older schema from a newer one)
+_alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
 # long enough for a queue of writers each appending a batch; a writer waits, it does not fail
 BUSY_TIMEOUT_S = 60.0
 
@@ -140,6 +142,8 @@ def require_current(ledger: Ledger, revision: str | None) -> None:
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
 
 
@@ -149,7 +153,9 @@ def current_revision(ledger: Ledger) -> str | None:
 
 
 def _revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(select(_alembic_version.c.version_num)).scalar()
 
 
 def upgrade(text: str) -> tuple[str | None, str]:
@@ -180,12 +186,16 @@ def upgrade(text: str) -> tuple[str | None, str]:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     return cfg
 
 
 def _upgrade(conn: Connection, target: str = "head") -> None:
+    from alembic import command
+
     cfg = _config()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, target)
