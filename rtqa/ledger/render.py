@@ -205,7 +205,7 @@ def stats_text(s: Stats) -> str:
         "final grades after review; incomplete plans are counted apart, never as passes",
     ]
     header = f"  {'':<20} {'plans':>5} {'subm.':>5} {'resub.':>6} {'PP':>4} {'VA':>4} {'DU':>4} {'incompl.':>8} "
-    header += f"{'accepted':>8} {'median days':>11}"
+    header += f"{'accepted':>8} {'rejected':>8} {'median days':>11}"
     groups = [s.total] if s.by == "rule" else [*s.groups, s.total]
     if groups:
         lines.append(header)
@@ -215,7 +215,7 @@ def stats_text(s: Stats) -> str:
         lines.append(
             f"  {g.key[:20]:<20} {g.plans:>5} {g.submissions:>5} {g.resubmissions:>6} {j['per_protocol']:>4} "
             f"{j['variation_acceptable']:>4} {j['deviation_unacceptable']:>4} {j['incomplete']:>8} "
-            f"{g.accepted:>8} {days:>11}"
+            f"{g.accepted:>8} {g.rejected:>8} {days:>11}"
         )
     rules = s.rules if s.by == "rule" else [r for r in s.rules if r.deviation_unacceptable]
     lines.append("")
