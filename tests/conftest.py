@@ -15,6 +15,8 @@ import pytest
 
 from fixtures import cases
 
+# the throwaway PostgreSQL server and the ledger URLs of the ledger tests
+pytest_plugins = ["tests.ledger_fixtures"]
 _PREBUILT = os.environ.get("RTQA_FIXTURE_TREES")
 
 

@@ -35,7 +35,18 @@ FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION
 
 
 # command name -> the module that defines it (and registers it on the group when imported)
-COMMAND_MODULES = {"check": "rtqa.cli.check", "dvh": "rtqa.cli.dvh", "rules": "rtqa.cli.rules"}
+COMMAND_MODULES = {
+    "check": "rtqa.cli.check",
+    "dvh": "rtqa.cli.dvh",
+    "rules": "rtqa.cli.rules",
+    # the QA office's commands over the audit ledger (rtqa.cli.ledger registers them all)
+    "review": "rtqa.cli.ledger",
+    "history": "rtqa.cli.ledger",
+    "diff": "rtqa.cli.ledger",
+    "report": "rtqa.cli.ledger",
+    "stats": "rtqa.cli.ledger",
+    "ledger": "rtqa.cli.ledger",
+}
 
 
 class _LazyGroup(click.Group):

@@ -68,6 +68,9 @@ from rtqa.protocol.limits import Grade
     help="Overwrite existing report files, and allow --output inside an input folder (input files are never "
     "overwritten).",
 )
+@click.option(
+    "--ledger", "ledger_url", envvar="RTQA_LEDGER", metavar="URL", help="Record the plans in this audit ledger."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
     paths: tuple[str, ...],
@@ -80,12 +83,23 @@ def check(
     clinical: str | None,
     include_names: bool,
     force: bool,
+    ledger_url: str | None,
     debug: bool,
 ) -> None:
     """Check every plan found under PATHS against the protocol and report deviations."""
     _run(
         lambda: _check(
-            paths, protocol_name, fmt, output, workers, scheduler, fail_on, clinical, include_names, force=force
+            paths,
+            protocol_name,
+            fmt,
+            output,
+            workers,
+            scheduler,
+            fail_on,
+            clinical,
+            include_names,
+            force=force,
+            ledger_url=ledger_url,
         ),
         debug,
     )
@@ -103,6 +117,7 @@ def _check(
     include_names: bool,
     *,
     force: bool = False,
+    ledger_url: str | None = None,
 ) -> int:
     from rtqa.discovery.batch import plan_work, run_batch
     from rtqa.discovery.grouping import discover
@@ -154,6 +169,10 @@ def _check(
     warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()
     checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, warnings=warnings, checked_at=checked_at)
+    if ledger_url:  # written here, by the coordinating process, never by the workers
+        from rtqa.cli.ledger import record_check
+
+        record_check(ledger_url, result)
     if fmt == "html":
         pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
         if target.folder is None:

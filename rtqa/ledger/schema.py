@@ -1,0 +1,82 @@
+"""The tables of the ledger (schema revision ``HEAD``), in SQLAlchemy Core.
+
+Rows are only ever inserted. Submissions and decisions share one sequence (``seq``) and each row
+carries the SHA-256 of its content chained to the row before it (``prev_hash``), so that an edit,
+a deletion or a reordering shows in ``rtqa ledger verify``. JSON is stored as canonical text
+(sorted keys, no spaces) so that the bytes hashed are the bytes stored, on every database.
+Times are ISO 8601 strings in UTC for the same reason.
+
+The migrations in ``migrations/versions`` create these tables; this module is what the code
+queries. A change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
+
+HEAD = "0002"
+
+metadata = MetaData()
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("patient_id", String(64), nullable=False, index=True),
+    Column("institution", String(128), nullable=False),
+    Column("plan_uid", String(64)),
+    Column("plan_label", String(64), nullable=False),
+    Column("protocol_id", String(64), nullable=False),
+    Column("protocol_version", String(64), nullable=False),
+    Column("protocol_sha256", String(64), nullable=False),
+    Column("rtqa_version", String(64), nullable=False),
+    Column("input_key", String(64), nullable=False, unique=True),
+    Column("version", Integer, nullable=False),
+    Column("supersedes", Integer, ForeignKey("submissions.id")),
+    Column("grade", String(32), nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("submitted_at", String(32), nullable=False),
+    Column("os_user", String(128), nullable=False),
+    Column("report", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("submission_id", Integer, ForeignKey("submissions.id"), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("rule", String(128), nullable=False, index=True),
+    Column("structure", String(128)),
+    Column("matched_roi", String(128)),
+    Column("metric", String(128), nullable=False),
+    Column("value", Float),
+    Column("unit", String(16), nullable=False),
+    Column("grade", String(32), nullable=False, index=True),
+    Column("limits", Text, nullable=False),
+    Column("finding", Text, nullable=False),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("submission_id", Integer, ForeignKey("submissions.id"), nullable=False, index=True),
+    Column("action", String(16), nullable=False),
+    Column("rule", String(128)),
+    Column("roi", String(128)),
+    Column("grade", String(32)),
+    Column("reason", Text, nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("decided_at", String(32), nullable=False),
+    Column("os_user", String(128), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row, locked by every append (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+# already serialises writers), so that two writers never take the same place in the chain.
+ledger_lock = Table("ledger_lock", metadata, Column("id", Integer, primary_key=True, autoincrement=False))
