@@ -115,7 +115,7 @@ def test_duplicates_and_ion_plans_are_unassigned_with_the_reason():
     reasons = {u.path: u.reason for u in found.unassigned}
     # the first file in path order is used: /d/RP.dcm sorts before /d/copy/RP.dcm
     assert reasons == {
-        "/d/copy/RP.dcm": "duplicate SOPInstanceUID p1 (also in /d/RP.dcm); the first file is used",
+        "/d/copy/RP.dcm": "duplicate SOPInstanceUID p1 (also in /d/RP.dcm): an identical copy; the first file is used",
         "/d/RI.dcm": "RT Ion Plan: rtqa checks photon plans only",
     }
     (ps,) = found.plan_sets

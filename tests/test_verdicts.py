@@ -16,6 +16,7 @@ import warnings
 from importlib import resources
 
 import jsonschema
+import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
@@ -470,3 +471,86 @@ def test_stored_dvh_that_differs_is_reported(liver_tree, tmp_path):
     ds.save_as(folder / "RD_PLAN.dcm")
     plan = json.loads(run("check", folder, "--format", "json").stdout)["plans"][0]
     assert any("stored DVH of 'Kidney_L': volume" in w and "+5.0%" in w for w in plan["stored_dvh"])
+
+
+# -- found by the independent review: contours that vanish must not take the hot spot with them ----
+
+
+def _edit_cord(liver_tree, tmp_path, name, edit):
+    """liver_cord_overdose (SpinalCord D0.03cc 54 Gy, hot between z = 0 and 18 mm) with one edit
+    of the cord's contours on those planes."""
+    import copy
+
+    folder = tmp_path / name
+    shutil.copytree(case(liver_tree, "liver_cord_overdose"), folder, ignore=shutil.ignore_patterns("CT"))
+    ds = pydicom.dcmread(folder / "RS.dcm")
+    number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == "SpinalCord")
+    item = next(c for c in ds.ROIContourSequence if c.ReferencedROINumber == number)
+    contours = list(item.ContourSequence)
+    hot = [c for c in contours if 0.0 <= float(c.ContourData[2]) <= 18.0]
+    assert len(hot) >= 5
+    edit(item, contours, hot, copy)
+    ds.save_as(folder / "RS.dcm")
+    return folder
+
+
+def _open(item, contours, hot, copy):
+    for c in hot:
+        c.ContourGeometricType = "OPEN_PLANAR"
+
+
+def _duplicate(item, contours, hot, copy):
+    item.ContourSequence = [*contours, *(copy.deepcopy(c) for c in hot)]
+
+
+def _remove(item, contours, hot, copy):
+    item.ContourSequence = [c for c in contours if c not in hot]
+
+
+@pytest.mark.parametrize("edit", [_open, _duplicate, _remove], ids=["open", "duplicated", "removed"])
+def test_hot_cord_contours_that_vanish_make_the_cord_not_evaluable(liver_tree, tmp_path, edit):
+    r = report(_edit_cord(liver_tree, tmp_path, edit.__name__, edit), "A5")
+    cord = finding(r, "CORD_MAX")
+    assert cord.grade is Grade.NOT_EVALUABLE and "present but unusable" in cord.message
+    assert finding(r, "STRUCTURE:SpinalCord").category == "resubmit" and not r.complete
+
+
+def test_a_stray_contour_far_above_does_not_stretch_other_rois(liver_tree, tmp_path):
+    from rtqa.dvh.geometry import roi_stack
+    from rtqa.io import read_structure_set
+    from rtqa.model import ContourPlane, Roi
+
+    ss = read_structure_set(case(liver_tree, "liver_clean") + "/RS.dcm")
+    heart = ss.roi("Heart")
+    top = max(p.z_mm for p in heart.planes)
+    marker = Roi(
+        99, "marker", "MARKER", None, (ContourPlane(top + 42.0, (np.array([[0, 0], [10, 0], [10, 10], [0, 10.0]]),)),)
+    )
+    planes_with_marker = np.sort(np.append(ss.plane_positions_mm, marker.planes[0].z_mm))
+    # the heart's volume must not change: its top slab reaches half a plane spacing, not 21 mm
+    assert roi_stack(heart, planes_with_marker).volume_cc == pytest.approx(
+        roi_stack(heart, ss.plane_positions_mm).volume_cc, rel=1e-9
+    )
+
+
+def test_a_partial_crf_prescription_keeps_the_other_targets_dose_references(liver_tree):
+    # liver_sib: dose references PTVp 60, PTVv 50, PTVn 50; the CRF gives PTVp only
+    r = report(case(liver_tree, "liver_sib"), "A5", prescriptions_gy={"PTVp": 60.0})
+    d95 = {f.matched_roi: f for f in r.findings if f.rule == "PTV_D95"}
+    assert d95["PTVp"].reference_gy == 60.0 and d95["PTVv"].reference_gy == 50.0
+    assert d95["PTVv"].grade is Grade.PER_PROTOCOL
+
+
+def test_nan_in_contour_data_is_an_input_error_not_a_bug(liver_tree, tmp_path):
+    def nan(item, contours, hot, copy):
+        values = list(hot[0].ContourData)
+        values[0] = "NaN"
+        with warnings.catch_warnings():  # pydicom warns that NaN is no DS value: a hostile export writes it anyway
+            warnings.simplefilter("ignore")
+            hot[0].ContourData = values
+
+    result = run("check", _edit_cord(liver_tree, tmp_path, "nan", nan), "--format", "json")
+    assert result.exit_code not in (2, 70), result.output
+    plan = json.loads(result.stdout)["plans"][0]
+    message = " ".join(e["message"] for e in plan["errors"])
+    assert "ContourData" in message and "internal error" not in message

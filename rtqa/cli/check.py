@@ -14,6 +14,7 @@ import click
 from rtqa.cli.app import (
     EXIT_FAIL,
     EXIT_INELIGIBLE,
+    EXIT_INTERNAL,
     EXIT_NOT_EVALUABLE,
     EXIT_OK,
     FAIL_ON,
@@ -212,6 +213,10 @@ def _check(
         code |= EXIT_NOT_EVALUABLE
     if any(r.eligibility_status != "eligible" for r in reports):
         code |= EXIT_INELIGIBLE
+    if any(e.get("type") == "InternalError" for r in reports for e in r.errors):
+        # a bug met on one plan: the others are reported, and the exit code says it was a bug
+        click.echo("rtqa: internal error on some plan (see its report); rerun with --debug and report it", err=True)
+        return EXIT_INTERNAL
     return code
 
 

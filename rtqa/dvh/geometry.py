@@ -128,6 +128,13 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
                     "its thickness is unknown"
                 )
             below, above = z - typical, z + typical
+        # a neighbouring plane far away (a stray marker contour above the anatomy, or a run of
+        # planes the ROI skips) must not stretch this slab: beyond twice the typical spacing,
+        # the slab reaches half a typical spacing, as it would with a regular neighbour
+        if typical is not None and below is not None and z - below > 2 * typical:
+            below = z - typical
+        if typical is not None and above is not None and above - z > 2 * typical:
+            above = z + typical
         lo = (z + below) / 2 if below is not None else z - (above - z) / 2  # type: ignore[operator]
         hi = (z + above) / 2 if above is not None else z + (z - below) / 2  # type: ignore[operator]
         if end_cap is EndCap.NONE:

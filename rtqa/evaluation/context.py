@@ -27,7 +27,7 @@ from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
 from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
 from rtqa.errors import RtqaError
 from rtqa.evaluation.prescription import derive_prescription
-from rtqa.model import DoseGrid, Roi
+from rtqa.model import DoseGrid, FloatArray, Roi
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import Protocol
 from rtqa.protocol.matching import Matching, match_structures
@@ -74,6 +74,10 @@ class CaseContext:
             return
         planes = self.case.structure_set.plane_positions_mm
         for i, roi in enumerate(self.rois):
+            defects = roi_defects(roi, planes)
+            if defects:  # graded on what is left, a dropped hot contour would pass unseen
+                self.roi_problems[i] = "; ".join(defects)
+                continue
             try:
                 self.roi_stacks[i] = roi_stack(roi, planes, end_cap=self.protocol.end_cap)
             except RtqaError as exc:
@@ -224,11 +228,21 @@ class CaseContext:
         )
         fractions = [rx.fractions for rx in self.plan_rx]
         self.fractions: int | None = sum(f for f in fractions if f) if fractions and all(fractions) else None
-        # per target ROI: case-report form, dose reference to the ROI, dose in the name, GTV -> PTV
+        # per target ROI: case-report form, dose reference to the ROI, dose in the name, GTV -> PTV.
+        # The dose references come from the plans as exported, so a case-report form that names
+        # only some targets never replaces the references of the others.
         by_roi: dict[str, float] = {}
-        for rx in self.plan_rx:
+        for rx in case.prescriptions:
             for t in rx.targets:
                 by_roi[t.name] = by_roi.get(t.name, 0.0) + t.total_gy
+        if clinical_rx:
+            known = {r.name for r in self.rois} | set(self.protocol.structures)
+            unknown = sorted(k for k in clinical_rx if k not in known)
+            if unknown:
+                self.warnings.append(
+                    "clinical CSV prescriptions for targets that are neither an ROI nor a protocol structure: "
+                    + ", ".join(f"rx_{k}" for k in unknown)
+                )
         self.rx_by_roi: dict[int, tuple[float, str]] = {}
         targets_ = [s for s, spec in self.protocol.structures.items() if spec.role == "target"]
         for structure in targets_:
@@ -255,6 +269,43 @@ class CaseContext:
         self.highest_gy: float | None = max(
             [v for v, _ in self.rx_by_roi.values()] + ([self.total_gy] if self.total_gy else []), default=None
         )
+
+
+def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
+    """What makes an ROI's contours untrustworthy for grading, even though some volume is left.
+
+    Contours that were skipped (open, point, fewer than three points, not axial) may be exactly
+    the hot ones; two identical rings on one plane cancel each other by parity; a plane whose
+    rings enclose nothing, and a run of two or more structure-set planes the ROI skips inside its
+    extent, leave holes. Grading what is left could pass a plan whose dose in the missing part
+    is not known, so the ROI is unusable (its rules are not evaluable) and the export must be
+    corrected.
+    """
+    out = [f"{s} contour(s) skipped" for s in roi.skipped_contours]
+    out += [w for w in roi.warnings if "non-axial" in w]
+    for plane in roi.planes:
+        keys = [np.round(r, 2).tobytes() for r in plane.rings]
+        if len(set(keys)) < len(keys):
+            out.append(f"two identical contours on plane z = {plane.z_mm:.2f} mm (they cancel each other by parity)")
+        elif plane.rings and abs(_area(plane.rings)) < 1e-3:
+            out.append(f"the contours on plane z = {plane.z_mm:.2f} mm enclose no area")
+    if len(roi.planes) > 1 and planes.size > 1:
+        zs = np.array([p.z_mm for p in roi.planes])
+        k = np.abs(planes[None, :] - zs[:, None]).argmin(axis=1)
+        gaps = np.diff(np.sort(k)) - 1
+        for g, z in zip(gaps, np.sort(zs)[:-1], strict=True):
+            if g >= 2:
+                out.append(f"{int(g)} planes of the structure set missing inside the ROI, above z = {z:.2f} mm")
+    return out
+
+
+def _area(rings: tuple[FloatArray, ...]) -> float:
+    """Parity area of rings (shoelace per ring, holes by nesting are ignored: only 0 matters here)."""
+    total = 0.0
+    for r in rings:
+        x, y = r[:, 0], r[:, 1]
+        total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return total
 
 
 def dose_in_name(roi: str) -> float | None:

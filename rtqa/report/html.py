@@ -16,10 +16,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from rtqa import __version__
-from rtqa.protocol.limits import Grade, format_value
+from rtqa.protocol.limits import Grade
 from rtqa.report.model import CheckResult, Finding, PlanReport
 from rtqa.report.palette import assign_colours
-from rtqa.report.render import GRADE_LABEL
+from rtqa.report.render import GRADE_LABEL, VERDICT_LABEL
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1b1b1b;max-width:1100px}
@@ -111,8 +111,7 @@ def render_plan_html(result: CheckResult, report: PlanReport, *, include_names: 
     warnings = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
     head = (
         f"<div class='runhead'><b class='who'>{_e(patient)}</b> &middot; plan {_e(report.plan_label)} &middot; "
-        f"protocol {_e(p.id)} v{_e(p.version)} &middot; grade {_grade(report.grade)} "
-        f"{'complete' if report.complete else '<b>incomplete</b>'}</div>"
+        f"protocol {_e(p.id)} v{_e(p.version)} &middot; grade {_verdict(report)}</div>"
     )
     body = f"""<h1>{_e(report.patient_id)} - {_e(report.plan_label)}</h1>
 <p class="muted">rtqa {_e(__version__)}; † marks a threshold the protocol owner has not confirmed</p>
@@ -169,7 +168,7 @@ def _findings_table(report: PlanReport) -> str:
         dagger = " †" if f.unconfirmed else ""
         body.append(
             f"<tr class='finding' data-grade='{f.grade.value}' title='{_e(f.message)}'><td>{_e(f.rule)}</td>"
-            f"<td>{roi}</td><td>{_e(f.metric)}</td><td class='num'>{_e(format_value(f.value, f.unit))}</td>"
+            f"<td>{roi}</td><td>{_e(f.metric)}</td><td class='num'>{_e(f.shown_value)}</td>"
             f"<td>{_e(f.per_protocol.text(f.unit) if f.per_protocol else '')}</td>"
             f"<td>{_e(f.variation.text(f.unit) if f.variation else '')}</td><td class='grade'>{_grade(f.grade)}"
             f"{dagger}</td><td class='muted src'>{_e(f.source)}</td></tr>"
@@ -344,11 +343,19 @@ fg.addEventListener('change',applyFilters);fs.addEventListener('change',applyFil
 """
 
 
+def _verdict(r: PlanReport) -> str:
+    """The grade as the headline of the text report gives it: an incomplete plan is never shown
+    as a plain pass, but as ``INCOMPLETE (best case ...)``."""
+    if r.verdict == "incomplete":
+        return f"<span class='g not_evaluable'>INCOMPLETE</span> (best case {_grade(r.grade)})"
+    return _grade(r.grade) + ("" if r.complete else " <b>incomplete</b>")
+
+
 def render_index_html(result: CheckResult, pages: list[str]) -> str:
-    counts = Counter(r.grade for r in result.reports)
-    by_site: dict[str, Counter[Grade]] = defaultdict(Counter)
+    counts = Counter(r.verdict for r in result.reports)
+    by_site: dict[str, Counter[str]] = defaultdict(Counter)
     for r in result.reports:
-        by_site[r.institution or "(unknown institution)"][r.grade] += 1
+        by_site[r.institution or "(unknown institution)"][r.verdict] += 1
     rows = []
     for r, page in zip(result.reports, pages, strict=True):
         failed = " ".join(
@@ -358,26 +365,26 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
         )
         site = r.institution or "(unknown institution)"
         rows.append(
-            f"<tr data-grade='{r.grade.value}' data-institution='{_e(site)}'><td><a href='{_e(page)}'>"
-            f"{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(site)}</td><td>{_grade(r.grade)}</td>"
+            f"<tr data-grade='{r.verdict}' data-institution='{_e(site)}'><td><a href='{_e(page)}'>"
+            f"{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(site)}</td><td>{_verdict(r)}</td>"
             f"<td class='failed'>{failed or '-'}</td><td>{'complete' if r.complete else 'incomplete'}</td>"
             f"<td>{_e(r.eligibility_status)}</td></tr>"
         )
     sites = "".join(
-        f"<tr><td>{_e(site)}</td>" + "".join(f"<td class='num'>{c.get(g, 0)}</td>" for g in Grade) + "</tr>"
+        f"<tr><td>{_e(site)}</td>" + "".join(f"<td class='num'>{c.get(v, 0)}</td>" for v in VERDICT_LABEL) + "</tr>"
         for site, c in sorted(by_site.items())
     )
     unassigned = "".join(f"<li>{_e(u.path)}: {_e(u.reason)}</li>" for u in result.unassigned)
     skipped = "".join(f"<li>{_e(f)}: {_e(why)}</li>" for f, why in result.skipped)
-    head = "".join(f"<th>{_e(GRADE_LABEL[g].lower())}</th>" for g in Grade)
-    grade_options = "".join(f"<option value='{g.value}'>{_e(GRADE_LABEL[g].lower())}</option>" for g in Grade)
+    head = "".join(f"<th>{_e(label)}</th>" for label in VERDICT_LABEL.values())
+    grade_options = "".join(f"<option value='{v}'>{_e(label)}</option>" for v, label in VERDICT_LABEL.items())
     site_options = "".join(f"<option value='{_e(s)}'>{_e(s)}</option>" for s in sorted(by_site))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rtqa audit - {_e(result.protocol.id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>Audit against {_e(result.protocol.id)} v{_e(result.protocol.version)}</h1>
-<p>{len(result.reports)} plan(s): {", ".join(f"{counts.get(g, 0)} {GRADE_LABEL[g].lower()}" for g in Grade)};
-{sum(1 for r in result.reports if not r.complete)} incomplete. <span class="muted">rtqa {_e(__version__)};
+<p>{len(result.reports)} plan(s): {", ".join(f"{counts.get(v, 0)} {label}" for v, label in VERDICT_LABEL.items())}
+(each plan in one column: an incomplete plan is never counted as a pass). <span class="muted">rtqa {_e(__version__)};
 checked {_e(result.checked_at or "-")}</span></p>
 <h2>Per institution</h2><table id="institutions"><tr><th>institution</th>{head}</tr>{sites}</table>
 <h2>Plans</h2>

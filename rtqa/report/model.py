@@ -183,7 +183,9 @@ class PlanReport:
     @property
     def resubmit(self) -> bool:
         """The export must be redone (a finding of category ``resubmit``, or an unreadable plan)."""
-        return bool(self.errors) or any(f.category == "resubmit" for f in self.findings)
+        return any(e.get("type") != "InternalError" for e in self.errors) or any(
+            f.category == "resubmit" for f in self.findings
+        )
 
     @property
     def grade(self) -> Grade:
