@@ -90,16 +90,20 @@ def test_run_batch_reports_progress_in_order(liver_tree):
     assert [r.patient_id for r in reports] == ["HCC-CLEAN", "HCC-CORD", "HCC-EMPTY"]
 
 
-# the scheduler's HTTP server (health and metrics routes, even with the dashboard off) asks for
-# port 8787 and takes a free one with this warning when 8787 is in use, e.g. by another cluster
-@pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 def test_same_audit_on_a_local_dask_cluster(liver_tree, tmp_path):
     import distributed
 
     folders = [case(liver_tree, n) for n in ("liver_clean", "liver_cord_overdose")]
     local = CliRunner().invoke(cli, ["check", *folders, "--format", "json"])
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        # the scheduler's HTTP server (health and metrics routes, dashboard or not) defaults to port
+        # 8787; when that port is taken (another cluster, another test run) distributed warns and
+        # leaks a socket, which this suite turns into errors: ask for any free port instead
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
     ) as cluster:
         remote = CliRunner().invoke(
             cli, ["check", *folders, "--format", "json", "--scheduler", cluster.scheduler_address]

@@ -65,7 +65,10 @@ def test_complete_beam_doses_are_summed(plan_and_dose):
 @pytest.mark.parametrize(
     ("numbers", "match"),
     [
-        ((1, 2, 3, 4, 5, 6), r"cover beams \[1, 2, 3, 4, 5, 6\] but treatment beam\(s\) \[7\] .* have no dose"),
+        (
+            (1, 2, 3, 4, 5, 6),
+            r"cover beams \[1, 2, 3, 4, 5, 6\] but treatment beam\(s\) \[7\] of plan HCC IMRT have no dose: the plan",
+        ),
         ((1, 2, 3, 4, 5, 6, 6), r"BEAM doses repeat a beam \(\[1, 2, 3, 4, 5, 6, 6\]\)"),
     ],
 )
@@ -79,7 +82,9 @@ def test_incomplete_or_repeated_beam_doses_are_refused(plan_and_dose, numbers, m
 def test_a_beam_dose_without_its_beam_number_is_refused(plan_and_dose):
     plan, rd = plan_and_dose
     beams = (*(d(rd, f"B{n}", T.BEAM, (n,)) for n in range(1, 7)), d(rd, "B?", T.BEAM))
-    with pytest.raises(DoseSelectionError, match="ReferencedBeamNumber absent"):
+    with pytest.raises(
+        DoseSelectionError, match=r"^a BEAM dose does not say which beam it belongs to \(ReferencedBeamNumber absent\)$"
+    ):
         choose_dose((plan,), beams)
 
 
@@ -142,5 +147,37 @@ def test_a_composite_uses_its_multi_plan_dose_or_sums_each_plan(plan_and_dose):
     # a MULTI_PLAN dose over only one of the plans is not the composite's
     partial = d(rd, "M1", T.MULTI_PLAN, plans=(plan.sop_instance_uid,))
     assert choose_dose((plan, boost), (rd, own_boost, partial)).parts == ((rd, 1.0), (own_boost, 1.0))
-    with pytest.raises(DoseSelectionError, match="no plan"):
+    with pytest.raises(DoseSelectionError, match=r"^no plan to choose a dose for$"):
         choose_dose((), (rd,))
+
+
+def test_beams_are_those_of_the_fraction_group_that_are_treatment_beams(plan_and_dose):
+    plan, rd = plan_and_dose
+    fg = plan.fraction_groups[0]
+    # the fraction group names beams 1-6 and the setup beam 8: beam 7 is not delivered, beam 8 has no dose
+    group = replace(fg, beams=(*fg.beams[:6], replace(fg.beams[0], beam_number=8)))
+    six = tuple(d(rd, f"B{n}", T.BEAM, (n,)) for n in range(1, 7))
+    choice = choose_dose((replace(plan, fraction_groups=(group,)),), six)
+    assert choice.source == "BEAM sum (6 files)"
+
+
+def test_messages_name_the_plan_and_the_dose_types_found(plan_and_dose):
+    plan, rd = plan_and_dose
+    two = replace(plan, fraction_groups=(*plan.fraction_groups, replace(plan.fraction_groups[0], number=2)))
+    found = (d(rd, "F", T.FRACTION), d(rd, "M", T.MULTI_PLAN))
+    with pytest.raises(
+        DoseSelectionError, match=r"^no usable dose for plan HCC IMRT: dose types found: FRACTION, MULTI_PLAN$"
+    ):
+        choose_dose((two,), found)
+    session = d(rd, "S", T.FRACTION_SESSION)
+    with pytest.raises(DoseSelectionError, match="needs the number of fractions"):
+        choose_dose((replace(plan, fraction_groups=()),), (session,))
+
+
+def test_a_composite_keeps_the_warnings_of_its_plans(plan_and_dose):
+    plan, rd = plan_and_dose
+    boost = replace(plan, sop_instance_uid="boost", label="boost")
+    session = d(rd, "S", T.FRACTION_SESSION, plans=("boost",))
+    choice = choose_dose((plan, boost), (rd, session))
+    assert choice.parts == ((rd, 1.0), (session, 25.0))
+    assert choice.warnings == ("dose is one session (FRACTION_SESSION); multiplied by 25 fractions",)

@@ -7,8 +7,9 @@ one course joined by their relationships or a MULTI_PLAN dose.
 
 from __future__ import annotations
 
-from rtqa.discovery.grouping import group_headers
+from rtqa.discovery.grouping import discover, group_headers, iter_files
 from rtqa.model import FileHeader, Modality
+from tests.conftest import case
 
 SOP = "1.2.840.10008.5.1.4.1.1.481"
 
@@ -168,3 +169,63 @@ def test_plan_sets_are_sorted_by_patient():
         ]
     )
     assert [p.patient_id for p in found.plan_sets] == ["A", "B"]
+
+
+def test_a_duplicate_does_not_hide_the_files_after_it():
+    found = group_headers(
+        [
+            plan("A_plan.dcm", "p1"),
+            plan("B_copy.dcm", "p1"),
+            h("C_rs.dcm", Modality.RTSTRUCT, "ss"),
+            dose("D_rd.dcm", "d1", "p1"),
+        ]
+    )
+    (ps,) = found.plan_sets
+    assert ps.structure_set is not None and [d.path for d in ps.doses] == ["/d/D_rd.dcm"]
+    assert [u.path for u in found.unassigned] == ["/d/B_copy.dcm"]
+
+
+def test_unassigned_doses_name_their_file_and_do_not_stop_the_others():
+    two_courses = dose("A_rd.dcm", "d0", "p1", "p2")
+    lost = dose("B_rd.dcm", "d1", "gone1", "gone2", frame="F9")
+    found = group_headers(
+        [SS, plan("RP1.dcm", "p1"), plan("RP2.dcm", "p2"), two_courses, lost, dose("C.dcm", "d2", "p1")]
+    )
+    assert {u.path: u.reason for u in found.unassigned} == {
+        "/d/A_rd.dcm": "dose references plans of different courses",
+        "/d/B_rd.dcm": "dose with no plan: referenced plan gone1, gone2 is not in the input",
+    }
+    assert [d.path for p in found.plan_sets for d in p.doses] == ["/d/C.dcm"]
+
+
+def test_relationships_shorter_than_the_references_still_join():
+    boost = plan("RP2.dcm", "p2", referenced_plan_uids=("p1", "p9"), referenced_plan_relationships=("PREDECESSOR",))
+    assert len(with_plans(group_headers([SS, plan("RP1.dcm", "p1"), boost]))) == 1
+
+
+def test_absent_structure_sets_are_named_in_the_problem():
+    nothing = plan("RP.dcm", "p1", referenced_structure_set_uid=None)
+    (ps,) = group_headers([nothing, dose("RD.dcm", "d1", "p1")]).plan_sets
+    assert ps.problems == ("plan RP.dcm references structure set none, which is not in the input",)
+    a = plan("RP1.dcm", "p1", referenced_structure_set_uid="gone1")
+    b = plan("RP2.dcm", "p2", referenced_structure_set_uid="gone2", referenced_plan_uids=("p1",))
+    (ps,) = group_headers([a, b, dose("RD.dcm", "d1", "p1")]).plan_sets
+    assert "plan RP1.dcm references structure set gone1, gone2, which is not in the input" in ps.problems
+
+
+def test_discover_reads_a_folder_tree(liver_tree, tmp_path):
+    import shutil
+
+    tree = tmp_path / "upload"
+    shutil.copytree(case(liver_tree, "liver_truncated_dose"), tree / "a" / "case")
+    (tree / "notes.txt").write_text("not DICOM\n")
+    found = discover([tree, tree / "notes.txt"])  # a file named twice is read once
+    assert found.ignored == {"not DICOM": 1}
+    (u,) = found.unassigned
+    # the reason without the path, which the listing prints beside it
+    assert u.path == str(tree / "a" / "case" / "RD_PLAN.dcm") and not u.reason.startswith(str(tree))
+    (ps,) = [p for p in found.plan_sets if p.plans]
+    assert ps.problems == (f"no RT Dose file for this plan (unreadable beside it: RD_PLAN.dcm: {u.reason})",)
+    assert iter_files([tree / "a", tree / "a" / "case" / "RS.dcm", tree / "missing"]) == sorted(
+        str(p) for p in (tree / "a").rglob("*") if p.is_file()
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtqa.dvh.engine import compute_dvh
-from rtqa.dvh.geometry import combine, evaluate_expression, roi_stack
-from rtqa.dvh.metrics import MetricError, evaluate_metric, parse_metric
+from rtqa.dvh.engine import DVH, compute_dvh
+from rtqa.dvh.geometry import EndCap, combine, evaluate_expression, roi_stack
+from rtqa.dvh.metrics import Metric, MetricError, evaluate_metric, parse_metric
 from rtqa.errors import GeometryError, MetricSyntaxError, MissingStructureError
 from rtqa.model import ContourPlane, DoseGrid, Roi
 
@@ -161,3 +161,39 @@ def test_gradients_along_x_and_along_y_are_told_apart():
         assert evaluate_metric(dvh, "D50%[Gy]") == pytest.approx(low + 10, abs=0.01)
         assert evaluate_metric(dvh, "Min[Gy]") == pytest.approx(low, abs=0.2)
         assert evaluate_metric(dvh, "Max[Gy]") == pytest.approx(low + 20, abs=0.2)
+
+
+def _hand_dvh(volumes: list[float], uncovered: float = 0.0, max_gy: float | None = 0.02) -> DVH:
+    """A cumulative curve at 0, 0.01, 0.02 Gy, linear between (engine.DVH's convention)."""
+    edges = np.arange(len(volumes)) * 0.01
+    covered = volumes[0]
+    return DVH(
+        "hand", edges, np.array(volumes), covered + uncovered, uncovered, 0.01, 0.0, max_gy, EndCap.HALF_SLAB, 0.01
+    )
+
+
+def test_parse_metric_keeps_the_text_and_units():
+    assert parse_metric("Max[Gy]") == Metric("Max[Gy]", "Max", None, None, "Gy")
+    assert parse_metric("Volume[cc]") == Metric("Volume[cc]", "Volume", None, None, "cc")
+    assert parse_metric("D100%[Gy]").value == 100.0  # the whole volume: allowed
+    with pytest.raises(MetricSyntaxError, match=r"a volume percentage above 100"):
+        parse_metric("D100.5%[Gy]")
+    with pytest.raises(MetricSyntaxError, match=r"expected e\.g\. D95%\[Gy\].*Mean\[Gy\], Max\[Gy\].*case-sensitive"):
+        parse_metric("mean[gy]")
+
+
+def test_metric_edge_cases_on_a_hand_made_curve():
+    dvh = _hand_dvh([10.0, 4.0, 0.0])
+    assert evaluate_metric(dvh, parse_metric("Mean[Gy]")) == 0.01  # a parsed Metric is accepted as is
+    assert evaluate_metric(dvh, "V1cGy[cc]") == pytest.approx(4.0) == evaluate_metric(dvh, "V0.01Gy[cc]")
+    # DC10cc of a 10 cc structure: the coldest 10 cc is all of it, so its highest dose is the maximum
+    assert evaluate_metric(dvh, "DC10cc[Gy]") == 0.02
+    assert evaluate_metric(dvh, "DC10.5cc[Gy]") is None
+    # percentages of a structure under 1 cc are still percentages
+    small = _hand_dvh([0.5, 0.2, 0.0])
+    assert evaluate_metric(small, "V0.01Gy[%]") == pytest.approx(40.0)
+    assert evaluate_metric(small, "CV0.01Gy[%]") == pytest.approx(60.0)
+    # nothing covered by the dose grid: no percentage and no dose
+    outside = _hand_dvh([0.0], uncovered=2.0, max_gy=None)
+    assert evaluate_metric(outside, "V0.01Gy[%]") is None and evaluate_metric(outside, "D95%[Gy]") is None
+    assert evaluate_metric(outside, "Volume[cc]") == 2.0

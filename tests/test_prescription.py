@@ -104,3 +104,25 @@ def test_several_fraction_groups_are_named_in_a_warning(plan):
     rx = derive_prescription(replace(plan, fraction_groups=(fg, replace(fg, number=2, fractions_planned=5))))
     assert rx.fractions == 25
     assert rx.warnings[0] == "plan has 2 fraction groups; the prescription is read from group 1"
+
+
+def test_a_dose_reference_without_roi_is_named_by_its_description(plan):
+    ref = DoseReference(1, "SITE", "TARGET", "Liver PTV", None, 50.0)
+    # ROI numbers of the structure set (1 among them) must not name a reference that has none
+    rx = derive_prescription(replace(plan, dose_references=(ref,)), roi_names={1: "Body"})
+    assert [t.name for t in rx.targets] == ["Liver PTV"]
+
+
+def test_exactly_2_percent_apart_is_not_reported(plan):
+    # 51 Gy in the dose references against 50 Gy on the case-report form: |51 - 50| = 2 % of 50
+    refs = tuple(replace(r, target_prescription_dose_gy=51.0) for r in plan.dose_references)
+    rx = derive_prescription(replace(plan, dose_references=refs), clinical_targets=(TargetPrescription("PTVp", 50.0),))
+    assert rx.total_gy == 50.0 and not any("disagree" in w for w in rx.warnings)
+
+
+@pytest.mark.parametrize(("beam_dose", "total"), [(0.0, None), (0.002, 7 * 0.002 * 25)])
+def test_beam_doses_give_a_prescription_only_when_positive(plan, beam_dose, total):
+    fg = plan.fraction_groups[0]
+    beams = tuple(replace(b, beam_dose_gy=beam_dose) for b in fg.beams)
+    rx = derive_prescription(replace(plan, dose_references=(), fraction_groups=(replace(fg, beams=beams),)))
+    assert rx.total_gy == (None if total is None else pytest.approx(total))
