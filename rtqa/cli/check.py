@@ -272,6 +272,9 @@ def _output_target(fmt: str, output: str | None, n_plans: int, *, force: bool, i
                 f"--output {output} names a file, but --format {fmt} writes {what}: give a folder "
                 "(an existing one, or a new name ending in /)"
             )
+        # the files every run of this format writes are checked now, before the long work
+        for name in ("plans.csv", "findings.csv") if fmt == "csv" else ("index.html",):
+            _require_writable(os.path.join(path, name), files, force=force)
         return _Target(folder=path, inputs=files, input_dirs=dirs)
     if ends_sep or os.path.isdir(path):
         raise click.UsageError(f"--output {output} is a folder; --format {fmt} writes one file")
@@ -293,6 +296,16 @@ def _require_outside_inputs(
         )
 
 
+def _require_writable(path: str, inputs: tuple[str, ...], *, force: bool) -> None:
+    """A report file may be written at ``path``: not a link, not an input, new or ``--force``."""
+    if os.path.islink(path):
+        raise click.UsageError(f"{path} is a symbolic link; rtqa does not write through links")
+    if os.path.realpath(path) in inputs:
+        raise click.UsageError(f"{path} is an input file; rtqa never writes over its inputs")
+    if os.path.exists(path) and not force:
+        raise click.UsageError(f"{path} exists; add --force to overwrite it")
+
+
 def _emit(files: list[tuple[str | None, str]], target: _Target, *, force: bool, bom: bool) -> None:
     """Write every report file, or echo the one report to stdout; checks every path before
     writing any, so a refused path leaves nothing half-written."""
@@ -303,12 +316,7 @@ def _emit(files: list[tuple[str | None, str]], target: _Target, *, force: bool, 
     if target.folder is not None:
         for path, _ in files:
             assert path is not None
-            if os.path.islink(path):
-                raise click.UsageError(f"{path} is a symbolic link; rtqa does not write through links")
-            if os.path.realpath(path) in target.inputs:
-                raise click.UsageError(f"{path} is an input file; rtqa never writes over its inputs")
-            if os.path.exists(path) and not force:
-                raise click.UsageError(f"{path} exists; add --force to overwrite it")
+            _require_writable(path, target.inputs, force=force)
         os.makedirs(target.folder, exist_ok=True)
     for path, text in files:
         assert path is not None
