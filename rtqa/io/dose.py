@@ -81,8 +81,10 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
         )
     pixels = pixels.reshape(frames, rows, cols)
     if pixels.size:
-        # the extremes of the stored integers give the dose range without a float copy
-        require_plausible_dose(float(pixels.max()) * scaling, float(pixels.min()) * scaling, path=spath)
+        # the extremes of the stored integers give the dose range without a float copy; an
+        # ERROR dose (a difference of doses, PS3.3 C.8.8.3) is the one kind that may be negative
+        lowest = float(pixels.min()) * scaling if info.dose_type is not DoseType.ERROR else 0.0
+        require_plausible_dose(float(pixels.max()) * scaling, lowest, path=spath)
     grid = _grid(ds, spath, frames)
     dose = grid.apply(pixels.astype(np.float64) * scaling)
     return DoseGrid(dose_gy=dose, x_mm=info.x_mm, y_mm=info.y_mm, z_mm=info.z_mm, info=info)
