@@ -554,3 +554,15 @@ def test_nan_in_contour_data_is_an_input_error_not_a_bug(liver_tree, tmp_path):
     plan = json.loads(result.stdout)["plans"][0]
     message = " ".join(e["message"] for e in plan["errors"])
     assert "ContourData" in message and "internal error" not in message
+
+
+def test_files_that_are_not_regular_are_listed_in_the_json_report(liver_tree, tmp_path):
+    import os
+
+    folder = tmp_path / "fifo"
+    shutil.copytree(case(liver_tree, "liver_clean"), folder, ignore=shutil.ignore_patterns("CT"))
+    os.mkfifo(folder / "pipe.dcm")  # opening it would block forever
+    data = json.loads(run("check", folder, "--format", "json").stdout)
+    (skipped,) = data["skipped_files"]
+    assert skipped["file"].endswith("pipe.dcm") and skipped["reason"]
+    jsonschema.validate(data, SCHEMA)

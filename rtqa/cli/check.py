@@ -169,7 +169,15 @@ def _check(
     reports = sorted([*reports, *work.verification_only], key=lambda r: (r.patient_id, r.plan_label))
     warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()
     checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    result = CheckResult(protocol, tuple(reports), found.unassigned, skipped, warnings=warnings, checked_at=checked_at)
+    result = CheckResult(
+        protocol,
+        tuple(reports),
+        found.unassigned,
+        skipped,
+        warnings=warnings,
+        checked_at=checked_at,
+        skipped_files=found.skipped,
+    )
     if ledger_url:  # written here, by the coordinating process, never by the workers
         from rtqa.cli.ledger import record_check
 
@@ -201,6 +209,8 @@ def _check(
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
     for w in warnings:
         click.echo(f"rtqa: warning: {w}", err=True)
+    for path, reason in found.skipped:
+        click.echo(f"rtqa: skipped {path}: {reason}", err=True)
     for u in found.unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
     threshold = FAIL_ON[fail_on]

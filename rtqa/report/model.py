@@ -267,3 +267,4 @@ class CheckResult:
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason): verification plans
     warnings: tuple[str, ...] = ()  # about the run as a whole (the clinical CSV, say)
     checked_at: str | None = None  # ISO 8601 UTC time of the check
+    skipped_files: tuple[tuple[str, str], ...] = ()  # (path, reason): not regular files, never opened

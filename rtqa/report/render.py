@@ -124,7 +124,7 @@ def render_text(
         lines.append("")
     for w in result.warnings:
         lines.append(f"warning: {clean(w)}")
-    if len(result.reports) > 1 or result.unassigned or result.skipped:
+    if len(result.reports) > 1 or result.unassigned or result.skipped or result.skipped_files:
         lines.extend(render_summary(result))
     return "\n".join(lines).rstrip() + "\n"
 
@@ -149,6 +149,8 @@ def render_summary(result: CheckResult) -> list[str]:
         lines.append(f"  unassigned: {clean(u.path)}: {clean(u.reason)}")
     for path, reason in result.skipped:
         lines.append(f"  not graded: {clean(path)}: {clean(reason)}")
+    for path, reason in result.skipped_files:
+        lines.append(f"  skipped (never opened): {clean(path)}: {clean(reason)}")
     return lines
 
 
@@ -171,6 +173,7 @@ def as_json(result: CheckResult, *, include_names: bool = False) -> dict[str, An
         "not_graded": [{"file": f, "reason": why} for f, why in result.skipped],
         "warnings": list(result.warnings),
         "summary": verdict_counts(result),
+        "skipped_files": [{"file": f, "reason": why} for f, why in result.skipped_files],
     }
 
 
