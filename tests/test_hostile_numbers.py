@@ -42,7 +42,7 @@ def test_a_number_that_is_not_one_is_an_input_error_and_the_batch_goes_on(tmp_pa
     case = demo_copy(tmp_path / "case")
     path = edit(case, which, change)
     code, out, _ = run("check", str(case), str(intact), "--format", "json")
-    assert code == 4
+    assert code == 4 | 8  # not evaluable; no clinical CSV, so eligibility unknown
     plans = {p["patient_id"]: p for p in json.loads(out)["plans"]}
     broken, other = plans[DEMO_PATIENT], plans[INTACT_PATIENT]
     (error,) = broken["errors"]

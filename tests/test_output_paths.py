@@ -53,7 +53,7 @@ def test_one_file_format_to_a_folder_is_a_usage_error(tree, tmp_path, fmt):
 def test_several_plans_into_a_new_folder(tree, tmp_path):
     out = tmp_path / "audit"
     result = run("check", str(tree), "--format", "html", "--output", f"{out}/")
-    assert result.exit_code in (1, 5), result.output
+    assert result.exit_code == 1 | 4 | 8, result.output  # the cord deviation; no clinical CSV
     assert (out / "index.html").exists() and len(list(out.glob("0*.html"))) == 2
 
 
