@@ -197,3 +197,45 @@ def test_metric_edge_cases_on_a_hand_made_curve():
     outside = _hand_dvh([0.0], uncovered=2.0, max_gy=None)
     assert evaluate_metric(outside, "V0.01Gy[%]") is None and evaluate_metric(outside, "D95%[Gy]") is None
     assert evaluate_metric(outside, "Volume[cc]") == 2.0
+
+
+def _planes_roi(zs: list[float], ring: np.ndarray | None = None) -> Roi:
+    ring = square(5) if ring is None else ring
+    return Roi(1, "R", "", None, tuple(ContourPlane(z, (ring,)) for z in zs))
+
+
+def _limits(stack) -> list[tuple[float, float]]:
+    return [(round(s.z_lo_mm, 9), round(s.z_hi_mm, 9)) for s in stack.slabs]
+
+
+def test_slabs_reach_halfway_to_the_neighbouring_planes_of_the_structure_set():
+    # structure-set planes 0, 2, 4, 7, 10 mm (uneven); the ROI on 2, 4.01 (decimal jitter: plane 4) and 7
+    grid = np.array([0.0, 2.0, 4.0, 7.0, 10.0])
+    stack = roi_stack(_planes_roi([2.0, 4.01, 7.0]), grid)
+    assert _limits(stack) == [(1.0, 3.0), (3.005, 5.505), (5.5, 8.5)]
+    assert stack.name == "R" and stack.end_cap is EndCap.HALF_SLAB
+    # on the first and last plane: the half-slab mirrors the one neighbour
+    assert _limits(roi_stack(_planes_roi([0.0]), grid)) == [(-1.0, 1.0)]
+    assert _limits(roi_stack(_planes_roi([10.0]), grid)) == [(8.5, 11.5)]
+    # jitter above the last plane and below the first still finds them
+    assert _limits(roi_stack(_planes_roi([10.01]), grid)) == [(8.505, 11.515)]
+    assert _limits(roi_stack(_planes_roi([-0.01]), grid)) == [(-1.015, 0.995)]
+    # no end cap: the first slab starts and the last ends on the outermost contour
+    none = roi_stack(_planes_roi([2.0, 4.0, 7.0]), grid, end_cap=EndCap.NONE)
+    assert _limits(none) == [(2.0, 3.0), (3.0, 5.5), (5.5, 7.0)] and none.end_cap is EndCap.NONE
+
+
+def test_a_single_plane_structure_set_has_no_thickness():
+    with pytest.raises(MissingStructureError, match="lies on a single plane and the structure set has no other plane"):
+        roi_stack(_planes_roi([3.0]), np.array([3.0]))
+
+
+def test_the_smallest_structure_is_kept_and_a_smaller_one_named_with_its_volume():
+    # 5 x 2 mm x 1 mm slab = 0.01 cc, exactly the limit: kept
+    rect = np.array([[0.0, 0.0], [5.0, 0.0], [5.0, 2.0], [0.0, 2.0]])
+    grid = np.array([0.0, 1.0, 2.0])
+    assert roi_stack(_planes_roi([1.0], rect), grid).volume_cc == pytest.approx(0.01)
+    with pytest.raises(
+        MissingStructureError, match=r"^ROI 'R' encloses 0\.0050 cc \(< 0\.01 cc\): treated as missing$"
+    ):
+        roi_stack(_planes_roi([1.0], rect / [1.0, 2.0]), grid)
