@@ -180,7 +180,8 @@ def test_parse_metric_keeps_the_text_and_units():
         parse_metric("D100.5%[Gy]")
     with pytest.raises(
         MetricSyntaxError,
-        match=r"expected e\.g\. D95%\[Gy\], D0\.03cc\[Gy\], V20Gy\[%\], V95%\[%\], Mean\[Gy\], .*case-sensitive units\)$",
+        match=r"expected e\.g\. D95%\[Gy\], D0\.03cc\[Gy\], V20Gy\[%\], V95%\[%\], Mean\[Gy\], "
+        r".*case-sensitive units\)$",
     ):
         parse_metric("mean[gy]")
 
