@@ -243,3 +243,31 @@ def test_the_smallest_structure_is_kept_and_a_smaller_one_named_with_its_volume(
         MissingStructureError, match=r"^ROI 'R' encloses 0\.0050 cc \(< 0\.01 cc\): treated as missing$"
     ):
         roi_stack(_planes_roi([1.0], rect / [1.0, 2.0]), grid)
+
+
+def test_combine_slab_by_slab_with_gaps_pieces_and_names():
+    grid = PLANES  # 0, 2, ..., 30 mm
+    low = roi_stack(box_roi("Low", [square(10)], zs=PLANES[1:4]), grid)  # slabs 1-7 mm
+    high = roi_stack(box_roi("High", [square(10)], zs=PLANES[8:11]), grid)  # slabs 15-21 mm: a gap between
+    both = combine("|", low, high)
+    assert both.name == "(Low | High)" and both.end_cap is EndCap.HALF_SLAB
+    assert both.volume_cc == pytest.approx(low.volume_cc + high.volume_cc, rel=1e-9)
+    # one slab per interval between slab limits, none in the gap
+    assert [(s.z_lo_mm, s.z_hi_mm) for s in both.slabs] == [(1, 3), (3, 5), (5, 7), (15, 17), (17, 19), (19, 21)]
+    none_cap = roi_stack(box_roi("Low", [square(10)], zs=PLANES[1:4]), grid, end_cap=EndCap.NONE)
+    assert combine("|", none_cap, none_cap, name="Twice").end_cap is EndCap.NONE
+    # a bar across the square splits it into two pieces (a MultiPolygon): 2 x (20 x 8) mm2 per mm
+    bar = roi_stack(box_roi("Bar", [np.array([[-20.0, -2.0], [20.0, -2.0], [20.0, 2.0], [-20.0, 2.0]])]), grid)
+    big = roi_stack(box_roi("Big", [square(10)]), grid)
+    split = combine("-", big, bar, name="Split")
+    assert split.name == "Split" and len(split.slabs[0].rings) == 2
+    assert split.volume_cc == pytest.approx(big.volume_cc * 320 / 400, rel=1e-9)
+    # a zero-area difference on some planes is dropped, the other planes are kept
+    partial = roi_stack(box_roi("Part", [square(10)], zs=PLANES[1:5]), grid)
+    rest = combine("-", big, partial)
+    assert rest.slabs[0].z_lo_mm == pytest.approx(partial.slabs[-1].z_hi_mm)
+    assert rest.volume_cc == pytest.approx(big.volume_cc - partial.volume_cc, rel=1e-9)
+    with pytest.raises(MissingStructureError, match=r"encloses|treated as missing"):
+        combine("-", low, low)
+    with pytest.raises(GeometryError, match=r"unknown structure operator '\^'; expected \|, & or -"):
+        combine("^", low, high)
