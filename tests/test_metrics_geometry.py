@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtqa.dvh.engine import DVH, compute_dvh
+from rtqa.dvh.engine import DVH, compute_dvh, prepare_dose
 from rtqa.dvh.geometry import EndCap, combine, evaluate_expression, roi_stack
 from rtqa.dvh.metrics import Metric, MetricError, evaluate_metric, parse_metric
 from rtqa.errors import GeometryError, MetricSyntaxError, MissingStructureError
@@ -271,3 +271,43 @@ def test_combine_slab_by_slab_with_gaps_pieces_and_names():
         combine("-", low, low)
     with pytest.raises(GeometryError, match=r"unknown structure operator '\^'; expected \|, & or -"):
         combine("^", low, high)
+
+
+def test_dvh_look_ups_at_their_ends():
+    dvh = _hand_dvh([10.0, 4.0, 0.0], max_gy=0.015)  # the hottest sample at 0.015 Gy, edges to 0.02
+    assert dvh.dose_at_volume(10.0) == 0.0  # D100 %
+    assert dvh.dose_at_volume(10.001) is None
+    assert dvh.dose_at_volume(0.0) == 0.015  # D at 0 cc is the maximum, not the last edge
+    assert dvh.volume_at_dose(-1.0) == 10.0 and dvh.volume_at_dose(5.0) == 0.0
+    # a curve of one edge (a uniform dose on a bin edge)
+    flat = DVH("flat", np.array([0.0]), np.array([5.0]), 5.0, 0.0, 0.0, 0.0, 0.0, EndCap.HALF_SLAB, 0.01)
+    assert flat.dose_at_volume(2.0) == 0.0
+
+
+@pytest.mark.xfail(
+    raises=IndexError, strict=True, reason="bug: dose_at_volume's 1e-12 tolerance lets an IndexError through"
+)
+def test_d100_within_rounding_of_the_covered_volume():
+    # dose_at_volume accepts volumes up to covered x (1 + 1e-12), meant for rounding (D100% of a
+    # covered volume summed in another order), then finds no edge with that much volume
+    assert _hand_dvh([10.0, 4.0, 0.0]).dose_at_volume(10.0 * (1 + 1e-13)) == 0.0
+
+
+def test_prepare_dose_refuses_grids_it_cannot_sample():
+    z = np.array([0.0, 3.0])
+
+    def grid(x, y):
+        return DoseGrid(np.zeros((z.size, y.size, x.size)), x, y, z)
+
+    two = np.array([0.0, 2.0])
+    prepare_dose(grid(two, two))  # two columns and two rows are enough
+    for x, y in ((np.array([0.0]), two), (two, np.array([0.0]))):
+        with pytest.raises(GeometryError, match=r"^dose grid needs at least two columns and two rows$"):
+            prepare_dose(grid(x, y))
+    even = np.array([0.0, 2.0, 4.0])
+    nearly = np.array([0.0, 2.0, 4.0 + 1e-4])  # 0.005 % off: rounding in the file, accepted
+    prepare_dose(grid(nearly, even))
+    prepare_dose(grid(even, nearly))
+    for x, y in ((np.array([0.0, 2.0, 4.5]), even), (even, np.array([0.0, 2.0, 4.5]))):
+        with pytest.raises(GeometryError, match=r"^dose grid spacing must be uniform in x and y$"):
+            prepare_dose(grid(x, y))
