@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from rtqa.dvh.engine import DVH, compute_dvh, prepare_dose
-from rtqa.dvh.geometry import EndCap, combine, evaluate_expression, roi_stack
+from rtqa.dvh.geometry import EndCap, combine, evaluate_expression, expression_names, roi_stack
 from rtqa.dvh.metrics import Metric, MetricError, evaluate_metric, parse_metric
 from rtqa.errors import GeometryError, MetricSyntaxError, MissingStructureError
 from rtqa.model import ContourPlane, DoseGrid, Roi
@@ -311,3 +313,19 @@ def test_prepare_dose_refuses_grids_it_cannot_sample():
     for x, y in ((np.array([0.0, 2.0, 4.5]), even), (even, np.array([0.0, 2.0, 4.5]))):
         with pytest.raises(GeometryError, match=r"^dose grid spacing must be uniform in x and y$"):
             prepare_dose(grid(x, y))
+
+
+def test_expression_names_and_operators():
+    assert expression_names("Liver - (GTV | GTV2) & PTV") == ["Liver", "GTV", "GTV2", "PTV"]
+    stacks = {
+        "Liver": roi_stack(box_roi("Liver", [square(10)]), PLANES),
+        "GTV": roi_stack(box_roi("GTV", [square(4, cx=3)]), PLANES),
+    }
+    assert evaluate_expression("Liver & GTV", stacks).volume_cc == pytest.approx(stacks["GTV"].volume_cc, rel=1e-9)
+    for text, bad in (("Liver - | GTV", "|"), ("Liver - & GTV", "&"), ("Liver - - GTV", "-"), (") Liver", ")")):
+        with pytest.raises(
+            GeometryError, match=rf"^structure expression {re.escape(repr(text))}: unexpected '\{bad}'$"
+        ):
+            evaluate_expression(text, stacks)
+    with pytest.raises(GeometryError, match=r"^structure expression '\(Liver\) GTV': unexpected 'GTV'$"):
+        evaluate_expression("(Liver) GTV", stacks)
