@@ -7,6 +7,8 @@ one course joined by their relationships or a MULTI_PLAN dose.
 
 from __future__ import annotations
 
+import os
+
 from rtqa.discovery.grouping import discover, group_headers, iter_files
 from rtqa.model import FileHeader, Modality
 from tests.conftest import case
@@ -217,15 +219,33 @@ def test_discover_reads_a_folder_tree(liver_tree, tmp_path):
     import shutil
 
     tree = tmp_path / "upload"
-    shutil.copytree(case(liver_tree, "liver_truncated_dose"), tree / "a" / "case")
+    folder = tree / "a" / "case"
+    shutil.copytree(case(liver_tree, "liver_truncated_dose"), folder)
+    shutil.copy(folder / "RD_PLAN.dcm", folder / "RD_COPY.dcm")  # a second unreadable dose beside the plan
     (tree / "notes.txt").write_text("not DICOM\n")
+    (tree / "a" / "thumbs.db").write_bytes(b"\0" * 200)
+    ct = sorted(os.listdir(os.path.join(case(liver_tree, "liver_clean"), "CT")))[:3]
+    for name in ct:
+        shutil.copy(os.path.join(case(liver_tree, "liver_clean"), "CT", name), tree / name)
+    # a plan and structure set without a dose, in a folder with nothing unreadable
+    other = tree / "b"
+    other.mkdir()
+    for name in ("RP.dcm", "RS.dcm"):
+        shutil.copy(os.path.join(case(liver_tree, "liver_clean"), name), other / name)
     found = discover([tree, tree / "notes.txt"])  # a file named twice is read once
-    assert found.ignored == {"not DICOM": 1}
-    (u,) = found.unassigned
-    # the reason without the path, which the listing prints beside it
-    assert u.path == str(tree / "a" / "case" / "RD_PLAN.dcm") and not u.reason.startswith(str(tree))
-    (ps,) = [p for p in found.plan_sets if p.plans]
-    assert ps.problems == (f"no RT Dose file for this plan (unreadable beside it: RD_PLAN.dcm: {u.reason})",)
-    assert iter_files([tree / "a", tree / "a" / "case" / "RS.dcm", tree / "missing"]) == sorted(
+    assert found.ignored == {"CT": 3, "not DICOM": 2}
+    assert [u.path for u in found.unassigned] == [str(folder / "RD_COPY.dcm"), str(folder / "RD_PLAN.dcm")]
+    # each reason without the path, which the listing prints beside it
+    reason = found.unassigned[0].reason
+    assert "truncated" in reason and not reason.startswith(str(tree))
+    truncated = next(p for p in found.plan_sets if p.plans and p.patient_id != "HCC-CLEAN")
+    assert truncated.problems == (
+        f"no RT Dose file for this plan (unreadable beside it: RD_COPY.dcm: {reason}; RD_PLAN.dcm: {reason})",
+    )
+    assert truncated.structure_set is not None and truncated.doses == () and truncated.inferred_links == ()
+    assert truncated.patient_id == truncated.plans[0].patient_id
+    clean = next(p for p in found.plan_sets if p.patient_id == "HCC-CLEAN")
+    assert clean.problems == ("no RT Dose file for this plan",)
+    assert iter_files([tree / "a", folder / "RS.dcm", tree / "missing"]) == sorted(
         str(p) for p in (tree / "a").rglob("*") if p.is_file()
     )
