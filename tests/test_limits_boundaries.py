@@ -136,12 +136,13 @@ def test_a_band_of_one_value_is_a_limit():
     assert point.met(50.0) and not point.met(50.01) and not point.met(49.99)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="bug: a band against a one-sided limit asserts")
 def test_looseness_of_a_band_against_a_one_sided_limit():
-    # every value in 0-45 also meets <= 50, so <= 50 is the looser one; today Limit.looser_or_equal
-    # asserts, and a protocol with per_protocol "between 0 and 45" and variation "<= 50" fails to
-    # load with an AssertionError instead of a ProtocolError
+    # every value in 0-45 also meets <= 50, so <= 50 is the looser one (this asserted before:
+    # a protocol with per_protocol "between 0 and 45" and variation "<= 50" failed to load)
     assert Limit.parse("<= 50").looser_or_equal(Limit.parse("between 0 and 45"))
+    assert not Limit.parse("<= 40").looser_or_equal(Limit.parse("between 0 and 45"))
+    assert Limit.parse(">= 30").looser_or_equal(Limit.parse("between 40 and 60"))
+    assert not Limit.parse("between 0 and 45").looser_or_equal(Limit.parse("<= 50"))
 
 
 def test_text_and_json_forms():

@@ -286,9 +286,6 @@ def test_dvh_look_ups_at_their_ends():
     assert flat.dose_at_volume(2.0) == 0.0
 
 
-@pytest.mark.xfail(
-    raises=IndexError, strict=True, reason="bug: dose_at_volume's 1e-12 tolerance lets an IndexError through"
-)
 def test_d100_within_rounding_of_the_covered_volume():
     # dose_at_volume accepts volumes up to covered x (1 + 1e-12), meant for rounding (D100% of a
     # covered volume summed in another order), then finds no edge with that much volume

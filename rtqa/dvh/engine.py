@@ -86,6 +86,7 @@ class DVH:
             return None
         if volume_cc <= 0:
             return self.max_gy
+        volume_cc = min(volume_cc, float(v[0]))  # within rounding above the covered volume: D100 %
         j = int(np.flatnonzero(v >= volume_cc)[-1])
         if j + 1 >= v.size:
             return float(self.dose_edges_gy[j])

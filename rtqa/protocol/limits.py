@@ -72,10 +72,15 @@ class Limit:
 
     def looser_or_equal(self, other: Limit) -> bool:
         """True when every value meeting ``other`` meets this limit too (same direction)."""
-        if self.op == "between" or other.op == "between":
-            assert self.low is not None and self.high is not None and other.low is not None
-            assert other.high is not None
-            return self.op == other.op and self.low <= other.low and self.high >= other.high
+        if other.op == "between":
+            assert other.low is not None and other.high is not None
+            if self.op == "between":
+                assert self.low is not None and self.high is not None
+                return self.low <= other.low and self.high >= other.high
+            # a one-sided limit allows all of a band when it allows the band's far end
+            return self.met(other.high) and self.met(other.low)
+        if self.op == "between":
+            return False  # a band never allows all of a one-sided (unbounded) limit
         if self.upper != other.upper:
             return False
         assert self.value is not None and other.value is not None
