@@ -13,6 +13,7 @@ their volumes are exact at the boundaries.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -59,7 +60,7 @@ class SlabStack:
     slabs: tuple[Slab, ...]
     end_cap: EndCap
 
-    @property
+    @functools.cached_property
     def volume_cc(self) -> float:
         return sum(_rings_area(s.rings) * s.thickness_mm for s in self.slabs) / 1000.0
 

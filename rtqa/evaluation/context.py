@@ -73,7 +73,11 @@ class CaseContext:
         if self.case.structure_set is None:
             return
         planes = self.case.structure_set.plane_positions_mm
-        for i, roi in enumerate(self.rois):
+        # only ROIs a protocol structure names are ever graded: the others (markers, planning
+        # helpers, thousands of them in some exports) need no geometry
+        wanted = sorted({m.index for ms in self.matching.matches.values() for m in ms})
+        for i in wanted:
+            roi = self.rois[i]
             defects = roi_defects(roi, planes)
             if defects:  # graded on what is left, a dropped hot contour would pass unseen
                 self.roi_problems[i] = "; ".join(defects)
