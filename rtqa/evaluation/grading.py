@@ -211,8 +211,9 @@ def not_evaluable(
     category: str = "plan_quality",
     value_text: str | None = None,
     possible: tuple[tuple[Grade, str], ...] = (),
+    metric: str | None = None,
 ) -> Finding:
-    metric = rule.metric.text if rule.metric else (rule.check or rule.id)
+    metric = metric or (rule.metric.text if rule.metric else (rule.check or rule.id))
     return Finding(
         rule.id,
         structure,

@@ -12,7 +12,7 @@ from rtqa.report.model import Finding, NotApplicable
 
 def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
     if not ctx.case.plans:
-        return [not_evaluable(rule, "no plan (structure set only)")]
+        return [not_evaluable(rule, "no plan (structure set only)", metric=_metric(rule))]
     if rule.id == "FX_DOSE_PER_FRACTION":
         return _per_fraction(ctx, rule, facts)
     return _total(ctx, rule, facts)
@@ -22,7 +22,11 @@ def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
     out: list[Finding | NotApplicable] = []
     for plan, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True):
         if rx.total_gy is None or not rx.fractions:
-            out.append(not_evaluable(rule, f"plan {plan.label}: prescription or number of fractions unknown"))
+            out.append(
+                not_evaluable(
+                    rule, f"plan {plan.label}: prescription or number of fractions unknown", metric=_metric(rule)
+                )
+            )
             continue
         levels = sorted({t.total_gy for t in rx.targets} or {rx.total_gy}, reverse=True)
         for level in levels:
@@ -42,7 +46,7 @@ def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
 
 def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
     if ctx.total_gy is None:
-        return [not_evaluable(rule, "total prescribed dose unknown")]
+        return [not_evaluable(rule, "total prescribed dose unknown", metric=_metric(rule))]
     plans = " + ".join(f"{rx.total_gy:.2f} Gy" for rx in ctx.plan_rx)
     sources = ", ".join(sorted({rx.source.value for rx in ctx.plan_rx if rx.source}))
     detail = f"{plans} = " if len(ctx.plan_rx) > 1 else ""
@@ -50,3 +54,7 @@ def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> lis
         None, None, None, "total dose", ctx.total_gy, f"total dose {detail}" + "{value}" + f" (from {sources})"
     )
     return [grade_measured(rule, measured, facts)]
+
+
+def _metric(rule: Rule) -> str:
+    return "dose per fraction" if rule.id == "FX_DOSE_PER_FRACTION" else "total dose"
