@@ -326,3 +326,34 @@ def test_expression_names_and_operators():
             evaluate_expression(text, stacks)
     with pytest.raises(GeometryError, match=r"^structure expression '\(Liver\) GTV': unexpected 'GTV'$"):
         evaluate_expression("(Liver) GTV", stacks)
+
+
+def test_slab_limits_next_to_the_outermost_planes_and_the_messages():
+    grid = np.array([0.0, 1.0, 4.0, 6.0])
+    # second plane: half-way down to 0 and up to 4; second to last: up to 6 and down to 1
+    assert _limits(roi_stack(_planes_roi([1.0]), grid)) == [(0.5, 2.5)]
+    assert _limits(roi_stack(_planes_roi([4.0]), grid)) == [(2.5, 5.0)]
+    with pytest.raises(
+        MissingStructureError,
+        match=r"^ROI 'R' lies on a single plane and the structure set has no other plane: its thickness is unknown$",
+    ):
+        roi_stack(_planes_roi([3.0]), np.array([3.0]))
+    # one plane and no end cap: no thickness at all
+    with pytest.raises(
+        MissingStructureError, match=r"^ROI 'R' encloses 0\.0000 cc \(< 0\.01 cc\): treated as missing$"
+    ):
+        roi_stack(_planes_roi([1.0]), grid, end_cap=EndCap.NONE)
+
+
+def test_combine_keeps_thin_overlaps_and_refuses_too_small_ones():
+    big = roi_stack(box_roi("Big", [square(10)]), PLANES)  # x in [-10, 10], 14 slabs of 2 mm
+
+    def strip(width: float):
+        ring = np.array([[10.0 - width, -10.0], [30.0, -10.0], [30.0, 10.0], [10.0 - width, 10.0]])
+        return roi_stack(box_roi("Strip", [ring]), PLANES)
+
+    # a 0.025 mm overlap: 0.5 mm2 per plane x 28 mm = 0.014 cc, kept
+    assert combine("&", big, strip(0.025)).volume_cc == pytest.approx(0.014, rel=1e-6)
+    # a 0.01 mm overlap: 0.0056 cc, under the 0.01 cc of a structure
+    with pytest.raises(MissingStructureError, match=r"^derived structure '\(Big & Strip\)' encloses no volume"):
+        combine("&", big, strip(0.01))

@@ -224,6 +224,8 @@ class CaseContext:
             self.plan_rx: list[Prescription] = [
                 derive_prescription(p, clinical_targets=targets, roi_names=roi_names) for p in case.plans
             ]
+            # the case-report form against the plan's own sources: their disagreement is news
+            self.warnings.extend(w for rx in self.plan_rx for w in rx.warnings if "disagree" in w)
         else:
             self.plan_rx = list(case.prescriptions)
         totals = [rx.total_gy for rx in self.plan_rx]
