@@ -233,7 +233,8 @@ def test_discover_reads_a_folder_tree(liver_tree, tmp_path):
     for name in ("RP.dcm", "RS.dcm"):
         shutil.copy(os.path.join(case(liver_tree, "liver_clean"), name), other / name)
     found = discover([tree, tree / "notes.txt"])  # a file named twice is read once
-    assert found.ignored == {"CT": 3, "not DICOM": 2}
+    # the 3 CT slices belong to HCC-CLEAN's frame of reference: given to its plan set, not ignored
+    assert found.ignored == {"not DICOM": 2}
     assert [u.path for u in found.unassigned] == [str(folder / "RD_COPY.dcm"), str(folder / "RD_PLAN.dcm")]
     # each reason without the path, which the listing prints beside it
     reason = found.unassigned[0].reason
@@ -246,6 +247,7 @@ def test_discover_reads_a_folder_tree(liver_tree, tmp_path):
     assert truncated.patient_id == truncated.plans[0].patient_id
     clean = next(p for p in found.plan_sets if p.patient_id == "HCC-CLEAN")
     assert clean.problems == ("no RT Dose file for this plan",)
+    assert sorted(os.path.basename(h.path) for h in clean.ct_images) == ct
     assert iter_files([tree / "a", folder / "RS.dcm", tree / "missing"]) == sorted(
         str(p) for p in (tree / "a").rglob("*") if p.is_file()
     )
