@@ -303,3 +303,31 @@ def test_the_migrations_build_the_schema_the_code_queries(ledger):
     assert ScriptDirectory.from_config(db._config()).get_current_head() == HEAD
     with reading(ledger) as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+# -- found by the second independent review ---------------------------------------------------------
+
+
+def test_same_files_with_other_clinical_facts_are_a_new_version(ledger, results, tmp_path):
+    record_result(ledger, results["first"])
+    corrected = tmp_path / "crf.csv"  # the case-report form corrected: P1 is Child-Pugh C10 (ineligible)
+    corrected.write_text("patient_id,child_pugh,dose_algorithm\nP1,C10,AAA\nP2,A5,AAA\n")
+    again = record_result(ledger, check([results["tree"]], corrected))
+    by_patient = {r.patient_id: r for r in again}
+    assert by_patient["P1"].new and by_patient["P1"].version == 2  # the verdict changed: never dropped as a repeat
+    assert not by_patient["P2"].new  # same files, same facts, same verdict: a repeat
+
+
+def test_an_incomplete_plan_cannot_be_accepted(ledger, results, tmp_path):
+    partial = tmp_path / "crf.csv"  # no row for P2: its normal-liver rule depends on the unknown class
+    partial.write_text("patient_id,child_pugh,dose_algorithm\nP1,A5,AAA\n")
+    recorded = {r.patient_id: r for r in record_result(ledger, check([results["tree"]], partial))}
+    with pytest.raises(LedgerError, match=r"incomplete .*cannot be accepted"):
+        add_decision(ledger, recorded["P2"].submission_id, action="accept_plan", reason="looks fine", reviewer="A")
+    add_decision(ledger, recorded["P1"].submission_id, action="accept_plan", reason="complete", reviewer="A")
+
+
+def test_a_decision_on_a_rule_of_several_findings_must_name_the_roi(ledger, results):
+    record_result(ledger, results["first"])
+    with pytest.raises(LedgerError, match=r"PTV_D95 has 3 findings .*--roi"):
+        add_decision(ledger, 1, action="grade", rule="PTV_D95", grade="variation_acceptable", reason="r", reviewer="A")

@@ -44,7 +44,14 @@ def os_user() -> str:
 
 
 def input_key(plan: dict[str, Any], protocol_sha256: str) -> str:
-    """What makes two submissions the same: patient, plan UIDs, input checksums, protocol."""
+    """What makes two submissions the same: patient, plan UIDs, input checksums, protocol, and
+    the verdict they gave. The same files checked with other clinical facts (a corrected
+    Child-Pugh class in the case-report form) can grade differently: that is a new version,
+    never dropped as a repeat."""
+    verdict = [
+        (f.get("rule"), f.get("matched_roi"), f.get("value"), f.get("value_text"), f.get("grade"))
+        for f in (*plan.get("findings", ()), *plan.get("eligibility", {}).get("items", ()))
+    ]
     return sha256_text(
         canonical(
             {
@@ -52,6 +59,7 @@ def input_key(plan: dict[str, Any], protocol_sha256: str) -> str:
                 "plan_uids": sorted(plan["plan_uids"]),
                 "inputs": sorted(i["sha256"] for i in plan["inputs"]),
                 "protocol_sha256": protocol_sha256,
+                "verdict": sorted(verdict, key=repr),
             }
         )
     )

@@ -191,10 +191,26 @@ def add_decision(
         sub = conn.execute(select(submissions.c.report).where(submissions.c.id == submission_id)).first()
         if sub is None:
             raise LedgerError(f"{ledger.shown_url}: no submission {submission_id}")
+        if action == ACCEPT:
+            current = load_view(conn, submission_id)
+            if current is not None and not current.complete:
+                missing = sorted({f.finding["rule"] for f in current.findings if f.grade == Grade.NOT_EVALUABLE.value})
+                raise LedgerError(
+                    f"submission {submission_id} is incomplete (not evaluable: {', '.join(missing) or 'its files'}): "
+                    "a plan that was not fully checked cannot be accepted; decide each not-evaluable finding "
+                    "with --rule first, or reject the plan"
+                )
         if action == GRADE_DECISION:
             plan_findings = json.loads(sub.report)["plan"]["findings"]
             probe = Decision(0, submission_id, action, rule, roi, grade, reason, reviewer, "")
-            if not any(probe.applies_to(f) for f in plan_findings):
+            hits = [f for f in plan_findings if probe.applies_to(f)]
+            if roi is None and len(hits) > 1:
+                rois = ", ".join(str(f.get("matched_roi") or f.get("structure")) for f in hits)
+                raise LedgerError(
+                    f"rule {rule} has {len(hits)} findings on submission {submission_id} ({rois}): "
+                    "name the one decided with --roi"
+                )
+            if not hits:
                 rules = sorted({f["rule"] for f in plan_findings})
                 where = f" on ROI {roi}" if roi else ""
                 raise LedgerError(
