@@ -35,6 +35,15 @@ def _value(v: Any, unit: str) -> str:
     return "-" if v is None else f"{v:g} {unit}".strip()
 
 
+def _final(v: SubmissionView) -> str:
+    """The final grade as ``rtqa check`` heads a plan: an incomplete plan is never shown as a
+    bare pass, but as ``INCOMPLETE (best case ...)``."""
+    g = v.final_grade
+    if not v.complete and g not in ("deviation_unacceptable", "not_evaluable"):
+        return f"INCOMPLETE (best case {LABEL[g]})"
+    return LABEL[g]
+
+
 def submission_text(v: SubmissionView) -> str:
     """The report of a submission as recorded, with reviewed grades and the decision trail."""
     plan = v.plan
@@ -48,7 +57,7 @@ def submission_text(v: SubmissionView) -> str:
         lines.append(f"  supersedes submission {v.supersedes}")
     if v.superseded_by:
         lines.append(f"  SUPERSEDED by submission {v.superseded_by}")
-    lines.append(f"  Automatic grade: {LABEL[v.auto_grade]}   Final grade: {LABEL[v.final_grade]}   {state}")
+    lines.append(f"  Automatic grade: {LABEL[v.auto_grade]}   Final grade: {_final(v)}   {state}")
     lines.append(f"  Plan decision: {v.status}" + (f" ({v.plan_decision.text()})" if v.plan_decision else ""))
     lines.append(f"  {'rule':<22} {'ROI':<16} {'value':>12}  {'automatic':<24} reviewed")
     for f in v.findings:
@@ -66,7 +75,7 @@ def submission_text(v: SubmissionView) -> str:
         lines.append("  Decided on earlier versions, to confirm (not applied to this version):")
         lines.extend(f"    decided on version {n}: {d.text()}" for n, d in v.earlier)
     for e in plan.get("errors") or []:
-        lines.append(f"  ERROR {e.get('type')}: {e.get('message')}")
+        lines.append(f"  ERROR: {e.get('message')}")
     lines.append("  Input files:")
     lines.extend(f"    {i['modality']:<8} {i['sha256'][:16]}  {i['path']}" for i in plan["inputs"])
     return "\n".join(lines) + "\n"
@@ -130,7 +139,7 @@ def submission_html(v: SubmissionView) -> str:
         "padding:2px 6px}</style></head><body>"
         f"<h1>Submission {v.id}: {e(v.patient_id)}, version {v.version}</h1>"
         f"<p>{e(v.institution)}; plan {e(v.plan_label)}; submitted {e(_when(v.submitted_at))} by {e(v.os_user)}</p>"
-        f"<p>Automatic grade: <b>{LABEL[v.auto_grade]}</b>; final grade: <b>{LABEL[v.final_grade]}</b>; "
+        f"<p>Automatic grade: <b>{LABEL[v.auto_grade]}</b>; final grade: <b>{e(_final(v))}</b>; "
         f"{'complete' if v.complete else 'INCOMPLETE'}; plan decision: {v.status}</p>"
         f"<ul>{plan_trail}</ul>"
         + (f"<h2>Decided on earlier versions, to confirm</h2><ul>{earlier}</ul>" if earlier else "")
@@ -147,7 +156,7 @@ def history_text(views: list[SubmissionView]) -> str:
         state = "complete" if v.complete else "incomplete"
         lines.append(
             f"  {v.version:>3} {v.id:>6}  {_when(v.submitted_at):<21} {LABEL[v.auto_grade]:<23} "
-            f"{LABEL[v.final_grade]:<23} {state:<10} {v.status}" + (" (superseded)" if v.superseded_by else "")
+            f"{_final(v):<23} {state:<10} {v.status}" + (" (superseded)" if v.superseded_by else "")
         )
         for d in v.decisions:
             lines.append(f"        #{d.id} {d.text()}")
