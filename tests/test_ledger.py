@@ -226,7 +226,8 @@ def test_check_records_into_the_ledger_from_the_environment(results, tmp_path, m
     assert "ledger: P2: recorded as submission 2, version 1" in first.stderr
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0
-    assert "ledger: P1: same input files and protocol as submission 1 (version 1); not recorded again" in again.stderr
+    repeat = "ledger: P1: same input files, protocol and verdict as submission 1 (version 1); not recorded again"
+    assert repeat in again.stderr
     # the report on stdout is unchanged by the ledger
     assert json.loads(first.stdout)["plans"] == json.loads(again.stdout)["plans"]
 

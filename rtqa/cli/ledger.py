@@ -76,7 +76,7 @@ def record_check(url: str, result: CheckResult) -> None:
         for r in recorded:
             if not r.new:
                 click.echo(
-                    f"ledger: {r.patient_id}: same input files and protocol as submission {r.submission_id} "
+                    f"ledger: {r.patient_id}: same input files, protocol and verdict as submission {r.submission_id} "
                     f"(version {r.version}); not recorded again",
                     err=True,
                 )
