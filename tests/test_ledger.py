@@ -332,3 +332,17 @@ def test_a_decision_on_a_rule_of_several_findings_must_name_the_roi(ledger, resu
     record_result(ledger, results["first"])
     with pytest.raises(LedgerError, match=r"PTV_D95 has 3 findings .*--roi"):
         add_decision(ledger, 1, action="grade", rule="PTV_D95", grade="variation_acceptable", reason="r", reviewer="A")
+
+
+def test_the_html_report_of_an_unreadable_plan_says_why_and_lists_its_files(ledger, liver_tree, tmp_path):
+    import os
+
+    tree, clinical = make_patients(liver_tree, tmp_path, [("P9", "liver_clean", "Centre A")])
+    dose = tree / "P9" / "RD_PLAN.dcm"
+    with open(dose, "r+b") as fh:  # cut the dose in half: the plan cannot be checked
+        fh.truncate(os.path.getsize(dose) // 2)
+    (recorded,) = record_result(ledger, check([tree], clinical))
+    page = CliRunner().invoke(cli, ["report", str(recorded.submission_id), "--format", "html", "--ledger",
+                                    ledger_url_of(ledger)]).output  # fmt: skip
+    assert "Why it could not be checked" in page and "no RT Dose file" in page
+    assert "RTPLAN" in page and "RP.dcm" in page and page.count("<tr><td>RT") == 2  # plan and structure set

@@ -132,6 +132,12 @@ def submission_html(v: SubmissionView) -> str:
         )
     earlier = "".join(f"<li>decided on version {n}: {e(d.text())}</li>" for n, d in v.earlier)
     plan_trail = "".join(f"<li>{e(d.text())}</li>" for d in v.decisions if d.action != "grade")
+    errors = "".join(f"<li>{e(str(err.get('message', '')))}</li>" for err in v.plan.get("errors", ()))
+    inputs = "".join(
+        f"<tr><td>{e(str(i.get('modality', '')))}</td><td>{e(str(i.get('path', '')))}</td>"
+        f"<td>{e(str(i.get('sop_instance_uid', '')))}</td><td>{e(str(i.get('sha256', '')))}</td></tr>"
+        for i in v.plan.get("inputs", ())
+    )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>Submission {v.id} - {e(v.patient_id)}</title>"
@@ -143,8 +149,13 @@ def submission_html(v: SubmissionView) -> str:
         f"{'complete' if v.complete else 'INCOMPLETE'}; plan decision: {v.status}</p>"
         f"<ul>{plan_trail}</ul>"
         + (f"<h2>Decided on earlier versions, to confirm</h2><ul>{earlier}</ul>" if earlier else "")
+        + (f"<h2>Why it could not be checked</h2><ul id='errors'>{errors}</ul>" if errors else "")
         + "<table><tr><th>rule</th><th>ROI</th><th>value</th><th>automatic</th><th>reviewed</th>"
-        "<th>decisions</th></tr>" + "".join(rows) + "</table></body></html>\n"
+        "<th>decisions</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + "<h2>Input files</h2><table id='inputs'><tr><th>modality</th><th>file</th><th>SOP Instance UID</th>"
+        "<th>SHA-256</th></tr>" + inputs + "</table></body></html>\n"
     )
 
 
