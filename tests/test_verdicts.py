@@ -566,3 +566,19 @@ def test_files_that_are_not_regular_are_listed_in_the_json_report(liver_tree, tm
     (skipped,) = data["skipped_files"]
     assert skipped["file"].endswith("pipe.dcm") and skipped["reason"]
     jsonschema.validate(data, SCHEMA)
+
+
+def test_a_usable_roi_never_hides_an_unusable_one_beside_it(tmp_path):
+    # PTVv's contours are open (unusable) while PTVp and PTVn are fine: grading the PTV rules on
+    # PTVp and PTVn alone would pass whatever PTVv receives
+    from dataclasses import replace
+
+    base = next(s for s in cases.liver_variants() if s.name == "liver_clean")
+    spec = replace(base, name="open_ptvv", patient_id="OPEN-PTVV", truth=False, with_ct=False,
+                   roi_contour_type=(("PTVv", "OPEN_PLANAR"),))  # fmt: skip
+    r = report(cases.write_liver_case(str(tmp_path), spec), "A5")
+    d95 = [f for f in r.findings if f.rule == "PTV_D95"]
+    assert [f.grade for f in d95] == [Grade.NOT_EVALUABLE] and "PTVv" in d95[0].message
+    assert "beside usable" in d95[0].message
+    assert finding(r, "STRUCTURE:PTV").category == "resubmit" and not r.complete
+    assert r.verdict == "incomplete"

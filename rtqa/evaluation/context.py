@@ -96,9 +96,17 @@ class CaseContext:
         for name, spec in self.protocol.structures.items():
             matched = [m.index for m in self.matching.matches.get(name, ())]
             usable = [i for i in matched if i in self.roi_stacks]
-            for i in matched:
-                if i not in self.roi_stacks:
-                    self.warnings.append(f"{name}: ROI {self.label(i)!r} cannot be used ({self.roi_problems.get(i)})")
+            unusable = [i for i in matched if i not in self.roi_stacks]
+            if unusable:
+                # a usable ROI never hides an unusable one beside it (a clean 'Bowel_Small' and a
+                # hot 'bowel small' with open contours; PTVv broken beside PTVp): grading only the
+                # usable ones could pass what the broken one holds
+                problems = "; ".join(f"{self.label(i)}: {self.roi_problems.get(i, 'unusable')}" for i in unusable)
+                besides = f" beside usable {', '.join(repr(self.label(i)) for i in usable)}" if usable else ""
+                self.unavailable[name] = Unavailable(
+                    f"present but unusable ({problems}){besides}", required=True, present=True
+                )
+                continue
             if usable:
                 self.structure_rois[name] = usable
                 if not spec.many and len(usable) > 1:
@@ -109,10 +117,7 @@ class CaseContext:
                     )
                     self.warnings.append(self.ambiguous[name])
                 continue
-            if matched:
-                problems = "; ".join(f"{self.label(i)}: {self.roi_problems.get(i, 'unusable')}" for i in matched)
-                self.unavailable[name] = Unavailable(f"present but unusable ({problems})", required=True, present=True)
-            elif self.case.structure_set is None:
+            if self.case.structure_set is None:
                 self.unavailable[name] = Unavailable("no structure set", spec.required, present=False)
             else:
                 names = ", ".join(spec.aliases[:6]) + (", ..." if len(spec.aliases) > 6 else "")
