@@ -321,6 +321,30 @@ def test_open_contours_make_the_bowel_unusable_not_absent(hostile):
     assert not any(n.rule == "SMALL_BOWEL_MAX" for n in r.not_applicable) and not r.complete
 
 
+@pytest.mark.parametrize("redraw", ["reversed", "start_moved", "shifted_0.1mm"])
+def test_a_bowel_outline_drawn_twice_on_its_hottest_plane_is_unusable(liver_tree, tmp_path, redraw):
+    """By parity two outlines of one shape cancel: the plane's hot spot would leave the DVH."""
+    folder = tmp_path / redraw
+    shutil.copytree(case(liver_tree, HOT), folder, ignore=shutil.ignore_patterns("CT"))
+    ds = pydicom.dcmread(folder / "RS.dcm")
+    number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == "Bowel_Small")
+    item = next(c for c in ds.ROIContourSequence if c.ReferencedROINumber == number)
+    contour = max(item.ContourSequence, key=lambda c: len(c.ContourData))
+    pts = np.array(contour.ContourData, dtype=float).reshape(-1, 3)
+    copy = {"reversed": pts[::-1], "start_moved": np.roll(pts, 5, axis=0), "shifted_0.1mm": pts + [0.1, 0.0, 0.0]}[redraw]
+    twin = pydicom.Dataset()
+    twin.ContourGeometricType = "CLOSED_PLANAR"
+    twin.NumberOfContourPoints = len(copy)
+    twin.ContourData = [f"{v:.4f}" for v in copy.ravel()]
+    item.ContourSequence.append(twin)
+    ds.save_as(folder / "RS.dcm")
+    r = report(folder, "A5")
+    sb = finding(r, "SMALL_BOWEL_MAX")
+    assert sb.grade is Grade.NOT_EVALUABLE and "present but unusable" in sb.message
+    assert "two coinciding contours on plane" in finding(r, "STRUCTURE:Bowel_Small").message
+    assert not r.complete
+
+
 def test_renamed_bowel_is_listed_as_unrecognised(hostile):
     r = report(hostile["renamed"], "A5")
     assert "Bowel_Sm" in r.unmatched_rois

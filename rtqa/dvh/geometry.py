@@ -91,6 +91,29 @@ def _rings_area(rings: tuple[FloatArray, ...]) -> float:
     return area
 
 
+# Two rings on one plane whose even-odd difference is on average thinner than this are one
+# outline drawn twice (copied, re-imported, or drawn again with the start point moved or the
+# winding reversed), not an organ wall: no CT-based contour resolves a wall under 0.5 mm.
+COINCIDENT_WALL_MM = 0.5
+
+
+def coincident_rings(rings: tuple[FloatArray, ...]) -> bool:
+    """Whether two rings of a plane (nearly) coincide, so that parity would cancel them."""
+    if len(rings) < 2:
+        return False
+    polys = [shapely.make_valid(Polygon(r)) for r in rings if len(r) >= 3]
+    for a, b in itertools.combinations(polys, 2):
+        smaller, larger = sorted((a.area, b.area))
+        if larger <= 0 or smaller < 0.5 * larger:
+            continue  # a real hole, or an island: their areas differ
+        # the symmetric difference of two outlines of one shape is a thin band along them;
+        # its mean width is its area over the outline length
+        width = a.symmetric_difference(b).area / max(a.length, b.length)
+        if width < COINCIDENT_WALL_MM:
+            return True
+    return False
+
+
 def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = EndCap.HALF_SLAB) -> SlabStack:
     """The slab stack of an ROI.
 

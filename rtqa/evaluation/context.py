@@ -24,7 +24,7 @@ import numpy as np
 
 from rtqa.case import LoadedCase, Prescription, TargetPrescription
 from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
-from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, roi_stack
+from rtqa.dvh.geometry import SlabStack, coincident_rings, combine, evaluate_expression, expression_names, roi_stack
 from rtqa.errors import RtqaError
 from rtqa.evaluation.prescription import derive_prescription
 from rtqa.model import DoseGrid, FloatArray, Roi
@@ -295,9 +295,8 @@ def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
     out = [f"{s} contour(s) skipped" for s in roi.skipped_contours]
     out += [w for w in roi.warnings if "non-axial" in w]
     for plane in roi.planes:
-        keys = [np.round(r, 2).tobytes() for r in plane.rings]
-        if len(set(keys)) < len(keys):
-            out.append(f"two identical contours on plane z = {plane.z_mm:.2f} mm (they cancel each other by parity)")
+        if coincident_rings(plane.rings):
+            out.append(f"two coinciding contours on plane z = {plane.z_mm:.2f} mm (they cancel each other by parity)")
         elif plane.rings and abs(_area(plane.rings)) < 1e-3:
             out.append(f"the contours on plane z = {plane.z_mm:.2f} mm enclose no area")
     if len(roi.planes) > 1 and planes.size > 1:
