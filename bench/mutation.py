@@ -52,7 +52,7 @@ MODULES: dict[str, list[str]] = {
     "rtqa/dvh/metrics.py": ["tests/test_metrics_geometry.py", f"{B}test_dose_at_volume_interpolates_between_bin_edges"],
     "rtqa/discovery/dose_selection.py": ["tests/test_dose_selection.py"],
     "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
-    "rtqa/dvh/geometry.py": DVH_TESTS,
+    "rtqa/dvh/geometry.py": [*DVH_TESTS, "tests/test_geometry_edges.py"],
     "rtqa/dvh/engine.py": DVH_TESTS,
 }
 

@@ -86,7 +86,13 @@ def _rings_area(rings: tuple[FloatArray, ...]) -> float:
     area = 0.0
     for i, p in enumerate(polys):
         rp = p.representative_point()
-        depth = sum(1 for j, q in enumerate(polys) if j != i and q.contains(rp) and q.area > p.area)
+        # of two rings of equal area (one outline drawn twice) the first encloses the second, so
+        # that they cancel as parity says
+        depth = sum(
+            1
+            for j, q in enumerate(polys)
+            if j != i and q.contains(rp) and (q.area > p.area or (q.area == p.area and j < i))
+        )
         area += -abs(p.area) if depth % 2 else abs(p.area)
     return area
 
@@ -134,30 +140,28 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
     if roi.is_empty:
         raise MissingStructureError(f"ROI {roi.name!r} has no closed contours: it is missing, not zero dose")
     grid = np.asarray(plane_positions_mm, dtype=np.float64)
+    if grid.size < 2:
+        raise MissingStructureError(
+            f"ROI {roi.name!r} lies on a single plane and the structure set has no other plane: "
+            "its thickness is unknown"
+        )
     zs = np.array([p.z_mm for p in roi.planes])
     idx = np.clip(np.searchsorted(grid, zs), 0, grid.size - 1)
-    # nearest structure-set plane of each ROI plane
+    # nearest structure-set plane of each ROI plane; of two equally near, the upper one
     left = np.clip(idx - 1, 0, grid.size - 1)
     k = np.where(np.abs(grid[left] - zs) < np.abs(grid[idx] - zs), left, idx)
-    typical = float(np.median(np.diff(grid))) if grid.size > 1 else None
+    typical = float(np.median(np.diff(grid)))
     slabs = []
     for n, (plane, kk) in enumerate(zip(roi.planes, k, strict=True)):
         z = plane.z_mm
         below = grid[kk - 1] if kk > 0 else None
         above = grid[kk + 1] if kk + 1 < grid.size else None
-        if below is None and above is None:
-            if typical is None:
-                raise MissingStructureError(
-                    f"ROI {roi.name!r} lies on a single plane and the structure set has no other plane: "
-                    "its thickness is unknown"
-                )
-            below, above = z - typical, z + typical
         # a neighbouring plane far away (a stray marker contour above the anatomy, or a run of
         # planes the ROI skips) must not stretch this slab: beyond twice the typical spacing,
         # the slab reaches half a typical spacing, as it would with a regular neighbour
-        if typical is not None and below is not None and z - below > 2 * typical:
+        if below is not None and z - below > 2 * typical:
             below = z - typical
-        if typical is not None and above is not None and above - z > 2 * typical:
+        if above is not None and above - z > 2 * typical:
             above = z + typical
         lo = (z + below) / 2 if below is not None else z - (above - z) / 2  # type: ignore[operator]
         hi = (z + above) / 2 if above is not None else z + (z - below) / 2  # type: ignore[operator]
