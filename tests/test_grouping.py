@@ -251,3 +251,25 @@ def test_discover_reads_a_folder_tree(liver_tree, tmp_path):
     assert iter_files([tree / "a", folder / "RS.dcm", tree / "missing"]) == sorted(
         str(p) for p in (tree / "a").rglob("*") if p.is_file()
     )
+
+
+def test_only_the_missing_dose_problem_points_at_unreadable_files_beside_the_plan():
+    from rtqa.case import UnassignedFile
+    from rtqa.discovery.grouping import _explain_missing_doses
+
+    lost = plan("RP.dcm", "p1", referenced_structure_set_uid=None)
+    found = group_headers([lost])  # no dose, no structure set: two problems
+    (ps,) = found.plan_sets
+    assert len(ps.problems) == 2
+    explained = _explain_missing_doses(found, [UnassignedFile("/d/RD.dcm", "file truncated")])
+    assert set(explained.plan_sets[0].problems) == {
+        "plan RP.dcm references structure set none, which is not in the input",
+        "no RT Dose file for this plan (unreadable beside it: RD.dcm: file truncated)",
+    }
+
+
+def test_a_reader_message_keeps_its_text_when_it_does_not_start_with_the_path():
+    from rtqa.discovery.grouping import _strip_path
+
+    assert _strip_path("/d/RD.dcm: truncated", "/d/RD.dcm") == "truncated"
+    assert _strip_path("truncated at byte 10", "/d/RD.dcm") == "truncated at byte 10"

@@ -331,7 +331,8 @@ def test_a_bowel_outline_drawn_twice_on_its_hottest_plane_is_unusable(liver_tree
     item = next(c for c in ds.ROIContourSequence if c.ReferencedROINumber == number)
     contour = max(item.ContourSequence, key=lambda c: len(c.ContourData))
     pts = np.array(contour.ContourData, dtype=float).reshape(-1, 3)
-    copy = {"reversed": pts[::-1], "start_moved": np.roll(pts, 5, axis=0), "shifted_0.1mm": pts + [0.1, 0.0, 0.0]}[redraw]
+    shifted = pts + np.array([0.1, 0.0, 0.0])
+    copy = {"reversed": pts[::-1], "start_moved": np.roll(pts, 5, axis=0), "shifted_0.1mm": shifted}[redraw]
     twin = pydicom.Dataset()
     twin.ContourGeometricType = "CLOSED_PLANAR"
     twin.NumberOfContourPoints = len(copy)
