@@ -47,6 +47,17 @@ def test_an_outline_drawn_twice_is_recognised_however_it_was_redrawn(twin):
     assert coincident_rings((square(3, cx=40), square(10), twin))  # an island beside does not hide it
 
 
+def test_small_outlines_drawn_twice_are_recognised_too():
+    tri = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])  # three points, the fewest a contour has
+    assert coincident_rings((tri, tri[::-1]))
+    assert coincident_rings((square(0.4), square(0.4)))  # 0.64 mm2: a vessel drawn twice
+
+
+def test_the_band_between_two_outlines_must_be_under_half_a_millimetre():
+    # 20 mm squares 1 mm apart: band 2 x 1 x 20 = 40 mm2 over 80 mm of outline, exactly 0.5 mm wide
+    assert not coincident_rings((square(10), square(10, cx=1.0)))
+
+
 @pytest.mark.parametrize(
     "rings",
     [
@@ -55,8 +66,12 @@ def test_an_outline_drawn_twice_is_recognised_however_it_was_redrawn(twin):
         (circle(50), circle(40)),  # a 10 mm wall: areas 64 % apart, band 2827 mm2 / 314 mm = 9 mm
         (square(10), square(10, cx=30)),  # two islands of equal area
         (square(10), square(10, cx=2)),  # overlapping by 80 %: band 2 x 2 x 20 = 80 mm2 / 80 mm = 1 mm
+        # a 2 mm vessel with a 0.6 mm lumen: band 4 - 0.36 mm2 over 8 mm = 0.45 mm, but areas 9 % apart
+        (square(1), square(0.3)),
+        # two rings that enclose nothing (points on one line): another check reports those
+        (np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]]), np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 0.0]])),
     ],
-    ids=["single", "hole", "wall_10mm", "islands", "overlap_2mm"],
+    ids=["single", "hole", "wall_10mm", "islands", "overlap_2mm", "small_lumen", "zero_area"],
 )
 def test_holes_walls_and_islands_are_not_taken_for_a_redrawn_outline(rings):
     assert not coincident_rings(rings)
@@ -119,6 +134,20 @@ def test_a_distant_neighbouring_plane_does_not_stretch_the_end_slabs(extra_plane
     stack = roi_stack(roi([square(10)], zs=PLANES), planes)
     assert stack.slabs[0].z_lo_mm + stack.slabs[-1].z_hi_mm == pytest.approx(30.0)  # symmetric
     assert stack.volume_cc == pytest.approx(expected_mm * 400 / 1000)
+
+
+def test_a_structure_set_of_two_planes_gives_slabs_halfway_between_them():
+    stack = roi_stack(roi([square(10)], zs=[0.0, 3.0]), np.array([0.0, 3.0]))
+    # half-slab end caps: 1.5 mm beyond each plane, 1.5 mm between them: 6 mm x 400 mm2
+    assert stack.volume_cc == pytest.approx(6 * 400 / 1000)
+
+
+@pytest.mark.parametrize("z", [40.0, -20.0], ids=["above", "below"])
+def test_a_marker_contour_on_a_stray_plane_gets_one_typical_spacing(z):
+    """The stray plane's only neighbour is far: its slab is one typical spacing thick (2 mm)."""
+    planes = np.sort(np.concatenate([PLANES, [z]]))
+    stack = roi_stack(roi([square(5)], zs=[z]), planes)
+    assert (stack.slabs[0].z_lo_mm, stack.slabs[0].z_hi_mm) == pytest.approx((z - 1.0, z + 1.0))
 
 
 def test_an_roi_plane_midway_between_two_structure_set_planes_takes_the_upper_one():
