@@ -273,3 +273,138 @@ def test_a_reader_message_keeps_its_text_when_it_does_not_start_with_the_path():
 
     assert _strip_path("/d/RD.dcm: truncated", "/d/RD.dcm") == "truncated"
     assert _strip_path("truncated at byte 10", "/d/RD.dcm") == "truncated at byte 10"
+
+
+# -- CT series for the report's images -----------------------------------------------------------
+
+
+def ct(name: str, series: str | None, patient: str = "P1", frame: str | None = "F1") -> FileHeader:
+    return h(name, "CT", f"ct-{name}", patient=patient, frame=frame, series_instance_uid=series)
+
+
+def ct_of_the_plan(*extra: FileHeader, ss: FileHeader = SS) -> list[str]:
+    (ps,) = with_plans(group_headers([ss, plan("RP.dcm", "p1"), dose("RD.dcm", "d1", "p1"), *extra]))
+    return [c.path for c in ps.ct_images]
+
+
+def test_the_referenced_ct_series_is_attached_whatever_its_frame():
+    ss = h("RS.dcm", Modality.RTSTRUCT, "ss", referenced_series_uids=("s2",))
+    images = (ct("b.dcm", "s2", frame="F9"), ct("a.dcm", "s2", frame="F9"), ct("c.dcm", "s3"))
+    assert ct_of_the_plan(*images, ss=ss) == ["/d/a.dcm", "/d/b.dcm"]  # sorted by path
+
+
+def test_without_a_reference_only_the_one_series_of_the_patient_and_frame_is_attached():
+    assert ct_of_the_plan(ct("a.dcm", "s1")) == ["/d/a.dcm"]
+    # another patient's series, or another frame's, is no candidate
+    assert ct_of_the_plan(ct("a.dcm", "s1", patient="P2")) == []
+    assert ct_of_the_plan(ct("a.dcm", "s1", frame="F2")) == []
+    assert ct_of_the_plan(ct("a.dcm", "s1", patient="P2"), ct("b.dcm", "s2")) == ["/d/b.dcm"]
+    # two series of the patient in the frame: which one is meant cannot be told
+    assert ct_of_the_plan(ct("a.dcm", "s1"), ct("b.dcm", "s2")) == []
+    # slices without a SeriesInstanceUID cannot be grouped into a series
+    assert ct_of_the_plan(ct("a.dcm", None)) == []
+    # a structure set without a frame of reference matches no series by frame
+    no_frame = h("RS.dcm", Modality.RTSTRUCT, "ss", frame=None)
+    assert ct_of_the_plan(ct("a.dcm", "s1", frame=None), ss=no_frame) == []
+
+
+# -- files that cannot be combined ---------------------------------------------------------------
+
+
+def test_files_of_another_patient_are_named_and_never_combined():
+    other_ss = h("RS.dcm", Modality.RTSTRUCT, "ss", patient="P2")
+    (ps,) = with_plans(group_headers([other_ss, plan("RP.dcm", "p1"), dose("RD.dcm", "d1", "p1")]))
+    assert "RS.dcm belongs to PatientID 'P2', the plan to 'P1': files of different patients are never combined" in (
+        ps.problems
+    )
+    # the second plan of a course, of another patient
+    boost = plan("RP2.dcm", "p2", patient="P2", referenced_plan_uids=("p1",))
+    (ps,) = with_plans(group_headers([SS, plan("RP1.dcm", "p1"), boost, dose("RD.dcm", "d1", "p1")]))
+    assert any(p.startswith("RP2.dcm belongs to PatientID 'P2'") for p in ps.problems)
+
+
+def test_a_uid_shared_by_different_files_makes_the_plan_using_it_not_evaluable():
+    conflicting = {"ss": ("/d/RS.dcm", "/d/RS_other.dcm")}
+    twin = h("RS_other.dcm", Modality.RTSTRUCT, "ss")
+    found = group_headers([SS, twin, plan("RP.dcm", "p1"), dose("RD.dcm", "d1", "p1")], conflicting=conflicting)
+    (ps,) = with_plans(found)
+    assert ps.problems == (
+        "SOPInstanceUID ss is shared by files with different contents (/d/RS.dcm, /d/RS_other.dcm): "
+        "rtqa cannot tell which one is meant",
+    )
+    (u,) = found.unassigned
+    assert u.path == "/d/RS_other.dcm"
+    assert u.reason.startswith("duplicate SOPInstanceUID ss (also in /d/RS.dcm): its contents differ")
+
+
+def test_only_rt_files_sharing_a_uid_with_different_contents_conflict(tmp_path):
+    from rtqa.discovery.grouping import _conflicting_uids
+
+    def file(name: str, content: bytes, modality: Modality | str, uid: str) -> FileHeader:
+        (tmp_path / name).write_bytes(content)
+        return FileHeader(str(tmp_path / name), modality, SOP, uid, "P1")
+
+    headers = [
+        file("RD_b.dcm", b"hot", Modality.RTDOSE, "d1"),
+        file("RD_a.dcm", b"clean", Modality.RTDOSE, "d1"),
+        file("RP.dcm", b"plan", Modality.RTPLAN, "p1"),
+        file("RP_copy.dcm", b"plan", Modality.RTPLAN, "p1"),  # an identical copy is harmless
+        file("CT1.dcm", b"one", "CT", "c1"),  # images are not plan files
+        file("CT2.dcm", b"two", "CT", "c1"),
+        file("RS.dcm", b"ss", Modality.RTSTRUCT, "s1"),  # a UID used once
+    ]
+    assert _conflicting_uids(headers) == {"d1": (str(tmp_path / "RD_a.dcm"), str(tmp_path / "RD_b.dcm"))}
+
+
+# -- the walk --------------------------------------------------------------------------------------
+
+
+def test_the_walk_skips_what_is_not_a_regular_file_and_says_why(tmp_path):
+    from rtqa.discovery.grouping import walk_files
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "RP.dcm").write_bytes(b"x")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "RS.dcm").write_bytes(b"x")
+    os.mkfifo(tmp_path / "b" / "RD.dcm")
+    (tmp_path / "b" / "to_a").symlink_to(tmp_path / "a")
+    (tmp_path / "b" / "RP_link.dcm").symlink_to(tmp_path / "a" / "RP.dcm")  # links to files are followed
+    os.mkfifo(tmp_path / "named.dcm")
+    # folder b named first, a twice: a second visit of a must not end the walk before b
+    files, skipped = walk_files([tmp_path / "b", tmp_path / "a", tmp_path / "a", tmp_path / "named.dcm"])
+    assert files == sorted(str(tmp_path / p) for p in ("a/RP.dcm", "b/RS.dcm", "b/RP_link.dcm"))
+    assert dict(skipped) == {
+        str(tmp_path / "b" / "RD.dcm"): "FIFO, not a regular file: not opened",
+        str(tmp_path / "b" / "to_a"): "symbolic link to a folder: not followed (name the folder itself to check it)",
+        str(tmp_path / "named.dcm"): "FIFO, not a regular file: not opened",
+    }
+
+
+def test_discovery_counts_what_it_ignored_and_skipped(liver_tree, tmp_path):
+    import shutil
+
+    import pydicom
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    for name in ("RP.dcm", "RS.dcm", "RD_PLAN.dcm"):
+        shutil.copy(os.path.join(case(liver_tree, "liver_clean"), name), folder / name)
+    # a second dose under the same SOPInstanceUID with one value changed: a conflict
+    ds = pydicom.dcmread(folder / "RD_PLAN.dcm")
+    ds.DoseGridScaling = float(ds.DoseGridScaling) * 1.5
+    ds.save_as(folder / "RD_HOT.dcm")
+    # two registration objects (DICOM, not RT, not images of a plan set): ignored, counted by modality
+    for n in (1, 2):
+        reg = pydicom.dcmread(folder / "RS.dcm")
+        reg.Modality = "REG"
+        reg.SOPClassUID = reg.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.1"  # registration
+        reg.SOPInstanceUID = f"1.2.3.{n}"
+        reg.save_as(folder / f"REG{n}.dcm")
+    os.mkfifo(folder / "pipe")
+    (folder / "gone.dcm").symlink_to(folder / "no-such-file")
+    found = discover([folder])
+    assert found.ignored == {"REG": 2, "skipped (not a regular file)": 2}
+    assert [p for p, _ in found.skipped] == [str(folder / "gone.dcm"), str(folder / "pipe")]
+    (ps,) = with_plans(found)
+    assert any("is shared by files with different contents" in p for p in ps.problems)
+    assert [u.path for u in found.unassigned] == [str(folder / "RD_PLAN.dcm")]  # the later of the two by path
