@@ -142,6 +142,9 @@ def test_looseness_of_a_band_against_a_one_sided_limit():
     assert Limit.parse("<= 50").looser_or_equal(Limit.parse("between 0 and 45"))
     assert not Limit.parse("<= 40").looser_or_equal(Limit.parse("between 0 and 45"))
     assert Limit.parse(">= 30").looser_or_equal(Limit.parse("between 40 and 60"))
+    # and a band never allows all of a one-sided limit, which is unbounded on one side
+    assert not Limit.parse("between 40 and 60").looser_or_equal(Limit.parse(">= 30"))
+    assert not Limit.parse("between 0 and 60").looser_or_equal(Limit.parse("<= 28"))
     assert not Limit.parse("between 0 and 45").looser_or_equal(Limit.parse("<= 50"))
 
 

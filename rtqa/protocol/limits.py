@@ -74,10 +74,7 @@ class Limit:
         """True when every value meeting ``other`` meets this limit too (same direction)."""
         if other.op == "between":
             assert other.low is not None and other.high is not None
-            if self.op == "between":
-                assert self.low is not None and self.high is not None
-                return self.low <= other.low and self.high >= other.high
-            # a one-sided limit allows all of a band when it allows the band's far end
+            # a limit, band or one-sided, allows all of a band when it allows both its ends
             return self.met(other.high) and self.met(other.low)
         if self.op == "between":
             return False  # a band never allows all of a one-sided (unbounded) limit
