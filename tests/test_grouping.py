@@ -261,8 +261,8 @@ def test_only_the_missing_dose_problem_points_at_unreadable_files_beside_the_pla
     found = group_headers([lost])  # no dose, no structure set: two problems
     (ps,) = found.plan_sets
     assert len(ps.problems) == 2
-    explained = _explain_missing_doses(found, [UnassignedFile("/d/RD.dcm", "file truncated")])
-    assert set(explained.plan_sets[0].problems) == {
+    explained = _explain_missing_doses(found.plan_sets, [UnassignedFile("/d/RD.dcm", "file truncated")])
+    assert set(explained[0].problems) == {
         "plan RP.dcm references structure set none, which is not in the input",
         "no RT Dose file for this plan (unreadable beside it: RD.dcm: file truncated)",
     }

@@ -124,8 +124,8 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
         except InputError as exc:
             unassigned.append(UnassignedFile(path, _strip_path(str(exc), path)))
     result = group_headers(headers, conflicting=_conflicting_uids(headers))
-    result = _explain_missing_doses(result, unassigned)
-    attached = {h.path for ps in result.plan_sets for h in ps.ct_images}
+    plan_sets = _explain_missing_doses(result.plan_sets, unassigned)
+    attached = {h.path for ps in plan_sets for h in ps.ct_images}
     for h in headers:
         if h.modality not in (Modality.RTPLAN, Modality.RTSTRUCT, Modality.RTDOSE, Modality.RTIONPLAN):
             if h.path not in attached:
@@ -133,7 +133,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
     if skipped:
         ignored["skipped (not a regular file)"] += len(skipped)
     return Discovery(
-        plan_sets=result.plan_sets,
+        plan_sets=plan_sets,
         unassigned=tuple(sorted(unassigned + list(result.unassigned), key=lambda u: u.path)),
         ignored=dict(sorted(ignored.items())),
         skipped=tuple(skipped),
@@ -164,24 +164,24 @@ def _digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def _explain_missing_doses(found: Discovery, unreadable: list[UnassignedFile]) -> Discovery:
+NO_DOSE = "no RT Dose file for this plan"
+
+
+def _explain_missing_doses(found: tuple[PlanSet, ...], unreadable: list[UnassignedFile]) -> tuple[PlanSet, ...]:
     """Point a plan without a dose at unreadable files beside it (a truncated dose, say)."""
     by_folder: dict[str, list[UnassignedFile]] = defaultdict(list)
     for u in unreadable:
         by_folder[os.path.dirname(u.path)].append(u)
     plan_sets = []
-    for ps in found.plan_sets:
-        if ps.plans and not ps.doses:
+    for ps in found:
+        if NO_DOSE in ps.problems:
             near = [u for h in ps.plans for u in by_folder.get(os.path.dirname(h.path), [])]
             if near:
                 listed = "; ".join(f"{os.path.basename(u.path)}: {u.reason}" for u in near)
-                problems = tuple(
-                    p + f" (unreadable beside it: {listed})" if p == "no RT Dose file for this plan" else p
-                    for p in ps.problems
-                )
+                problems = tuple(p + f" (unreadable beside it: {listed})" if p == NO_DOSE else p for p in ps.problems)
                 ps = dataclasses.replace(ps, problems=problems)
         plan_sets.append(ps)
-    return Discovery(tuple(plan_sets), found.unassigned, found.ignored, found.skipped)
+    return tuple(plan_sets)
 
 
 def _strip_path(message: str, path: str) -> str:
@@ -345,7 +345,7 @@ def group_headers(
             used_ss.add(ss.sop_instance_uid)
         dose_list = sorted(group_doses.get(root, []), key=lambda h: h.path)
         if not dose_list:
-            problems.append("no RT Dose file for this plan")
+            problems.append(NO_DOSE)
         pid = heads[0].patient_id
         for other in (*heads[1:], *((ss,) if ss is not None else ()), *dose_list):
             if other.patient_id != pid:
