@@ -126,3 +126,17 @@ def test_beam_doses_give_a_prescription_only_when_positive(plan, beam_dose, tota
     beams = tuple(replace(b, beam_dose_gy=beam_dose) for b in fg.beams)
     rx = derive_prescription(replace(plan, dose_references=(), fraction_groups=(replace(fg, beams=beams),)))
     assert rx.total_gy == (None if total is None else pytest.approx(total))
+
+
+def test_reference_points_are_named_in_a_warning_and_never_prescribe(plan):
+    refs = (
+        *plan.dose_references,
+        DoseReference(11, "COORDINATES", "TARGET", "CALC POINT", None, 40.39),  # as Eclipse exports it
+        DoseReference(12, "", "TARGET", "", None, 51.0),  # no structure type, no description
+    )
+    rx = derive_prescription(replace(plan, dose_references=refs))
+    assert rx.total_gy == 50.0 and [t.name for t in rx.targets] == ["PTVp", "PTVv", "PTVn"]
+    assert rx.warnings == (
+        "dose reference 'CALC POINT' (COORDINATES, 40.39 Gy) is a reference point: informational, not a prescription",
+        "dose reference 12 (no structure type, 51.00 Gy) is a reference point: informational, not a prescription",
+    )
