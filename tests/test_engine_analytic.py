@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rtqa.dvh.engine as engine
 from rtqa.dvh.engine import DVH, compute_dvh, cumulative_histogram, prepare_dose
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
 from rtqa.dvh.metrics import evaluate_metric
@@ -244,16 +245,46 @@ def test_part_beyond_the_outermost_dose_planes_is_uncovered(z0, z1, slab_mm, cov
     assert_uniform_dvh_point(dvh, AREA_XY * covered_mm / 1000, UNIFORM)
 
 
-def test_wholly_outside_the_grid_has_no_dose_statistics():
-    stack = box(30.0, 40.0, -5.25, 8.0, -5.0, 5.0, 2.0, name="Far")
-    dvh = compute_dvh(stack, linear_dose(UNIFORM))
-    whole = 10 * 13.25 * 10 / 1000
-    assert dvh.volume_cc == pytest.approx(whole, rel=REL)
-    assert dvh.uncovered_cc == pytest.approx(whole, rel=REL)
+@pytest.mark.parametrize("x_range", [(30.0, 50.0), (-50.0, -30.0)])
+def test_wholly_outside_the_grid_has_no_dose_statistics(x_range):
+    # 20 x 20 x 30 mm = 12 cc, beyond the last column or before the first
+    stack = box(*x_range, -6.25, 13.75, -15.0, 15.0, 3.0, name="Far")
+    dvh = compute_dvh(stack, linear_dose(UNIFORM), bin_width_gy=1 / 128)
+    assert dvh.volume_cc == pytest.approx(12.0, rel=REL)
+    assert dvh.uncovered_cc == pytest.approx(12.0, rel=REL)
     assert (dvh.mean_gy, dvh.min_gy, dvh.max_gy) == (None, None, None)
     assert dvh.covered_cc == pytest.approx(0.0, abs=1e-12)
-    assert dvh.dose_at_volume(0.1) is None
-    assert dvh.warnings == (f"{whole:.2f} cc of Far lies outside the dose grid",)
+    assert dvh.dose_at_volume(0.1) is None and dvh.volume_at_dose(0.0) == pytest.approx(0.0, abs=1e-12)
+    # an empty curve of one edge at 0 Gy, with the structure's name, end cap and bin width
+    assert dvh.name == "Far" and dvh.end_cap is EndCap.HALF_SLAB and dvh.bin_width_gy == 1 / 128
+    assert np.array_equal(dvh.dose_edges_gy, [0.0]) and np.array_equal(dvh.volume_ge_cc, [0.0])
+    assert dvh.warnings == ("12.00 cc of Far lies outside the dose grid",)
+
+
+def test_a_sliver_outside_the_grid_is_still_reported():
+    # 0.01 mm beyond the last column (x = 21) over 13.25 mm x 2 mm: 0.265 mm3 uncovered
+    stack = box(-20.0, 21.01, -5.25, 8.0, 0.0, 2.0, 2.0, name="Organ")
+    dvh = compute_dvh(stack, linear_dose(UNIFORM))
+    assert dvh.uncovered_cc == pytest.approx(0.01 * 13.25 * 2 / 1000, rel=1e-6)
+    assert dvh.warnings == ("0.00 cc of Organ lies outside the dose grid",)
+
+
+def test_a_grid_away_from_the_origin():
+    # the same box and dose as test_gradient_along_x_other_than_one_gy_per_mm, with grid and
+    # box moved by (+50, +30, +100) mm: the lattice is placed from the grid's first node
+    shift = np.array([50.0, 30.0, 100.0])
+    xx = np.meshgrid(Z, Y, X, indexing="ij")[2]
+    dose = DoseGrid(30.0 + 0.5 * xx, X + shift[0], Y + shift[1], Z + shift[2])
+    x0, x1, y0, y1 = BOX_XY
+    stack = box(x0 + shift[0], x1 + shift[0], y0 + shift[1], y1 + shift[1], 95.0, 105.0, 2.0)
+    assert_uniform_dvh(compute_dvh(stack, dose), AREA_XY * 10 / 1000, 30 - 3.3, 30 + 4.65)
+
+
+def test_structure_of_exactly_half_a_cc_is_not_small():
+    # 10 x 12.5 x 4 mm = 500 mm3, faces on pixel boundaries: 0.5 cc is not below 0.5 cc
+    dvh = compute_dvh(box(-5.0, 5.0, -6.25, 6.25, 0.0, 4.0, 2.0), linear_dose(UNIFORM))
+    assert dvh.volume_cc == 0.5
+    assert dvh.warnings == () and not dvh.is_small
 
 
 def test_small_structure_is_flagged():
@@ -287,6 +318,153 @@ def test_one_dose_plane_cuts_thick_slabs_into_sub_slabs_of_two_pixel_spacings():
     dvh = compute_dvh(stack, plane)
     assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3.0 / 1000, rel=REL)
     assert_uniform_dvh_point(dvh, AREA_XY * 3.0 / 1000, UNIFORM)
+
+
+def test_sub_slabs_no_thicker_than_the_dose_plane_spacing():
+    # two dose planes 3 mm apart cover z in [-1.5, 4.5]; a 7 mm slab from -3.5 to 3.5 is cut
+    # into 3 sub-slabs of 7/3 mm centred at -7/3 (uncovered), 0 and 7/3
+    two = linear_dose(UNIFORM, z=np.array([0.0, 3.0]))
+    dvh = compute_dvh(box(*BOX_XY, -3.5, 3.5, 7.0, name="Organ"), two)
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 7 / 3 / 1000, rel=REL)
+    assert_uniform_dvh_point(dvh, AREA_XY * 14 / 3 / 1000, UNIFORM)
+    # on planes 3 mm apart from z = -12: a 7 mm slab from 9.5 to 16.5 gives sub-slabs centred
+    # at 10.67, 13 (covered, up to 13.5) and 15.33 (uncovered)
+    dvh = compute_dvh(box(*BOX_XY, 9.5, 16.5, 7.0, name="Organ"), linear_dose(UNIFORM))
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 7 / 3 / 1000, rel=REL)
+
+
+def test_slabs_sampled_in_groups_add_up(monkeypatch):
+    # one slab per group (the engine groups slabs to bound its memory): the volumes, the
+    # uncovered part and the curve add up over the groups; dose 30 + 0.5 x, box partly
+    # beyond the outermost dose planes (z in [-13.5, 13.5], slabs of 3 mm from -16.5)
+    monkeypatch.setattr(engine, "_CHUNK_CELLS", 1)
+    stack = box(*BOX_XY, -16.5, 10.5, 3.0, name="Organ")
+    dvh = compute_dvh(stack, linear_dose(30.0, gx=0.5))
+    assert dvh.volume_cc == pytest.approx(AREA_XY * 27 / 1000, rel=REL)
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3 / 1000, rel=REL)
+    assert_uniform_dvh(dvh, AREA_XY * 24 / 1000, 30 - 3.3, 30 + 4.65)
+
+
+def test_explicit_line_spacing_of_one_pixel_counts_whole_rows():
+    # one scan line per row, at the row's centre: a row counts whole when its centre lies in
+    # the box. y in [-5.25, 8.0] holds the centres -5, -2.5, ..., 7.5 (6 rows of 2.5 mm).
+    dvh = compute_dvh(box(*BOX_XY, -5.0, 5.0, 2.0), linear_dose(UNIFORM), line_spacing_mm=2.5)
+    assert dvh.volume_cc == pytest.approx(15.9 * 6 * 2.5 * 10 / 1000, rel=REL)
+
+
+def test_d100_rounding_allowance_is_inclusive():
+    # dose_at_volume accepts up to covered x (1 + 1e-12), the end included
+    dvh = DVH(
+        "hand",
+        np.array([0.0, 0.01, 0.02]),
+        np.array([10.0, 4.0, 0.0]),
+        10.0,
+        0.0,
+        0.01,
+        0.0,
+        0.02,
+        EndCap.HALF_SLAB,
+        0.01,
+    )
+    assert dvh.dose_at_volume(10.0 * (1 + 1e-12)) == 0.0
+    assert dvh.dose_at_volume(10.0 * (1 + 3e-12)) is None
+
+
+def clamped_z_truth(
+    dvh: DVH, area_mm2: float, z0: float, z1: float, planes: tuple[float, float], base: float, g: float
+):
+    """Dose base + g z between the outermost dose planes and held at the outermost plane's dose
+    beyond them (within the covered half spacing): for a prism from z0 to z1 (all covered),
+    the volume receiving at least base + g t is area x (z1 - max(z0, t)) for t above the
+    first plane, and the whole prism for t at or below it (g > 0)."""
+    first, last = planes
+    t = (dvh.dose_edges_gy - base) / g
+    length = np.where(t <= max(first, z0), z1 - z0, np.clip(z1 - np.maximum(z0, t), 0.0, None))
+    length = np.where(t > min(last, z1), 0.0, length)
+    np.testing.assert_allclose(dvh.volume_ge_cc, area_mm2 * length / 1000, rtol=0, atol=1e-9 * dvh.covered_cc)
+    clamped = np.clip([z0, z1], first, last)
+    assert dvh.min_gy == pytest.approx(base + g * clamped[0], rel=REL)
+    assert dvh.max_gy == pytest.approx(base + g * clamped[1], rel=REL)
+    # mean of clip(z): the held parts at the plane doses, the rest linear
+    lo_len, hi_len = max(first - z0, 0.0), max(z1 - last, 0.0)
+    mid = (clamped[0] + clamped[1]) / 2 * (clamped[1] - clamped[0])
+    mean_z = (lo_len * first + hi_len * last + mid) / (z1 - z0)
+    assert dvh.mean_gy == pytest.approx(base + g * mean_z, rel=REL)
+
+
+@pytest.mark.parametrize(("z0", "z1"), [(-13.5, 10.5), (-7.5, 13.5), (-13.5, 13.5)])
+def test_dose_is_held_at_the_outermost_plane_within_the_covered_half_spacing(z0, z1):
+    # planes from -12 to 12 mm, 3 mm apart, cover z in [-13.5, 13.5]; slabs of 1.5 mm whose
+    # sub-slabs beyond the outermost planes lie wholly beyond them. Dose 30.003 + 0.5 z; bins
+    # of 1/128 Gy, so that the edges are exact in binary and the held plane doses (24.003 and
+    # 36.003 Gy) fall between edges (a step on an edge would be above or below it by rounding).
+    dvh = compute_dvh(box(*BOX_XY, z0, z1, 1.5), linear_dose(30.003, gz=0.5), bin_width_gy=1 / 128)
+    assert dvh.uncovered_cc == 0.0
+    clamped_z_truth(dvh, AREA_XY, z0, z1, (-12.0, 12.0), 30.003, 0.5)
+
+
+def test_gradient_between_two_dose_planes():
+    # two planes at z = 0 and 3 mm cover z in [-1.5, 4.5]; dose 20 + 2.5 z between them, held
+    # beyond; slabs of 0.75 mm from -1.5 to 4.5 (one sub-slab each, none straddling a plane)
+    two = linear_dose(20.003, gz=2.5, z=np.array([0.0, 3.0]))
+    dvh = compute_dvh(box(*BOX_XY, -1.5, 4.5, 0.75), two, bin_width_gy=1 / 128)
+    assert dvh.uncovered_cc == 0.0
+    clamped_z_truth(dvh, AREA_XY, -1.5, 4.5, (0.0, 3.0), 20.003, 2.5)
+
+
+def test_triangular_prism_in_a_gradient_along_x():
+    """A right triangle with legs 12 mm (x) and 10 mm (y), vertices' y on scan-line boundaries:
+    its area is exact (the chord is linear in y between vertices). In 30 + 0.5 x Gy the dose
+    over it has the triangle's density along x, falling linearly to 0 at the far vertex:
+    V(>= 30 + 0.5 x) = V (x1 - x)^2 / 12^2 for x in [x0, x1]; mean 30 + 0.5 (x0 + 4).
+    The centroid is exact along x on each scan line and the curve is exact but for the
+    cells that the hypotenuse crosses (asserted: 0.5 % of the volume, 0.005 Gy in the mean
+    [measured 2026-11-30: 0.37 % at worst over the whole range, 0.0003 Gy])."""
+    x0, y0 = -5.3, -5.0  # y0 on a pixel boundary (-6.25 + 5 x 0.25)
+    tri = np.array([[x0, y0], [x0 + 12.0, y0], [x0, y0 + 10.0]])
+    stack = SlabStack("Tri", tuple(Slab(z, z + 2.0, (tri,)) for z in (-4.0, -2.0, 0.0, 2.0)), EndCap.HALF_SLAB)
+    dvh = compute_dvh(stack, linear_dose(30.0, gx=0.5))
+    volume = 12.0 * 10.0 / 2 * 8.0 / 1000
+    assert dvh.volume_cc == pytest.approx(volume, rel=REL)
+    assert dvh.mean_gy == pytest.approx(30 + 0.5 * (x0 + 4.0), abs=0.005)
+    for x in (x0 + 0.5, x0 + 3.0, x0 + 6.0, x0 + 9.0, x0 + 11.5):
+        truth = volume * (x0 + 12.0 - x) ** 2 / 144
+        assert dvh.volume_at_dose(30 + 0.5 * x) == pytest.approx(truth, abs=0.005 * volume), x
+    assert dvh.min_gy == pytest.approx(30 + 0.5 * x0, abs=0.01)
+    assert 30 + 0.5 * (x0 + 12.0) - 0.3 <= dvh.max_gy <= 30 + 0.5 * (x0 + 12.0)
+
+
+def test_box_narrower_than_a_pixel():
+    # x in [0.2, 0.9] lies within the pixel centred on x = 0 (spanning [-1, 1]): every scan
+    # line starts and ends in one pixel. Dose 30 + 2.5 x: uniform over [30.5, 32.25].
+    dvh = compute_dvh(box(0.2, 0.9, -5.25, 8.0, -5.0, 5.0, 2.0), linear_dose(30.0, gx=2.5))
+    assert_uniform_dvh(dvh, 0.7 * 13.25 * 10 / 1000, 30.5, 32.25)
+
+
+def test_box_with_a_square_hole():
+    """Rings of one slab combine by parity: a 16 x 15 mm box with a 6 x 5 mm hole. In
+    30 + 0.5 x Gy the mean is that of the frame's x centroid; the volume is exact."""
+    outer = rect(-7.0, 9.0, -6.25, 8.75)  # faces on pixel boundaries
+    hole = rect(-3.0, 3.0, -1.25, 3.75)
+    stack = SlabStack("Frame", tuple(Slab(z, z + 2.0, (outer, hole)) for z in (-2.0, 0.0)), EndCap.HALF_SLAB)
+    dvh = compute_dvh(stack, linear_dose(30.0, gx=0.5))
+    area = 16 * 15 - 6 * 5
+    cx = (16 * 15 * 1.0 - 6 * 5 * 0.0) / area  # centroids: outer x = 1, hole x = 0
+    assert dvh.volume_cc == pytest.approx(area * 4 / 1000, rel=REL)
+    assert dvh.mean_gy == pytest.approx(30 + 0.5 * cx, rel=REL)
+    assert dvh.min_gy == pytest.approx(30 - 3.5, rel=REL) and dvh.max_gy == pytest.approx(30 + 4.5, rel=REL)
+    # the hole's dose range [28.5, 31.5] holds only the frame's 10 mm of height above and below
+    assert dvh.volume_at_dose(28.5) - dvh.volume_at_dose(31.5) == pytest.approx(6 * 10 * 4 / 1000, rel=1e-9)
+
+
+def test_dose_at_the_grid_s_first_column_stays_within_the_nodes():
+    # x in [-25, -20.4]: only the part in the first column's pixel ([-21, -20.4]) is covered,
+    # beyond the first node (x = -20). Dose 30 + 0.5 x: the engine does not extrapolate past
+    # the grid, so every dose lies between the first node's (20 Gy) and that node's spread
+    dvh = compute_dvh(box(-25.0, -20.4, -5.25, 8.0, -5.0, 5.0, 2.0, name="Edge"), linear_dose(30.0, gx=0.5))
+    assert dvh.covered_cc == pytest.approx(0.6 * 13.25 * 10 / 1000, rel=REL)
+    assert dvh.min_gy == pytest.approx(20.0, rel=REL)
+    assert 20.0 <= dvh.max_gy <= 20.0 + 0.5 * 0.6  # at most the gradient over the covered 0.6 mm
 
 
 # --- refusals ---
