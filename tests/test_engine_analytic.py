@@ -331,6 +331,10 @@ def test_sub_slabs_no_thicker_than_the_dose_plane_spacing():
     # at 10.67, 13 (covered, up to 13.5) and 15.33 (uncovered)
     dvh = compute_dvh(box(*BOX_XY, 9.5, 16.5, 7.0, name="Organ"), linear_dose(UNIFORM))
     assert dvh.uncovered_cc == pytest.approx(AREA_XY * 7 / 3 / 1000, rel=REL)
+    # a slab exactly as thick as the spacing stays whole: [12.5, 15.5] is centred at 14,
+    # beyond 13.5, and is uncovered as a whole (two halves would leave one covered)
+    dvh = compute_dvh(box(*BOX_XY, 9.5, 15.5, 3.0, name="Organ"), linear_dose(UNIFORM))
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3 / 1000, rel=REL)
 
 
 def test_slabs_sampled_in_groups_add_up(monkeypatch):
@@ -412,26 +416,38 @@ def test_gradient_between_two_dose_planes():
     clamped_z_truth(dvh, AREA_XY, -1.5, 4.5, (0.0, 3.0), 20.003, 2.5)
 
 
-def test_triangular_prism_in_a_gradient_along_x():
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_triangular_prism_in_a_gradient_along_x(mirrored):
     """A right triangle with legs 12 mm (x) and 10 mm (y), vertices' y on scan-line boundaries:
     its area is exact (the chord is linear in y between vertices). In 30 + 0.5 x Gy the dose
     over it has the triangle's density along x, falling linearly to 0 at the far vertex:
-    V(>= 30 + 0.5 x) = V (x1 - x)^2 / 12^2 for x in [x0, x1]; mean 30 + 0.5 (x0 + 4).
+    V(>= 30 + 0.5 x) = V (x1 - x)^2 / 12^2 for x in [x0, x1]; mean 30 + 0.5 (x0 + 4) (and
+    mirrored, with the right angle at x1: V (1 - (x - x0)^2 / 12^2), mean 30 + 0.5 (x1 - 4)).
     The centroid is exact along x on each scan line and the curve is exact but for the
     cells that the hypotenuse crosses (asserted: 0.5 % of the volume, 0.005 Gy in the mean
-    [measured 2026-11-30: 0.37 % at worst over the whole range, 0.0003 Gy])."""
-    x0, y0 = -5.3, -5.0  # y0 on a pixel boundary (-6.25 + 5 x 0.25)
-    tri = np.array([[x0, y0], [x0 + 12.0, y0], [x0, y0 + 10.0]])
+    [measured 2026-11-30: 0.37 % at worst over the whole range, 0.0003 Gy]). Min and Max: the
+    cells that the hypotenuse cuts hold a triangle-shaped dose density, whose uniform of the
+    same variance reaches beyond it by up to 7.5 % of the cell's dose range (1 Gy here): the
+    dose on the right angle's side is within 0.1 Gy [measured 0.004 Gy, and 0.056 Gy beyond
+    the true Max when mirrored], the acute vertex's up to 0.3 Gy short of it [measured
+    0.22 Gy: its last 0.45 mm hold 0.2 % of the volume].
+    """
+    x0, x1, y0 = -5.3, 6.7, -5.0  # y0 on a pixel boundary (-6.25 + 5 x 0.25)
+    corner = x1 if mirrored else x0
+    tri = np.array([[x0, y0], [x1, y0], [corner, y0 + 10.0]])
     stack = SlabStack("Tri", tuple(Slab(z, z + 2.0, (tri,)) for z in (-4.0, -2.0, 0.0, 2.0)), EndCap.HALF_SLAB)
     dvh = compute_dvh(stack, linear_dose(30.0, gx=0.5))
     volume = 12.0 * 10.0 / 2 * 8.0 / 1000
     assert dvh.volume_cc == pytest.approx(volume, rel=REL)
-    assert dvh.mean_gy == pytest.approx(30 + 0.5 * (x0 + 4.0), abs=0.005)
+    assert dvh.mean_gy == pytest.approx(30 + 0.5 * (x1 - 4.0 if mirrored else x0 + 4.0), abs=0.005)
     for x in (x0 + 0.5, x0 + 3.0, x0 + 6.0, x0 + 9.0, x0 + 11.5):
-        truth = volume * (x0 + 12.0 - x) ** 2 / 144
+        truth = volume * (1 - (x - x0) ** 2 / 144 if mirrored else (x1 - x) ** 2 / 144)
         assert dvh.volume_at_dose(30 + 0.5 * x) == pytest.approx(truth, abs=0.005 * volume), x
-    assert dvh.min_gy == pytest.approx(30 + 0.5 * x0, abs=0.01)
-    assert 30 + 0.5 * (x0 + 12.0) - 0.3 <= dvh.max_gy <= 30 + 0.5 * (x0 + 12.0)
+    right_angle, acute = (x1, x0) if mirrored else (x0, x1)
+    near = dvh.max_gy if mirrored else dvh.min_gy
+    far = dvh.min_gy if mirrored else dvh.max_gy
+    assert near == pytest.approx(30 + 0.5 * right_angle, abs=0.1)
+    assert abs(far - (30 + 0.5 * acute)) <= 0.3 and 30 + 0.5 * x0 - 0.1 <= far <= 30 + 0.5 * x1 + 0.1
 
 
 def test_box_narrower_than_a_pixel():
@@ -465,6 +481,35 @@ def test_dose_at_the_grid_s_first_column_stays_within_the_nodes():
     assert dvh.covered_cc == pytest.approx(0.6 * 13.25 * 10 / 1000, rel=REL)
     assert dvh.min_gy == pytest.approx(20.0, rel=REL)
     assert 20.0 <= dvh.max_gy <= 20.0 + 0.5 * 0.6  # at most the gradient over the covered 0.6 mm
+
+
+def test_covered_range_along_z_includes_its_limits():
+    # sub-slabs centred exactly half a spacing beyond the outermost planes (z = -13.5 and
+    # 13.5) are covered: the covered range is closed
+    for z0 in (-14.5, 12.5):
+        dvh = compute_dvh(box(*BOX_XY, z0, z0 + 2.0, 2.0), linear_dose(UNIFORM))
+        assert dvh.uncovered_cc == 0.0
+        assert_uniform_dvh_point(dvh, AREA_XY * 2 / 1000, UNIFORM)
+
+
+@pytest.mark.parametrize(("z0", "lo", "hi"), [(-12.75, 24.0, 24.375), (11.25, 35.625, 36.0)])
+def test_sub_slab_centred_on_an_outermost_plane_reaches_its_inner_face(z0, lo, hi):
+    # a 1.5 mm slab centred on the first (last) dose plane in 30 + 0.5 z Gy: the dose over
+    # its inner half rises (falls) to that at its inner face, 0.375 Gy away; its outer half is
+    # held at the plane's dose. The extremes are exact: the plane's dose and the inner face's.
+    dvh = compute_dvh(box(*BOX_XY, z0, z0 + 1.5, 1.5), linear_dose(30.0, gz=0.5))
+    assert dvh.min_gy == pytest.approx(lo, rel=REL) and dvh.max_gy == pytest.approx(hi, rel=REL)
+
+
+def test_cumulative_histogram_of_narrow_ramps_and_a_step_at_the_top():
+    bw = 1 / 128
+    # a ramp half a bin wide is still a ramp: spread over [1.75, 2.25] bw, half of it >= 2 bw
+    edges, v_ge = cumulative_histogram(np.array([2 * bw]), np.array([bw / 2]), np.array([2.0]), bin_width_gy=bw)
+    np.testing.assert_allclose(v_ge[:4], [2.0, 2.0, 1.0, 0.0], rtol=0, atol=1e-12)
+    # a step exactly on the highest edge it reaches counts at that edge
+    edges, v_ge = cumulative_histogram(np.array([2 * bw]), np.array([0.0]), np.array([1.0]), bin_width_gy=bw)
+    np.testing.assert_allclose(v_ge, [1.0, 1.0, 1.0, 0.0], rtol=0, atol=1e-12)
+    assert np.array_equal(edges, np.arange(4) * bw)
 
 
 # --- refusals ---
