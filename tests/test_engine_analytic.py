@@ -473,14 +473,55 @@ def test_box_with_a_square_hole():
     assert dvh.volume_at_dose(28.5) - dvh.volume_at_dose(31.5) == pytest.approx(6 * 10 * 4 / 1000, rel=1e-9)
 
 
-def test_dose_at_the_grid_s_first_column_stays_within_the_nodes():
-    # x in [-25, -20.4]: only the part in the first column's pixel ([-21, -20.4]) is covered,
-    # beyond the first node (x = -20). Dose 30 + 0.5 x: the engine does not extrapolate past
-    # the grid, so every dose lies between the first node's (20 Gy) and that node's spread
-    dvh = compute_dvh(box(-25.0, -20.4, -5.25, 8.0, -5.0, 5.0, 2.0, name="Edge"), linear_dose(30.0, gx=0.5))
-    assert dvh.covered_cc == pytest.approx(0.6 * 13.25 * 10 / 1000, rel=REL)
-    assert dvh.min_gy == pytest.approx(20.0, rel=REL)
-    assert 20.0 <= dvh.max_gy <= 20.0 + 0.5 * 0.6  # at most the gradient over the covered 0.6 mm
+@pytest.mark.parametrize(
+    ("extent", "axis", "covered_mm", "node_dose"),
+    [
+        # beyond the first column (x = -20, pixels from -21) and the last (x = 20, up to 21)
+        ((-25.0, -20.4, -5.25, 8.0), "x", 0.6, 20.0),
+        ((20.4, 25.0, -5.25, 8.0), "x", 0.6, 40.0),
+        # beyond the first row (y = -20, pixels from -21.25) and the last (y = 20, up to 21.25)
+        ((-6.6, 9.3, -30.5, -20.5), "y", 0.75, 20.0),
+        ((-6.6, 9.3, 20.5, 30.5), "y", 0.75, 40.0),
+    ],
+)
+def test_dose_beyond_the_outermost_nodes_stays_within_the_nodes(extent, axis, covered_mm, node_dose):
+    # only the part in the outermost pixel, beyond the outermost node, is covered. In 30 + 0.5 x
+    # (or y) Gy the engine does not extrapolate past the grid: the outer extreme is the node's
+    # dose, and the spread inward at most the gradient over the covered part.
+    x0, x1, y0, y1 = extent
+    dose = linear_dose(30.0, gx=0.5) if axis == "x" else linear_dose(30.0, gy=0.5)
+    dvh = compute_dvh(box(x0, x1, y0, y1, -5.0, 5.0, 2.0, name="Edge"), dose)
+    other = (y1 - y0) if axis == "x" else (x1 - x0)
+    assert dvh.covered_cc == pytest.approx(covered_mm * other * 10 / 1000, rel=REL)
+    spread = 0.5 * covered_mm
+    if node_dose < 30:
+        assert dvh.min_gy == pytest.approx(node_dose, rel=REL)
+        assert node_dose < dvh.max_gy <= node_dose + spread
+    else:
+        assert dvh.max_gy == pytest.approx(node_dose, rel=REL)
+        assert node_dose - spread <= dvh.min_gy < node_dose
+
+
+@pytest.mark.parametrize("axis", ["x", "y"])
+def test_partly_filled_pixel_takes_the_slope_towards_its_filled_side(axis):
+    """A box filling one half of a pixel, in a dose whose node values bend (30 + 0.05 u^2 Gy
+    along u = x or y, uniform along the others). Between nodes the engine's dose is the
+    linear interpolant of the nodes, so over the half pixel from the node u = 4 (x) or 5 (y)
+    towards the next node the dose is linear with that interval's slope, and the box's DVH is
+    uniform over [d(node), d(node) + slope x extent], exactly (the central difference at the
+    node, (d(next) - d(previous)) / (2 spacing), would be 20 % off)."""
+    _zz, yy, xx = np.meshgrid(Z, Y, X, indexing="ij")
+    u = xx if axis == "x" else yy
+    dose = DoseGrid(30.0 + 0.05 * u**2, X, Y.copy(), Z.copy())
+    if axis == "x":
+        node, step, stack = 4.0, 2.0, box(4.0, 5.0, -5.25, 8.0, -5.0, 5.0, 2.0)
+        extent = 1.0
+    else:
+        node, step, stack = 5.0, 2.5, box(-6.6, 9.3, 5.0, 6.25, -5.0, 5.0, 2.0)
+        extent = 1.25
+    lo = 30 + 0.05 * node**2
+    slope = 0.05 * ((node + step) ** 2 - node**2) / step
+    assert_uniform_dvh(compute_dvh(stack, dose), stack.volume_cc, lo, lo + slope * extent)
 
 
 def test_covered_range_along_z_includes_its_limits():
