@@ -75,12 +75,14 @@ BOX_XY = (-6.6, 9.3, -5.25, 8.0)
 AREA_XY = (9.3 + 6.6) * (8.0 + 5.25)  # 15.9 x 13.25 mm
 
 
-@pytest.mark.parametrize("g", [0.5, 2.5])
-def test_gradient_along_x_other_than_one_gy_per_mm(g):
-    # 5 slabs of 2 mm from z = -5 to 5; dose 30 + g x over x in [-6.6, 9.3]
-    dvh = compute_dvh(box(*BOX_XY, -5.0, 5.0, 2.0), linear_dose(30.0, gx=g))
-    assert_uniform_dvh(dvh, AREA_XY * 10 / 1000, 30 - 6.6 * g, 30 + 9.3 * g)
+@pytest.mark.parametrize(("base", "g"), [(30.0, 0.5), (30.0, 2.5), (3.3, 0.5)])
+def test_gradient_along_x_other_than_one_gy_per_mm(base, g):
+    # 5 slabs of 2 mm from z = -5 to 5; dose base + g x over x in [-6.6, 9.3] (from 0 Gy at
+    # the box's face for base 3.3)
+    dvh = compute_dvh(box(*BOX_XY, -5.0, 5.0, 2.0), linear_dose(base, gx=g))
+    assert_uniform_dvh(dvh, AREA_XY * 10 / 1000, base - 6.6 * g, base + 9.3 * g)
     assert dvh.uncovered_cc == 0.0 and dvh.warnings == ()
+    assert dvh.name == "Box" and dvh.end_cap is EndCap.HALF_SLAB
 
 
 @pytest.mark.parametrize("g", [0.5, 2.5])
@@ -245,10 +247,13 @@ def test_part_beyond_the_outermost_dose_planes_is_uncovered(z0, z1, slab_mm, cov
     assert_uniform_dvh_point(dvh, AREA_XY * covered_mm / 1000, UNIFORM)
 
 
-@pytest.mark.parametrize("x_range", [(30.0, 50.0), (-50.0, -30.0)])
-def test_wholly_outside_the_grid_has_no_dose_statistics(x_range):
-    # 20 x 20 x 30 mm = 12 cc, beyond the last column or before the first
-    stack = box(*x_range, -6.25, 13.75, -15.0, 15.0, 3.0, name="Far")
+@pytest.mark.parametrize(
+    "extent",
+    [(30.0, 50.0, -6.25, 13.75), (-50.0, -30.0, -6.25, 13.75), (-6.6, 13.4, 30.0, 50.0), (-6.6, 13.4, -50.0, -30.0)],
+)
+def test_wholly_outside_the_grid_has_no_dose_statistics(extent):
+    # 20 x 20 x 30 mm = 12 cc, beyond the last column or row, or before the first
+    stack = box(*extent, -15.0, 15.0, 3.0, name="Far")
     dvh = compute_dvh(stack, linear_dose(UNIFORM), bin_width_gy=1 / 128)
     assert dvh.volume_cc == pytest.approx(12.0, rel=REL)
     assert dvh.uncovered_cc == pytest.approx(12.0, rel=REL)
@@ -311,13 +316,13 @@ def test_one_dose_plane_covers_one_pixel_spacing_either_side():
 
 
 def test_one_dose_plane_cuts_thick_slabs_into_sub_slabs_of_two_pixel_spacings():
-    # a 6 mm slab from z = -1 to 5 is cut into two sub-slabs of 3 mm (no thicker than 2 dx =
-    # 4 mm), centred at 0.5 (covered) and 3.5 (beyond z = 2: uncovered)
+    # a 5 mm slab from z = -1 to 4 is cut into two sub-slabs of 2.5 mm (no thicker than 2 dx =
+    # 4 mm), centred at 0.25 (covered) and 2.75 (beyond z = 2: uncovered)
     plane = linear_dose(UNIFORM, z=np.array([0.0]))
-    stack = box(*BOX_XY, -1.0, 5.0, 6.0, name="Organ")
+    stack = box(*BOX_XY, -1.0, 4.0, 5.0, name="Organ")
     dvh = compute_dvh(stack, plane)
-    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3.0 / 1000, rel=REL)
-    assert_uniform_dvh_point(dvh, AREA_XY * 3.0 / 1000, UNIFORM)
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 2.5 / 1000, rel=REL)
+    assert_uniform_dvh_point(dvh, AREA_XY * 2.5 / 1000, UNIFORM)
 
 
 def test_sub_slabs_no_thicker_than_the_dose_plane_spacing():
@@ -347,6 +352,12 @@ def test_slabs_sampled_in_groups_add_up(monkeypatch):
     assert dvh.volume_cc == pytest.approx(AREA_XY * 27 / 1000, rel=REL)
     assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3 / 1000, rel=REL)
     assert_uniform_dvh(dvh, AREA_XY * 24 / 1000, 30 - 3.3, 30 + 4.65)
+    # groups of other dose ranges (30.003 + 0.5 z, slabs of 1.5 mm): the curves of the groups,
+    # of different lengths, add up (see the test of the dose held beyond the outermost planes)
+    stack = box(*BOX_XY, -16.5, 10.5, 1.5, name="Organ")
+    dvh = compute_dvh(stack, linear_dose(30.003, gz=0.5), bin_width_gy=1 / 128)
+    assert dvh.uncovered_cc == pytest.approx(AREA_XY * 3 / 1000, rel=REL)
+    clamped_z_truth(dvh, AREA_XY, -13.5, 10.5, (-12.0, 12.0), 30.003, 0.5)
 
 
 def test_explicit_line_spacing_of_one_pixel_counts_whole_rows():
@@ -522,6 +533,29 @@ def test_partly_filled_pixel_takes_the_slope_towards_its_filled_side(axis):
     lo = 30 + 0.05 * node**2
     slope = 0.05 * ((node + step) ** 2 - node**2) / step
     assert_uniform_dvh(compute_dvh(stack, dose), stack.volume_cc, lo, lo + slope * extent)
+
+
+@pytest.mark.parametrize(
+    ("planes", "limits"),
+    [((-12.0, 3.0, 9), (-13.5, 13.5)), ((0.0, 3.0, 2), (-1.5, 4.5))],
+)
+def test_covered_range_along_z_is_half_a_plane_spacing(planes, limits):
+    # sub-slabs of 0.5 mm centred 0.25 mm inside and 0.25 mm outside each limit
+    z = planes[0] + planes[1] * np.arange(planes[2])
+    for limit, inward in ((limits[0], 1.0), (limits[1], -1.0)):
+        for offset, covered in ((0.25 * inward, True), (-0.25 * inward, False)):
+            centre = limit + offset
+            dvh = compute_dvh(box(*BOX_XY, centre - 0.25, centre + 0.25, 0.5), linear_dose(UNIFORM, z=z))
+            assert (dvh.uncovered_cc == 0.0) is covered, (limit, offset)
+
+
+def test_in_plane_gradient_where_the_dose_is_held_beyond_the_outermost_planes():
+    # dose 30 + 0.5 x + 0.5 clip(z, -12, 12): the slabs in the covered half spacing beyond the
+    # outermost planes take the outermost plane's dose, with the in-plane gradient unchanged
+    dose = linear_dose(30.0, gx=0.5, gz=0.5)
+    for z0, plane_dose in ((-13.5, 24.0), (12.0, 36.0)):
+        dvh = compute_dvh(box(*BOX_XY, z0, z0 + 1.5, 1.5), dose)
+        assert_uniform_dvh(dvh, AREA_XY * 1.5 / 1000, plane_dose - 3.3, plane_dose + 4.65)
 
 
 def test_covered_range_along_z_includes_its_limits():
