@@ -513,6 +513,19 @@ def test_dose_beyond_the_outermost_nodes_stays_within_the_nodes(extent, axis, co
         assert node_dose - spread <= dvh.min_gy < node_dose
 
 
+def test_dose_beyond_the_first_column_and_plane_stays_within_the_first_plane_s_nodes():
+    # the corner of the grid: beyond the first column (x in [-21, -20.4] covered) and in the
+    # half spacing before the first plane (z in [-13.5, -12]). Dose 30 + 0.5 x on the first
+    # six planes, 0 Gy on the last three (far from the box): the box takes the first plane's
+    # dose and stays within its nodes, from the first node's 20 Gy up
+    zz, _yy, xx = np.meshgrid(Z, Y, X, indexing="ij")
+    dose = DoseGrid(np.where(zz < 6.0, 30.0 + 0.5 * xx, 0.0), X, Y.copy(), Z.copy())
+    dvh = compute_dvh(box(-25.0, -20.4, -5.25, 8.0, -13.5, -12.0, 1.5, name="Corner"), dose)
+    assert dvh.covered_cc == pytest.approx(0.6 * 13.25 * 1.5 / 1000, rel=REL)
+    assert dvh.min_gy == pytest.approx(20.0, rel=REL)
+    assert 20.0 < dvh.max_gy <= 20.0 + 0.5 * 0.6
+
+
 @pytest.mark.parametrize("axis", ["x", "y"])
 def test_partly_filled_pixel_takes_the_slope_towards_its_filled_side(axis):
     """A box filling one half of a pixel, in a dose whose node values bend (30 + 0.05 u^2 Gy
