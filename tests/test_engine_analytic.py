@@ -1,6 +1,8 @@
-"""The DVH engine on boxes in linear doses, where the truth is closed form and (for a gradient
-along one axis) exact: gradients other than 1 Gy/mm, along x, y, z and oblique, structures
-partly outside the dose grid, a dose grid of one plane, and the engine's refusals.
+"""The DVH engine on boxes (and a triangle, a frame) in linear doses, where the truth is closed
+form and (for a gradient along one axis) exact: gradients other than 1 Gy/mm, along x, y, z
+and oblique, structures partly or wholly outside the dose grid, the dose held beyond the
+outermost planes and nodes, dose grids of one and two planes, sub-slabs, slab groups, the
+cumulative histogram of hand-made samples, warnings and the engine's refusals.
 
 Why the truth is exact here. The engine samples a structure on the dose grid's own pixels:
 each occupied part of a pixel (times a sub-slab along z) takes the dose at its centroid and
