@@ -40,6 +40,8 @@ PHANTOMS = [
 ]
 DVH_TESTS = [
     "tests/test_metrics_geometry.py",
+    "tests/test_engine_analytic.py",
+    "tests/test_engine_paths.py::test_neighbourhood_equals_scipy_filters",
     f"{B}test_dose_at_volume_interpolates_between_bin_edges",
     f"{ACCURACY}test_dose_curved_between_dose_planes",
     f"{ACCURACY}test_uniform_dose_has_no_nearest_bin_plateau",
