@@ -118,6 +118,7 @@ def render_plan_html(result: CheckResult, report: PlanReport, *, include_names: 
 {f"<h2>Why this plan could not be checked</h2>{reasons}" if reasons else ""}
 <h2>Plan facts</h2><table class="facts">{rows}</table>
 {"" if unreadable else f"<h2>Findings</h2>{_findings_table(report)}"}
+{_not_applicable_html(report)}
 {"" if unreadable else f"<h2 id='images'>Images</h2>{_views_html(report)}"}
 {"" if unreadable else f"<h2>Cumulative DVH</h2>{_dvh_svg(report)}"}
 <h2>Warnings</h2>{f'<ul class="warn">{warnings}</ul>' if warnings else "<p>None.</p>"}
@@ -183,6 +184,21 @@ def _findings_table(report: PlanReport) -> str:
                 f"{' <span class=muted>Source: ' + _e(f.source) + '</span>' if f.source else ''}</td></tr>"
             )
     return head + "".join(body) + "</tbody></table>"
+
+
+def _not_applicable_html(report: PlanReport) -> str:
+    """The rules that do not apply to this patient, with the reason: a rule never vanishes."""
+    if not report.not_applicable:
+        return ""
+    rows = "".join(
+        f"<tr data-grade='not_applicable'><td>{_e(n.rule)}</td><td>{_e(n.structure or '')}</td>"
+        f"<td>NOT APPLICABLE: {_e(n.reason)}</td></tr>"
+        for n in report.not_applicable
+    )
+    return (
+        "<h2>Rules that do not apply</h2><table id='not-applicable'>"
+        f"<tr><th>rule</th><th>structure</th><th>why</th></tr>{rows}</table>"
+    )
 
 
 def _views_html(report: PlanReport) -> str:

@@ -309,6 +309,13 @@ def findings_csv(result: CheckResult) -> str:
                     f.message,
                 ]
             )
+        # a rule never vanishes: the rules that do not apply, with the reason, as in text and JSON
+        for n in r.not_applicable:
+            row: list[str | float | None] = [None] * len(FINDING_COLUMNS)
+            row[:5] = [r.patient_id, r.plan_uid, n.rule, n.structure, None]
+            row[FINDING_COLUMNS.index("grade")] = "not_applicable"
+            row[FINDING_COLUMNS.index("message")] = n.reason
+            rows.append(row)
     return csv_text(FINDING_COLUMNS, rows)
 
 
