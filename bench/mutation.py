@@ -66,6 +66,7 @@ EVALUATION = [
     f"{B}test_per_target_clinical_prescription_is_used_and_labelled",
     f"{B}test_values_are_graded_after_rounding_to_the_report_precision",
 ]
+CHECKS = "tests/test_eval_checks.py"
 MODULES: dict[str, list[str]] = {
     "rtqa/protocol/limits.py": ["tests/test_limits_boundaries.py"],
     "rtqa/evaluation/prescription.py": ["tests/test_prescription.py"],
@@ -74,11 +75,11 @@ MODULES: dict[str, list[str]] = {
     "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
     "rtqa/dvh/geometry.py": DVH_TESTS,
     "rtqa/dvh/engine.py": DVH_TESTS,
-    "rtqa/evaluation/grading.py": EVALUATION,
-    "rtqa/evaluation/checks/constraints.py": EVALUATION,
-    "rtqa/evaluation/checks/fractionation.py": EVALUATION,
-    "rtqa/evaluation/checks/eligibility.py": EVALUATION,
-    "rtqa/evaluation/checks/technical.py": EVALUATION,
+    "rtqa/evaluation/grading.py": ["tests/test_eval_grading.py", *EVALUATION],
+    "rtqa/evaluation/checks/constraints.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
+    "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
+    "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
+    "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
     "rtqa/evaluation/context.py": EVALUATION,
     "rtqa/evaluation/evaluate.py": EVALUATION,
 }
