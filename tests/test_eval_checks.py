@@ -8,16 +8,19 @@ follows from the protocol's limits and hand arithmetic written beside it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from rtqa.case import Prescription, PrescriptionSource, TargetPrescription
+from rtqa.dvh.metrics import parse_metric
+from rtqa.errors import RtqaError
 from rtqa.evaluation.checks import eligibility, fractionation, technical
 from rtqa.evaluation.context import Unavailable
 from rtqa.model import DoseGrid, DoseType, Heterogeneity
-from rtqa.protocol.limits import Grade
+from rtqa.protocol.limits import Grade, Limit
 from rtqa.protocol.loader import StructureSpec, load_protocol
 from rtqa.report.model import Finding, NotApplicable
 
@@ -481,3 +484,39 @@ def test_normal_liver_volume_unavailable_or_ambiguous_is_not_evaluable():
     c = volume_ctx(ambiguous={"Liver-GTV": "2 ROIs match Liver"})
     f = one(eligibility.check(c, r, {}))
     assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: 2 ROIs match Liver")
+
+
+def dosed_rule_ctx(dvh_or_error, **kw) -> SimpleNamespace:
+    c = volume_ctx(**kw)
+
+    def get(structure):
+        if isinstance(dvh_or_error, Exception):
+            raise dvh_or_error
+        return dvh_or_error
+
+    c.dvh = get
+    return c
+
+
+MEAN_RULE = replace(
+    RULES["NORMAL_LIVER_VOLUME"], metric=parse_metric("Mean[Gy]"), unit="Gy", per_protocol=Limit.parse("<= 28")
+)
+
+
+def test_an_eligibility_metric_of_dose_is_graded_on_the_dvh():
+    mean = SimpleNamespace(mean_gy=28.004, max_gy=None, min_gy=None, covered_cc=10.0, volume_cc=10.0)  # 28.00 Gy: meets
+    f = one(eligibility.check(dosed_rule_ctx(mean), MEAN_RULE, {}))
+    assert (f.grade, f.value) == (Grade.PER_PROTOCOL, 28.0)
+    assert f.message == "Liver-GTV: Mean = 28.00 Gy (meets ≤ 28 Gy)"
+    mean.mean_gy = 28.006  # 28.01 Gy: fails
+    assert one(eligibility.check(dosed_rule_ctx(mean), MEAN_RULE, {})).grade is Grade.DEVIATION_UNACCEPTABLE
+    f = one(eligibility.check(dosed_rule_ctx(mean, dose=None), MEAN_RULE, {}))
+    assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: no dose")
+
+
+def test_an_eligibility_metric_that_cannot_be_computed_is_not_evaluable():
+    f = one(eligibility.check(dosed_rule_ctx(RtqaError("no volume")), MEAN_RULE, {}))
+    assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: Liver-GTV: no volume")
+    empty = SimpleNamespace(mean_gy=None, max_gy=None, min_gy=None, covered_cc=0.0, volume_cc=0.0)
+    f = one(eligibility.check(dosed_rule_ctx(empty), MEAN_RULE, {}))
+    assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: Liver-GTV: Mean[Gy] does not exist")
