@@ -80,7 +80,7 @@ MODULES: dict[str, list[str]] = {
     "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
-    "rtqa/evaluation/context.py": EVALUATION,
+    "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
     "rtqa/evaluation/evaluate.py": EVALUATION,
 }
 
