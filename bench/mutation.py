@@ -81,7 +81,7 @@ MODULES: dict[str, list[str]] = {
     "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
     "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
-    "rtqa/evaluation/evaluate.py": EVALUATION,
+    "rtqa/evaluation/evaluate.py": ["tests/test_eval_evaluate.py", *EVALUATION],
 }
 
 
