@@ -399,3 +399,25 @@ def test_worst_of_the_candidates_is_a_not_evaluable_one_else_the_most_severe():
     assert worst([va, du, pp]) is du
     ne1, ne2 = f(Grade.NOT_EVALUABLE, "x"), f(Grade.NOT_EVALUABLE, "y")
     assert worst([du, ne1, ne2]) is ne1  # could not be graded on a candidate: never hidden by a graded one
+
+
+def test_fact_values_with_spaces_are_named_whole():
+    # a `when` rule has the same limits under every value: one grade, and the values it applies to listed
+    r = rule(when={"motion_management": ("free breathing", "breath hold")})
+    f = grade_measured(r, measured(10.0), {"motion_management": None})
+    assert f.grade is Grade.PER_PROTOCOL
+    assert f.message.endswith(
+        "; motion-management unknown: the grade is the same under every value the rule applies to "
+        "(free breathing, breath hold), so it did not matter"
+    )
+
+
+def test_interval_ends_are_rounded_in_the_measured_unit():
+    # percent has 0.1 % precision: 93.46 % -> 93.5 %, 97.04 % -> 97.0 % (two decimals would keep 93.46, 97.04)
+    r = rule(per_protocol=Limit.parse(">= 95"), variation=Limit.parse(">= 90"), unit="%")
+    f = grade_measured(r, measured(None, interval=(93.46, 97.04)), {})
+    assert f.interval == (93.5, 97.0)
+    assert f.possible_grades == (
+        (Grade.VARIATION_ACCEPTABLE, "low end (93.5 %)"),
+        (Grade.PER_PROTOCOL, "high end (97.0 %)"),
+    )
