@@ -421,3 +421,25 @@ def test_interval_ends_are_rounded_in_the_measured_unit():
         (Grade.VARIATION_ACCEPTABLE, "low end (93.5 %)"),
         (Grade.PER_PROTOCOL, "high end (97.0 %)"),
     )
+
+
+def test_two_unknown_facts_are_both_named():
+    r = rule(when={"motion_management": ("gating",)}, limits_by={"child_pugh": {"A5": A, "B7": B}})
+    f = grade_measured(r, measured(31.0), {})  # over 30 and 18 Gy: a deviation on every branch
+    assert f.grade is Grade.DEVIATION_UNACCEPTABLE
+    assert "; motion-management, child-pugh unknown: the grade is the same under every value" in f.message
+
+
+def test_one_grade_under_branches_with_different_limits_lists_each_branch():
+    # 16.1 Gy: per protocol under A (<= 28); variation under B (<= 15 / <= 18) and under C (<= 16 / <= 20)
+    c = LimitSet(Limit.parse("<= 16"), Limit.parse("<= 20"), "source C", False)
+    r = rule(per_protocol=None, variation=None, limits_by={"child_pugh": {"A5": A, "B7": B, "B8": c}})
+    f = grade_measured(r, measured(16.1), {"child_pugh": None})
+    assert f.possible_grades == (
+        (Grade.PER_PROTOCOL, "child-pugh A5 (per protocol ≤ 28 Gy; variation acceptable ≤ 30 Gy)"),
+        (
+            Grade.VARIATION_ACCEPTABLE,
+            "child-pugh B7 (per protocol ≤ 15 Gy; variation acceptable ≤ 18 Gy); "
+            "child-pugh B8 (per protocol ≤ 16 Gy; variation acceptable ≤ 20 Gy)",
+        ),
+    )
