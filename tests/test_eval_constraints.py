@@ -16,7 +16,7 @@ import pytest
 from rtqa.dvh.engine import DVH
 from rtqa.dvh.expression import EndCap
 from rtqa.dvh.geometry import Slab, SlabStack
-from rtqa.dvh.metrics import parse_metric
+from rtqa.dvh.metrics import evaluate_metric, parse_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.checks import constraints, technical
 from rtqa.evaluation.context import Unavailable
@@ -166,7 +166,7 @@ def test_each_ptv_is_graded_against_its_own_prescription():
     assert p.message.startswith("PTV (PTVp): D95% = 95.5 % of 50.00 Gy (PTVp, dose reference) — variation")
     assert (v.value, v.grade, v.reference_gy) == (102.8, Grade.PER_PROTOCOL, 46.45)
     # no prescription for PTVn: a relative metric has nothing to relate to
-    assert (n.grade, n.reference_gy) == (Grade.NOT_EVALUABLE, None)
+    assert (n.grade, n.reference_gy, n.structure, n.matched_roi) == (Grade.NOT_EVALUABLE, None, "PTV", "PTVn")
     assert n.message == "not evaluable: PTV (PTVn): no prescription to relate D95%[%] to"
 
 
@@ -307,6 +307,19 @@ def test_uncovered_volume_hotter_than_the_structure_extends_the_bins():
     assert hot.volume_ge_cc.tolist() == [150.0, 150.0, 50.0, 50.0, 50.0, 0.0]
 
 
+def test_a_little_uncovered_volume_counts_too():
+    # 0.5 cc outside, counted at 0 Gy: V(0) gains it, the mean falls to (15 * 100) / 100.5
+    cold = constraints.with_uncovered_at(dvh(10, 20, covered=100, uncovered=0.5), 0.0)
+    assert cold.volume_ge_cc.tolist() == [100.5, 100.0, 0.0] and cold.mean_gy == pytest.approx(1500 / 100.5)
+
+
+def test_uncovered_volume_at_the_top_edge_adds_no_bins():
+    # 50 cc at exactly 20 Gy, the highest edge: the curve ends there, D0.03cc is 20 Gy (nothing receives more)
+    top = constraints.with_uncovered_at(dvh(10, 20, covered=100, uncovered=50), 20.0)
+    assert top.dose_edges_gy.tolist() == [0.0, 10.0, 20.0] and top.volume_ge_cc.tolist() == [150.0, 150.0, 50.0]
+    assert evaluate_metric(top, "D0.03cc[Gy]") == 20.0
+
+
 def test_a_dvh_inside_the_grid_is_unchanged_and_an_uncovered_one_takes_the_dose_as_min_and_max():
     d = dvh(10, 20)
     assert constraints.with_uncovered_at(d, 30.0) is d
@@ -343,14 +356,29 @@ def test_each_lower_dose_ptv_is_graded_on_itself_minus_the_higher_ones():
     )  # fmt: skip
 
 
-def test_a_lower_dose_ptv_inside_the_boost_is_not_evaluable():
-    # PTVv lies inside PTVp: PTVv - PTVp encloses no volume
-    dvhs = {("PTV", ()): dvh(58, 62)}
+def test_a_lower_dose_ptv_inside_the_boost_is_not_evaluable_and_the_others_are_graded():
+    # PTVv lies inside PTVp: PTVv - PTVp encloses no volume; PTVn, apart, is still graded
+    dvhs = {("PTV", ()): dvh(58, 62), "PTV (PTVn - PTVp)": dvh(49, 51)}
+    c = ctx(dvhs, rx_by_roi={0: (60.0, "a"), 1: (50.0, "b"), 2: (50.0, "c")}, highest_gy=60.0)
+    c.stacks = {(0,): square(0, 10), (1,): square(2, 5), (2,): square(20, 10)}
+    _, v, n = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    assert (v.grade, v.structure, v.matched_roi) == (Grade.NOT_EVALUABLE, "PTV", "PTVv - PTVp")
+    assert v.message == "not evaluable: PTV (PTVv - PTVp): derived structure 'PTV (PTVv - PTVp)' encloses no volume"
+    # 49-51 Gy: D2% = 51 - 2 * 2 / 100 = 50.96 Gy = 101.9 % of 50 Gy
+    assert (n.matched_roi, n.value, n.grade, n.structure) == ("PTVn - PTVp", 101.9, Grade.PER_PROTOCOL, "PTV")
+
+
+def test_a_lower_dose_ptv_partly_outside_the_grid_is_graded_over_its_interval():
+    # PTVv - PTVp: 100 cc at 50-52 Gy and 2 cc outside the grid, boundary 30 Gy. D2% of 102 cc is D2.04cc; the
+    # uncovered 2 cc receive 0 to 30 Gy, below the covered part, so at both ends D2.04cc = 52 - 2 * 2.04 / 100
+    # = 51.96 Gy = 103.9 % of 50 Gy: one value, with the note on the uncovered volume
+    dvhs = {("PTV", ()): dvh(58, 62), "PTV (PTVv - PTVp)": dvh(50, 52, covered=100, uncovered=2)}
     c = ctx(dvhs, structure_rois={"PTV": [0, 1]}, rx_by_roi={0: (60.0, "a"), 1: (50.0, "b")}, highest_gy=60.0)
-    c.stacks = {(0,): square(0, 10), (1,): square(2, 5)}
-    _, v = constraints.check(c, RULES["PTV_D2"], {})
-    assert isinstance(v, Finding) and v.grade is Grade.NOT_EVALUABLE
-    assert v.matched_roi == "PTVv - PTVp" and v.message.startswith("not evaluable: PTV (PTVv - PTVp): ")
+    c.stacks = {(0,): square(0, 10), (1,): square(5, 10)}
+    c.boundary = 30.0
+    _, v = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    assert (v.structure, v.value, v.interval, v.grade) == ("PTV", 103.9, None, Grade.PER_PROTOCOL)
+    assert "(2.00 cc of PTV (PTVv - PTVp) lies outside the dose grid: it receives between 0 Gy" in v.message
 
 
 def test_targets_at_one_level_or_without_prescription_add_no_lower_level():
