@@ -144,6 +144,13 @@ def test_a_one_roi_structure_is_graded_on_its_dvh():
     assert f.reference_gy is None and f.reference_target is None  # an absolute metric names no reference
 
 
+def test_an_absolute_metric_names_no_reference_even_when_the_rule_has_one():
+    r = replace(RULES["STOMACH_MAX"], reference="highest")
+    (f,) = findings(constraints.check(ctx({("Stomach", ()): dvh(40, 60)}, highest_gy=50.0), r, {}))
+    assert f.message.startswith("Stomach: D0.03cc = 59.99 Gy — deviation unacceptable")
+    assert f.reference_gy is None
+
+
 def test_a_metric_that_does_not_exist_is_not_evaluable_with_the_volume():
     # D0.03cc of a 0.02 cc structure does not exist
     (f,) = findings(constraints.check(ctx({("Stomach", ()): dvh(40, 60, covered=0.02)}), RULES["STOMACH_MAX"], {}))
@@ -166,7 +173,9 @@ def test_each_ptv_is_graded_against_its_own_prescription():
     assert p.message.startswith("PTV (PTVp): D95% = 95.5 % of 50.00 Gy (PTVp, dose reference) — variation")
     assert (v.value, v.grade, v.reference_gy) == (102.8, Grade.PER_PROTOCOL, 46.45)
     # no prescription for PTVn: a relative metric has nothing to relate to
-    assert (n.grade, n.reference_gy, n.structure, n.matched_roi) == (Grade.NOT_EVALUABLE, None, "PTV", "PTVn")
+    assert (n.grade, n.reference_gy, n.structure, n.matched_roi, n.match) == (
+        Grade.NOT_EVALUABLE, None, "PTV", "PTVn", "exact",
+    )  # fmt: skip
     assert n.message == "not evaluable: PTV (PTVn): no prescription to relate D95%[%] to"
 
 
