@@ -213,6 +213,7 @@ def test_a_zero_prescription_is_not_a_reference():
     c = ctx({("PTV", ()): dvh(48, 52)}, highest_gy=0.0, case=SimpleNamespace(plans=(1, 2)))
     (f,) = findings(constraints.check(c, RULES["PTV_D2"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and "relative to a reference dose, and none was given" in f.message
+    assert (f.structure, f.matched_roi, f.match) == ("PTV", "PTVp | PTVv | PTVn", "exact")
 
 
 # -- ambiguous structures ---------------------------------------------------------------------------------
@@ -240,6 +241,7 @@ def test_a_structure_partly_outside_the_grid_is_graded_at_both_ends():
     c = ctx({("Liver", ()): dvh(10, 30, covered=100, uncovered=50)}, boundary=40.0)
     (f,) = findings(constraints.check(c, r, {"child_pugh": "A5"}))
     assert (f.value, f.interval, f.grade) == (None, (13.33, 26.67), Grade.PER_PROTOCOL)
+    assert (f.structure, f.matched_roi, f.match, f.metric) == ("Liver", "LIVER", "exact", "Mean[Gy]")
     assert f.message == (
         "Liver: Mean = 13.33 Gy–26.67 Gy — per protocol (per protocol ≤ 28 Gy; variation acceptable ≤ 30 Gy); the "
         "same grade at both ends (uncovered part at 0 Gy, uncovered part at 40.00 Gy) (50.00 cc of Liver lies "
@@ -272,12 +274,29 @@ def test_ends_are_ordered_by_value_whatever_the_dose_that_gives_them():
     )
 
 
+def test_a_relative_metric_over_an_interval_names_its_reference():
+    # PTV_D95 on the union, own prescription 50 Gy. 100 cc at 47.5-52.5 Gy, 20 cc outside, boundary 50 Gy.
+    # D95% of 120 cc = D114cc. At 0 Gy: V = 120, 100, 0 cc at 0, 47.5, 52.5 Gy: 114 cc is 0.3 of the way from
+    # 120 to 100 cc: 0.3 * 47.5 = 14.25 Gy = 28.5 %. At 50 Gy: V = 120, 120, 0: 47.5 + 5 * 6 / 120 = 47.75 Gy
+    # = 95.5 %. A deviation at one end, a variation at the other
+    r = replace(RULES["PTV_D95"], scope="union")
+    c = ctx({("PTV", ()): dvh(47.5, 52.5, covered=100, uncovered=20)}, rx_by_roi={0: (50.0, "a")}, boundary=50.0)
+    (f,) = findings(constraints.check(c, r, {}))
+    assert (f.interval, f.grade, f.reference_gy, f.reference_target) == (
+        (28.5, 95.5),
+        Grade.NOT_EVALUABLE,
+        50.0,
+        "PTV, a",
+    )
+    assert {g for g, _ in f.possible_grades} == {Grade.DEVIATION_UNACCEPTABLE, Grade.VARIATION_ACCEPTABLE}
+
+
 def test_a_few_thousandths_of_a_cc_outside_the_grid_are_rounding_noise():
     # 0.005 cc outside: not more than UNCOVERED_CC, graded as a value, not an interval
     r = replace(RULES["NORMAL_LIVER_MEAN"], structure="Liver")
     c = ctx({("Liver", ()): dvh(10, 30, covered=100, uncovered=0.005)}, boundary=40.0)
     (f,) = findings(constraints.check(c, r, {"child_pugh": "A5"}))
-    assert (f.value, f.interval) == (20.0, None)
+    assert (f.value, f.interval) == (20.0, None) and "outside the dose grid" not in f.message
 
 
 def test_a_metric_that_does_not_exist_at_an_end_is_not_evaluable():
@@ -285,6 +304,7 @@ def test_a_metric_that_does_not_exist_at_an_end_is_not_evaluable():
     c = ctx({("Stomach", ()): dvh(40, 60, covered=0.01, uncovered=0.01)}, boundary=40.0)
     (f,) = findings(constraints.check(c, RULES["STOMACH_MAX"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: Stomach: D0.03cc[Gy] does not exist"
+    assert (f.structure, f.matched_roi, f.match) == ("Stomach", "STOMACH", "exact")
 
 
 # -- with_uncovered_at --------------------------------------------------------------------------------------
