@@ -142,6 +142,7 @@ def test_a_one_roi_structure_is_graded_on_its_dvh():
     )  # fmt: skip
     assert f.message.startswith("Stomach: D0.03cc = 59.99 Gy — deviation unacceptable")
     assert f.reference_gy is None and f.reference_target is None  # an absolute metric names no reference
+    assert (f.metric, f.unit, f.category) == ("D0.03cc[Gy]", "Gy", "plan_quality")
 
 
 def test_an_absolute_metric_names_no_reference_even_when_the_rule_has_one():
@@ -156,6 +157,7 @@ def test_a_metric_that_does_not_exist_is_not_evaluable_with_the_volume():
     (f,) = findings(constraints.check(ctx({("Stomach", ()): dvh(40, 60, covered=0.02)}), RULES["STOMACH_MAX"], {}))
     assert f.grade is Grade.NOT_EVALUABLE
     assert f.message == "not evaluable: Stomach: D0.03cc[Gy] does not exist (structure 0.020 cc)"
+    assert (f.structure, f.matched_roi, f.match) == ("Stomach", "STOMACH", "exact")
 
 
 # -- targets and their prescriptions --------------------------------------------------------------------
