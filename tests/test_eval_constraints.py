@@ -43,7 +43,8 @@ STRUCTURES = {
     "Heart": StructureSpec("Heart", "oar", (), (), False, False),
     "Stomach": StructureSpec("Stomach", "oar", (), (), True, False),
 }
-NAMES = {0: "PTVp", 1: "PTVv", 2: "PTVn", 3: "LIVER", 4: "liver2", 5: "STOMACH"}
+NAMES = {0: "PTVp", 1: "PTVv", 2: "PTVn", 3: "LIVER", 4: "Stomach 2", 5: "STOMACH"}
+HOW = {0: "alias", 1: "pattern", 2: "alias", 3: "exact", 4: "alias", 5: "exact"}  # how each ROI matched
 
 
 def ctx(dvhs: dict, **kw) -> SimpleNamespace:
@@ -75,7 +76,13 @@ def ctx(dvhs: dict, **kw) -> SimpleNamespace:
     c.stack = lambda structure, rois=(): c.stacks[rois]
     c.label = lambda i: NAMES[i]
     c.roi_label = lambda s, rois=(): " | ".join(NAMES[i] for i in (rois or c.structure_rois.get(s, ()))) or None
-    c.how = lambda s, rois=(): "exact"
+
+    def how(s, rois=()):  # as CaseContext.how: the one way the chosen ROIs of the structure matched, else None
+        chosen = set(rois or c.structure_rois.get(s, ()))
+        hows = {HOW[i] for i in c.structure_rois.get(s, ()) if i in chosen}
+        return hows.pop() if len(hows) == 1 else None
+
+    c.how = how
     c.boundary_max_gy = lambda: c.boundary
     c.candidates = lambda s: (
         [(i,) for i in c.structure_rois[s]]
@@ -126,7 +133,7 @@ def test_a_constraint_without_a_dose_is_not_evaluable():
 def test_a_dvh_that_cannot_be_computed_is_not_evaluable_with_the_reason():
     c = ctx({("Stomach", ()): RtqaError("the contours enclose no volume")})
     (f,) = findings(constraints.check(c, RULES["STOMACH_MAX"], {}))
-    assert (f.grade, f.matched_roi, f.match) == (Grade.NOT_EVALUABLE, "STOMACH", "exact")
+    assert (f.grade, f.structure, f.matched_roi, f.match) == (Grade.NOT_EVALUABLE, "Stomach", "STOMACH", "exact")
     assert f.message == "not evaluable: Stomach: the contours enclose no volume"
 
 
@@ -176,7 +183,7 @@ def test_each_ptv_is_graded_against_its_own_prescription():
     assert (v.value, v.grade, v.reference_gy) == (102.8, Grade.PER_PROTOCOL, 46.45)
     # no prescription for PTVn: a relative metric has nothing to relate to
     assert (n.grade, n.reference_gy, n.structure, n.matched_roi, n.match) == (
-        Grade.NOT_EVALUABLE, None, "PTV", "PTVn", "exact",
+        Grade.NOT_EVALUABLE, None, "PTV", "PTVn", "alias",
     )  # fmt: skip
     assert n.message == "not evaluable: PTV (PTVn): no prescription to relate D95%[%] to"
 
@@ -209,13 +216,25 @@ def test_a_reference_named_by_structure_takes_its_highest_prescription():
     c = ctx({("Liver", ()): dvh(47.5, 52.5)}, rx_by_roi={3: (99.0, "c")})  # no PTV prescription
     (f,) = findings(constraints.check(c, r, {}))
     assert f.grade is Grade.NOT_EVALUABLE and f.reference_gy is None
+    c = ctx({("Liver", ()): dvh(47.5, 52.5)}, structure_rois={"Liver": [3]}, rx_by_roi={3: (99.0, "c")})  # no PTV
+    (f,) = findings(constraints.check(c, r, {}))
+    assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: Liver: no prescription to relate D95%[%] to"
+
+
+def test_own_reference_of_a_derived_structure_is_none():
+    # a derived structure (no ROI of its own) has no prescription of its own
+    r = replace(RULES["PTV_D95"], structure="Liver-GTV")
+    c = ctx({("Liver-GTV", ()): dvh(47.5, 52.5)}, rx_by_roi={0: (50.0, "a"), 3: (60.0, "b")})
+    (f,) = findings(constraints.check(c, r, {}))
+    assert (f.grade, f.structure, f.matched_roi, f.match) == (Grade.NOT_EVALUABLE, "Liver-GTV", None, None)
+    assert f.message == "not evaluable: Liver-GTV: no prescription to relate D95%[%] to"
 
 
 def test_a_zero_prescription_is_not_a_reference():
     c = ctx({("PTV", ()): dvh(48, 52)}, highest_gy=0.0, case=SimpleNamespace(plans=(1, 2)))
     (f,) = findings(constraints.check(c, RULES["PTV_D2"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and "relative to a reference dose, and none was given" in f.message
-    assert (f.structure, f.matched_roi, f.match) == ("PTV", "PTVp | PTVv | PTVn", "exact")
+    assert (f.structure, f.matched_roi, f.match) == ("PTV", "PTVp | PTVv | PTVn", None)  # matched in two ways
 
 
 # -- ambiguous structures ---------------------------------------------------------------------------------
@@ -225,12 +244,23 @@ def test_an_ambiguous_structure_takes_the_worst_candidate_and_lists_each():
     # STOMACH_MAX (<= 54 / <= 58 Gy) on two candidates: 50.00 Gy (per protocol) and 59.99 Gy (deviation)
     why = "2 ROIs match the one-ROI structure Stomach"
     # STOMACH 40-50 Gy over 100 cc: D0.03cc = 50 - 10 * 0.03 / 100 = 49.997 -> 50.00 Gy, per protocol
-    dvhs = {("Stomach", (5,)): dvh(40, 50), ("Stomach", (3,)): dvh(40, 60)}
-    c = ctx(dvhs, structure_rois={"Stomach": [5, 3]}, ambiguous={"Stomach": why})
+    dvhs = {("Stomach", (5,)): dvh(40, 50), ("Stomach", (4,)): dvh(40, 60)}
+    c = ctx(dvhs, structure_rois={"Stomach": [5, 4]}, ambiguous={"Stomach": why})
     (f,) = findings(constraints.check(c, RULES["STOMACH_MAX"], {}))
-    assert (f.grade, f.matched_roi, f.value) == (Grade.DEVIATION_UNACCEPTABLE, "LIVER", 59.99)
-    assert f.message.endswith(f"({why}: STOMACH 50.00 Gy per protocol; LIVER 59.99 Gy deviation unacceptable)")
-    assert f.message.startswith("Stomach (LIVER): D0.03cc = 59.99 Gy — deviation unacceptable")
+    assert (f.grade, f.structure, f.matched_roi, f.match, f.value) == (
+        Grade.DEVIATION_UNACCEPTABLE, "Stomach", "Stomach 2", "alias", 59.99,
+    )  # fmt: skip
+    assert f.message.endswith(f"({why}: STOMACH 50.00 Gy per protocol; Stomach 2 59.99 Gy deviation unacceptable)")
+    assert f.message.startswith("Stomach (Stomach 2): D0.03cc = 59.99 Gy — deviation unacceptable")
+
+
+def test_a_candidate_whose_dvh_fails_makes_the_ambiguous_structure_not_evaluable():
+    why = "2 ROIs match the one-ROI structure Stomach"
+    dvhs = {("Stomach", (5,)): dvh(40, 50), ("Stomach", (4,)): RtqaError("open contours")}
+    c = ctx(dvhs, structure_rois={"Stomach": [5, 4]}, ambiguous={"Stomach": why})
+    (f,) = findings(constraints.check(c, RULES["STOMACH_MAX"], {}))
+    assert (f.grade, f.structure, f.matched_roi, f.match) == (Grade.NOT_EVALUABLE, "Stomach", "Stomach 2", "alias")
+    assert f.message.startswith("not evaluable: Stomach (Stomach 2): open contours (")
 
 
 # -- volume outside the dose grid ------------------------------------------------------------------------
