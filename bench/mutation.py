@@ -64,6 +64,7 @@ EVALUATION = [
     f"{V}test_sib_lower_dose_ptv_is_graded_on_itself_minus_the_boost",
 ]
 CHECKS = "tests/test_eval_checks.py"
+EVALUATE = "tests/test_eval_evaluate.py"
 MODULES: dict[str, list[str]] = {
     "rtqa/protocol/limits.py": ["tests/test_limits_boundaries.py"],
     "rtqa/evaluation/prescription.py": ["tests/test_prescription.py"],
@@ -76,9 +77,9 @@ MODULES: dict[str, list[str]] = {
     "rtqa/evaluation/checks/constraints.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
     "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
-    "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
+    "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", EVALUATE, *EVALUATION],
     "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
-    "rtqa/evaluation/evaluate.py": ["tests/test_eval_evaluate.py", *EVALUATION],
+    "rtqa/evaluation/evaluate.py": [EVALUATE, *EVALUATION],
 }
 
 

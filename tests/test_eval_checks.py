@@ -123,7 +123,7 @@ def test_coverage_with_every_roi_inside_the_grid_is_per_protocol():
     # 0.005 cc is the rounding-noise threshold (UNCOVERED_CC): not more than it counts as covered
     c = coverage_ctx({0: 0.005, 4: 500.0}, boundary=40.0, highest=50.0)  # Body (role other) is never checked
     f = one(technical.target_coverage(c, RULES["TARGET_COVERAGE"], {}))
-    assert (f.grade, f.value, f.unit) == (Grade.PER_PROTOCOL, 0.0, "cc")
+    assert (f.grade, f.value, f.unit, f.metric) == (Grade.PER_PROTOCOL, 0.0, "cc", "uncovered volume")
     assert f.message == "every target inside the dose grid (2 ROIs)"
     f = one(technical.oar_coverage(c, RULES["OAR_COVERAGE"], {}))
     assert f.grade is Grade.PER_PROTOCOL and f.message == "every organ at risk inside the dose grid (2 ROIs)"
@@ -148,7 +148,7 @@ def test_a_target_outside_the_grid_asks_for_a_resubmission():
 def test_an_organ_outside_the_grid_passes_only_when_the_boundary_dose_is_below_5_percent(boundary, grade):
     c = coverage_ctx({2: 121.0}, boundary=boundary, highest=50.0)
     f = one(technical.oar_coverage(c, RULES["OAR_COVERAGE"], {}))
-    assert f.grade is grade and f.value == 121.0
+    assert (f.grade, f.value, f.unit, f.metric) == (grade, 121.0, "cc", "uncovered volume")
     if grade is Grade.PER_PROTOCOL:
         assert f.category == "plan_quality"
         assert f.message == (
@@ -157,6 +157,13 @@ def test_an_organ_outside_the_grid_passes_only_when_the_boundary_dose_is_below_5
         )
     else:
         assert f.category == "resubmit" and "covers every organ at risk" in f.message
+
+
+def test_a_prescription_under_1_gy_still_bounds_the_boundary_dose():
+    # 5 % of 0.8 Gy is 0.04 Gy: a boundary of 0.03 Gy is below it
+    c = coverage_ctx({2: 3.0}, boundary=0.03, highest=0.8)
+    f = one(technical.oar_coverage(c, RULES["OAR_COVERAGE"], {}))
+    assert (f.grade, f.category) == (Grade.PER_PROTOCOL, "plan_quality")
 
 
 def test_an_organ_outside_the_grid_without_a_prescription_asks_for_a_resubmission():

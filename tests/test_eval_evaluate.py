@@ -180,3 +180,16 @@ def test_a_rule_excluded_by_a_known_fact_is_not_applicable_never_dropped():
     assert "NORMAL_LIVER_MEAN" not in {f.rule for f in r.findings}
     ids = {f.rule for f in (*r.findings, *r.eligibility)} | {n.rule for n in r.not_applicable}
     assert {rule.id for rule in PROTOCOL.all_rules()} <= ids  # every rule gives something
+
+
+def test_structures_outside_the_dose_grid_are_named_in_the_warnings():
+    # dose nodes 2.5 mm apart from x = -10 to 40 mm; their pixels (centred on the nodes, rtqa.dvh.engine) reach
+    # 41.25 mm. The Liver (x 0-60 mm, y 0-60 mm, 8 mm thick) sticks out by 18.75 mm: 18.75 x 60 x 8 mm3 = 9.00 cc,
+    # and so does Liver - GTV (the GTV, x 0-10 mm, is inside)
+    x = np.linspace(-10.0, 40.0, 21)
+    z = np.arange(-2.0, 9.0, 2.0)
+    y = np.linspace(-10.0, 70.0, 33)
+    dose = DoseGrid(np.full((z.size, y.size, x.size), 10.0), x, y, z)
+    r = evaluate(case(ROIS, (plan("U1", "P"),), dose), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    outside = sorted(w for w in r.warnings if "lies outside the dose grid" in w)
+    assert outside == ["9.00 cc of Liver lies outside the dose grid", "9.00 cc of Liver-GTV lies outside the dose grid"]
