@@ -72,7 +72,7 @@ def beam(name: str, radiation: str = "PHOTON", energy: float | None = 6.0) -> Si
 def test_dose_grid_is_graded_on_its_largest_voxel_dimension():
     # x 2.5 mm, y 2.0 mm, z planes 3 mm then 4 mm apart: the largest gap, 4 mm, is a variation
     f = one(technical.dose_grid_spacing(ctx(dose=grid([0, 2.5, 5], [0, 2, 4], [0, 3, 7])), RULES["DOSE_GRID"], {}))
-    assert f.value == 4.0 and f.grade is Grade.VARIATION_ACCEPTABLE
+    assert f.value == 4.0 and f.grade is Grade.VARIATION_ACCEPTABLE and f.metric == "largest voxel dimension"
     assert f.message.startswith("dose grid 2.50 x 2.00 x 4.00 mm: largest 4.00 mm — variation acceptable")
     # y 3.5 mm is the largest; z 2 mm
     f = one(technical.dose_grid_spacing(ctx(dose=grid([0, 1], [0, 3.5], [0, 2])), RULES["DOSE_GRID"], {}))
@@ -84,7 +84,7 @@ def test_dose_grid_is_graded_on_its_largest_voxel_dimension():
 
 def test_an_axis_of_one_sample_counts_as_zero_spacing():
     f = one(technical.dose_grid_spacing(ctx(dose=grid([7], [0, 2], [4])), RULES["DOSE_GRID"], {}))
-    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL
+    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL and f.metric == "prescription sources"
     assert f.message.startswith("dose grid 0.00 x 2.00 x 0.00 mm")
 
 
@@ -206,6 +206,7 @@ def test_heterogeneity_correction_on_off_or_unstated():
     assert c.warnings == []
     f = one(technical.heterogeneity(dosed(Heterogeneity.OFF, ("WATER",)), RULES["HETEROGENEITY"], {}))
     assert (f.grade, f.message) == (Grade.DEVIATION_UNACCEPTABLE, "heterogeneity correction off (WATER)")
+    assert (f.metric, f.value_text) == ("TissueHeterogeneityCorrection", "WATER")
     c = dosed(Heterogeneity.UNKNOWN, ())
     f = one(technical.heterogeneity(c, RULES["HETEROGENEITY"], {}))
     assert (f.grade, f.value_text) == (Grade.PER_PROTOCOL, "absent")
@@ -228,7 +229,7 @@ def test_dose_type_must_be_physical():
         "DoseType PHYSICAL (allowed: PHYSICAL)",
     )
     f = one(technical.dose_type(dosed(dose_type=DoseType.EFFECTIVE), RULES["DOSE_TYPE"], {}))
-    assert f.grade is Grade.DEVIATION_UNACCEPTABLE
+    assert (f.grade, f.metric, f.value_text) == (Grade.DEVIATION_UNACCEPTABLE, "DoseType", "EFFECTIVE")
     c = dosed()
     c.dose.info = None
     f = one(technical.dose_type(c, RULES["DOSE_TYPE"], {}))
@@ -249,7 +250,7 @@ def test_prescription_sources_within_2_percent_agree():
         rx(50.0, candidates=[(PrescriptionSource.DOSE_REFERENCE, 50.0), (PrescriptionSource.BEAM_DOSES, 51.0)])
     ]
     f = one(technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {}))
-    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL
+    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL and f.metric == "prescription sources"
     assert f.message.startswith("plan P1: dose_reference 50.00 Gy, beam_doses 51.00 Gy; largest difference 2.0 %")
     # 50 Gy against 48.9 Gy: 1.1 / 50 = 2.2 %; the larger of the two differences counts
     c.plan_rx = [
@@ -271,7 +272,12 @@ def test_a_single_or_missing_prescription_source():
     c.plan_rx = [rx(50.0, candidates=[(PrescriptionSource.DOSE_REFERENCE, 50.0)]), rx(None)]
     first, second = technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {})
     assert isinstance(first, Finding) and isinstance(second, Finding)
-    assert (first.grade, first.value, first.unit) == (Grade.PER_PROTOCOL, 0.0, "%")
+    assert (first.grade, first.value, first.unit, first.metric) == (
+        Grade.PER_PROTOCOL,
+        0.0,
+        "%",
+        "prescription sources",
+    )
     assert first.message == "plan A: one prescription source (dose_reference), nothing to disagree with"
     assert (
         second.grade is Grade.NOT_EVALUABLE
@@ -291,7 +297,7 @@ def test_a_single_or_missing_prescription_source():
 def test_every_treatment_beam_must_be_a_photon_beam():
     c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("A2")]), plan(beams=[beam("B1")]))))
     f = one(technical.beam_radiation(c, RULES["BEAM_RADIATION"], {}))
-    assert (f.grade, f.value_text) == (Grade.PER_PROTOCOL, "PHOTON")
+    assert (f.grade, f.value_text, f.metric) == (Grade.PER_PROTOCOL, "PHOTON", "RadiationType")
     assert f.message == "3 treatment beams, all PHOTON; setup beams ignored"
     c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("E1", "ELECTRON"), beam("X", "")]),)))
     f = one(technical.beam_radiation(c, RULES["BEAM_RADIATION"], {}))
@@ -307,11 +313,21 @@ def test_the_highest_beam_energy_is_graded():
         )
     )
     f = one(technical.beam_energy(c, RULES["BEAM_ENERGY"], {}))
-    assert f.value == 15.0 and f.grade is Grade.VARIATION_ACCEPTABLE
+    assert f.value == 15.0 and f.grade is Grade.VARIATION_ACCEPTABLE and f.metric == "highest nominal energy"
     assert f.message.startswith("treatment beam energies: 15, 6 MV; highest 15.0 MV")
     c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A"), beam("B", energy=None), beam("C", energy=None)]),)))
     f = one(technical.beam_energy(c, RULES["BEAM_ENERGY"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: NominalBeamEnergy missing for B, C"
+
+
+def test_several_allowed_radiation_types_are_all_named():
+    r = replace(RULES["BEAM_RADIATION"], allowed=("PHOTON", "ELECTRON"))
+    c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("E1", "ELECTRON")]),)))
+    assert (
+        one(technical.beam_radiation(c, r, {})).message == "2 treatment beams, all PHOTON/ELECTRON; setup beams ignored"
+    )
+    c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("P1", "PROTON")]),)))
+    assert one(technical.beam_radiation(c, r, {})).message == "beams not PHOTON/ELECTRON: P1 (PROTON)"
 
 
 @pytest.mark.parametrize("check", ["beam_radiation", "beam_energy"])
@@ -328,7 +344,7 @@ def test_dose_algorithm_in_the_allowed_list_whatever_its_case():
     allowed = "AAA, Acuros XB, Collapsed Cone, Convolution Superposition, Monte Carlo"
     c = ctx(clinical_facts={"dose_algorithm": "acuros xb"})
     f = one(technical.dose_algorithm(c, RULES["DOSE_ALGORITHM"], {}))
-    assert (f.grade, f.value_text) == (Grade.PER_PROTOCOL, "acuros xb")
+    assert (f.grade, f.value_text, f.metric) == (Grade.PER_PROTOCOL, "acuros xb", "dose algorithm")
     assert f.message == f"dose algorithm 'acuros xb' (allowed: {allowed})"
     c = ctx(clinical_facts={"dose_algorithm": "Pencil Beam"})
     assert one(technical.dose_algorithm(c, RULES["DOSE_ALGORITHM"], {})).grade is Grade.DEVIATION_UNACCEPTABLE
