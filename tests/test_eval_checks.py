@@ -84,7 +84,7 @@ def test_dose_grid_is_graded_on_its_largest_voxel_dimension():
 
 def test_an_axis_of_one_sample_counts_as_zero_spacing():
     f = one(technical.dose_grid_spacing(ctx(dose=grid([7], [0, 2], [4])), RULES["DOSE_GRID"], {}))
-    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL and f.metric == "prescription sources"
+    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL and f.metric == "largest voxel dimension"
     assert f.message.startswith("dose grid 0.00 x 2.00 x 0.00 mm")
 
 
