@@ -283,6 +283,11 @@ def test_a_single_or_missing_prescription_source():
         second.grade is Grade.NOT_EVALUABLE
         and second.message == "not evaluable: plan B: no prescription found to compare"
     )
+    c.plan_rx.reverse()  # a plan without a prescription never stops the next one from being checked
+    assert [f.grade for f in technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {})] == [
+        Grade.NOT_EVALUABLE,
+        Grade.PER_PROTOCOL,
+    ]
     c = ctx(case=SimpleNamespace(plans=(plan(),)), plan_rx=[rx(50.0, source=None)])
     assert (
         "one prescription source (none)" in one(technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {})).message
