@@ -265,6 +265,9 @@ def test_prescription_sources_within_2_percent_agree():
     ]
     f = one(technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {}))
     assert f.value == 2.2 and f.grade is Grade.DEVIATION_UNACCEPTABLE
+    # 50 Gy against 55 Gy: 5 / 50 = 10.0 %
+    c.plan_rx = [rx(50.0, candidates=[(PrescriptionSource.CLINICAL, 55.0), (PrescriptionSource.DOSE_REFERENCE, 50.0)])]
+    assert one(technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {})).value == 10.0
 
 
 def test_a_single_or_missing_prescription_source():
@@ -365,9 +368,10 @@ def test_approval_status_of_each_plan():
     # APPROVAL grades: UNAPPROVED variation acceptable, REJECTED deviation unacceptable
     plans = (plan("A"), plan("B", "unapproved"), plan("C", "REJECTED"), plan("D", ""), plan("E", "RETIRED"))
     a, b, c_, d, e = technical.approval_status(ctx(case=SimpleNamespace(plans=plans)), RULES["APPROVAL"], {})
-    assert isinstance(a, Finding) and (a.grade, a.value_text, a.message) == (
+    assert isinstance(a, Finding) and (a.grade, a.value_text, a.metric, a.message) == (
         Grade.PER_PROTOCOL,
         "APPROVED",
+        "ApprovalStatus",
         "plan A: APPROVED",
     )
     assert isinstance(b, Finding) and (b.grade, b.value_text) == (Grade.VARIATION_ACCEPTABLE, "UNAPPROVED")
@@ -396,7 +400,7 @@ def test_gtv_in_ptv_with_a_structure_missing_or_ambiguous():
     assert na == NotApplicable("GTV_IN_PTV", "GTV", "optional structure PTV is not contoured")
     c = ctx(ambiguous={"PTV": "2 ROIs match PTV"})
     f = one(technical.gtv_outside_ptv(c, r, {}))
-    assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: 2 ROIs match PTV")
+    assert (f.grade, f.structure, f.message) == (Grade.NOT_EVALUABLE, "GTV", "not evaluable: 2 ROIs match PTV")
 
 
 # -- fractionation (FX_DOSE_PER_FRACTION: 1.98-2.02 Gy; FX_TOTAL_DOSE: 40-60 Gy, variation 38-63 Gy) --------

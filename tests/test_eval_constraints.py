@@ -467,4 +467,5 @@ def test_gtv_outside_ptv_is_the_volume_of_their_difference(gtv, outside, grade):
     c.stack = lambda s, rois=(): gtv if s == "GTV" else ptv
     f = technical.gtv_outside_ptv(c, RULES["GTV_IN_PTV"], {})[0]
     assert isinstance(f, Finding) and f.value == outside and f.grade is grade
+    assert (f.structure, f.metric, f.unit) == ("GTV", "GTV outside PTV", "cc")
     assert f.message.startswith(f"{outside:.2f} cc of GTV lies outside PTV — ")
