@@ -374,7 +374,11 @@ def test_approval_status_of_each_plan():
         "ApprovalStatus",
         "plan A: APPROVED",
     )
-    assert isinstance(b, Finding) and (b.grade, b.value_text) == (Grade.VARIATION_ACCEPTABLE, "UNAPPROVED")
+    assert isinstance(b, Finding) and (b.grade, b.value_text, b.metric) == (
+        Grade.VARIATION_ACCEPTABLE,
+        "UNAPPROVED",
+        "ApprovalStatus",
+    )
     assert b.message == (
         "plan B: ApprovalStatus UNAPPROVED: the submitted plan is not the approved plan — variation acceptable"
     )
