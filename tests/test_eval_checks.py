@@ -443,6 +443,13 @@ def test_dose_per_fraction_without_a_prescription_or_fractions_is_not_evaluable(
     assert f.message == "not evaluable: plan P1: prescription or number of fractions unknown"
 
 
+def test_a_plan_without_fractions_never_stops_the_next_plan_being_checked():
+    c = ctx(case=SimpleNamespace(plans=(plan("A"), plan("B"))), plan_rx=[rx(50.0, None), rx(10.0, 5)])
+    a, b = fractionation.check(c, RULES["FX_DOSE_PER_FRACTION"], {})
+    assert isinstance(a, Finding) and isinstance(b, Finding)
+    assert a.grade is Grade.NOT_EVALUABLE and (b.value, b.grade) == (2.0, Grade.PER_PROTOCOL)  # 10 Gy / 5
+
+
 def test_fractionation_without_a_plan_is_not_evaluable():
     f = one(fractionation.check(ctx(), RULES["FX_DOSE_PER_FRACTION"], {}))
     assert (f.grade, f.metric, f.message) == (
@@ -467,6 +474,7 @@ def test_total_dose_of_a_composite_lists_its_plans():
     c = ctx(case=SimpleNamespace(plans=(plan("A"),)), total_gy=None, plan_rx=[rx(None)])
     f = one(fractionation.check(c, RULES["FX_TOTAL_DOSE"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: total prescribed dose unknown"
+    assert f.metric == "total dose"
 
 
 # -- eligibility -----------------------------------------------------------------------------------------
