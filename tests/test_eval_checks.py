@@ -497,8 +497,8 @@ def test_a_clinical_fact_in_the_allowed_list_is_eligible():
 def volume_ctx(volume_cc: float | None = None, **kw) -> SimpleNamespace:
     c = ctx(**kw)
     c.stack = lambda s: SimpleNamespace(volume_cc=volume_cc)
-    c.roi_label = lambda s: "LIVER - GTVp"
-    c.how = lambda s: "derived"
+    c.roi_label = lambda s: {"Liver-GTV": "LIVER - GTVp"}.get(s)  # what the structure's ROIs are called
+    c.how = lambda s: {"Liver-GTV": "derived"}.get(s)
     return c
 
 
@@ -512,7 +512,7 @@ def volume_ctx(volume_cc: float | None = None, **kw) -> SimpleNamespace:
 def test_normal_liver_volume_needs_no_dose_and_is_graded_after_rounding(volume, grade, word):
     r = RULES["NORMAL_LIVER_VOLUME"]  # > 700 cc
     f = one(eligibility.check(volume_ctx(volume, dose=None), r, {}))
-    assert f.grade is grade and f.value == round(volume, 2)
+    assert f.grade is grade and f.value == round(volume, 2) and (f.unit, f.metric) == ("cc", "Volume[cc]")
     assert f.message == f"Liver-GTV: Volume = {round(volume, 2):.2f} cc ({word} > 700 cc)"
     assert (f.structure, f.matched_roi, f.match, f.per_protocol) == (
         "Liver-GTV",
