@@ -14,7 +14,7 @@ import pytest
 from rtqa.case import LoadedCase, PlanSet, Prescription, PrescriptionSource, TargetPrescription
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext, Unavailable, dose_in_name, ptv_partner, roi_defects
-from rtqa.model import ContourPlane, DoseGrid, Roi, StructureSet
+from rtqa.model import ContourPlane, DoseGrid, DoseReference, FractionGroup, Plan, Roi, StructureSet
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import load_protocol
 
@@ -334,3 +334,40 @@ def test_dose_in_an_roi_name(name, gy):
 )
 def test_the_ptv_of_a_gtv_ctv_or_itv(name, partner):
     assert ptv_partner(name) == partner
+
+
+def rt_plan(ref_gy: float, roi_number: int, fractions: int = 25) -> Plan:
+    """An RT Plan with one TARGET dose reference (type VOLUME) on an ROI, and a first fraction group."""
+    ref = DoseReference(1, "VOLUME", "TARGET", "target", roi_number, ref_gy)
+    return Plan("p.dcm", "U1", "P1", "Doe", "P", "P", None, "APPROVED", "CURATIVE", None, None, (),
+                (FractionGroup(1, fractions, ()),), (ref,), ())  # fmt: skip
+
+
+def test_case_report_form_prescriptions_become_the_plans_prescription_and_disagreement_is_news():
+    # the form says 60 Gy to PTVp; the plan's dose reference to ROI 1 (PTVp) says 50 Gy: more than 2 % apart
+    rois = [roi(1, "PTVp"), roi(2, "PTVv", 30)]
+    plan = rt_plan(50.0, 1)
+    ss = StructureSet("ss.dcm", "1.2.3", "P1", "Doe", "SS", None, tuple(rois))
+    dose_ref = Prescription(50.0, 25, PrescriptionSource.DOSE_REFERENCE, (TargetPrescription("PTVp", 50.0, 1),))
+    case = LoadedCase(PlanSet("P1", (), None, ()), (plan,), ss, None, None, (dose_ref,), ())
+    c = CaseContext(case, PROTOCOL, ClinicalFacts("P1", prescriptions_gy={"PTVp": 60.0, "PTVv": 54.0}))
+    (rx_,) = c.plan_rx
+    assert (rx_.total_gy, rx_.fractions, rx_.source) == (60.0, 25, PrescriptionSource.CLINICAL)
+    assert rx_.targets == (TargetPrescription("PTVp", 60.0), TargetPrescription("PTVv", 54.0))  # sorted by name
+    assert (c.total_gy, c.fractions, c.highest_gy) == (60.0, 25, 60.0)
+    assert c.rx_by_roi == {0: (60.0, "case-report form"), 1: (54.0, "case-report form")}
+    assert [w for w in c.warnings if "disagree" in w] == [
+        "prescription sources disagree: clinical gives 60.00 Gy, dose_reference gives 50.00 Gy (more than 2% apart)"
+    ]
+    # sources within 2 %: nothing to report
+    case = LoadedCase(PlanSet("P1", (), None, ()), (rt_plan(59.0, 1),), ss, None, None, (dose_ref,), ())
+    c = CaseContext(case, PROTOCOL, ClinicalFacts("P1", prescriptions_gy={"PTVp": 60.0}))
+    assert not [w for w in c.warnings if "disagree" in w]
+
+
+def test_an_roi_without_closed_contours_is_present_but_unusable_and_unmatched_rois_get_no_geometry():
+    c = context([roi(1, "Liver"), Roi(2, "Heart", "", None, ()), roi(3, "Marker", 30)])
+    heart = c.unavailable["Heart"]
+    assert (heart.present, heart.required) == (True, True)
+    assert heart.reason.startswith("present but unusable (Heart: ") and "no closed contours" in heart.reason
+    assert sorted(c.roi_stacks) == [0]  # Marker matches no structure: never built
