@@ -537,6 +537,7 @@ def dosed_rule_ctx(dvh_or_error, **kw) -> SimpleNamespace:
     c = volume_ctx(**kw)
 
     def get(structure):
+        assert structure == "Liver-GTV"  # the rule's structure
         if isinstance(dvh_or_error, Exception):
             raise dvh_or_error
         return dvh_or_error
@@ -567,3 +568,11 @@ def test_an_eligibility_metric_that_cannot_be_computed_is_not_evaluable():
     empty = SimpleNamespace(mean_gy=None, max_gy=None, min_gy=None, covered_cc=0.0, volume_cc=0.0)
     f = one(eligibility.check(dosed_rule_ctx(empty), MEAN_RULE, {}))
     assert (f.grade, f.message) == (Grade.NOT_EVALUABLE, "not evaluable: Liver-GTV: Mean[Gy] does not exist")
+
+
+def test_an_eligibility_percentage_is_rounded_to_0_1_percent_before_grading():
+    # V20Gy = 50.04 cc of 100 cc = 50.04 %, 50.0 % at the report precision: meets <= 50 %
+    r = replace(MEAN_RULE, metric=parse_metric("V20Gy[%]"), unit="%", per_protocol=Limit.parse("<= 50"))
+    v20 = SimpleNamespace(covered_cc=100.0, volume_cc=100.0, volume_at_dose=lambda d: 50.04 if d == 20.0 else None)
+    f = one(eligibility.check(dosed_rule_ctx(v20), r, {}))
+    assert (f.value, f.grade) == (50.0, Grade.PER_PROTOCOL)
