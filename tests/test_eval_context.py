@@ -8,6 +8,8 @@ The ROIs are boxes of 20 x 20 mm on planes 2 mm apart, the protocol is the shipp
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext, Unavailable, dose_in_name, ptv_partner, roi_defects
 from rtqa.model import ContourPlane, DoseGrid, DoseReference, FractionGroup, Plan, Roi, StructureSet
 from rtqa.protocol.clinical import ClinicalFacts
-from rtqa.protocol.loader import load_protocol
+from rtqa.protocol.loader import StructureSpec, load_protocol
 
 PROTOCOL = load_protocol()
 ZS = (0.0, 2.0, 4.0, 6.0)
@@ -371,3 +373,29 @@ def test_an_roi_without_closed_contours_is_present_but_unusable_and_unmatched_ro
     assert (heart.present, heart.required) == (True, True)
     assert heart.reason.startswith("present but unusable (Heart: ") and "no closed contours" in heart.reason
     assert sorted(c.roi_stacks) == [0]  # Marker matches no structure: never built
+
+
+def test_every_defect_and_every_unusable_roi_is_named():
+    rois = [
+        roi(1, "Bowel_Small"),
+        roi(2, "Small Bowel", 30),
+        roi(3, "bowel small", 60, skipped_contours=("1 POINT",), warnings=("2 non-axial contours",)),
+        roi(4, "BOWEL_SMALL", 90, skipped_contours=("3 OPEN_PLANAR",)),
+    ]
+    c = context(rois)
+    assert c.unavailable["Bowel_Small"].reason == (
+        "present but unusable (bowel small: 1 POINT contour(s) skipped; 2 non-axial contours; "
+        "BOWEL_SMALL: 3 OPEN_PLANAR contour(s) skipped) beside usable 'Bowel_Small', 'Small Bowel'"
+    )
+
+
+def test_six_names_are_listed_whole_and_more_are_cut_to_six():
+    six = StructureSpec("Spleen", "oar", ("Spleen", "A1", "A2", "A3", "A4", "A5"), (), True, False)
+    seven = StructureSpec("Pancreas", "oar", ("Pancreas", "B1", "B2", "B3", "B4", "B5", "B6"), (), True, False)
+    protocol = replace(PROTOCOL, structures={"Spleen": six, "Pancreas": seven}, derived={})
+    ss = StructureSet("ss.dcm", "1.2.3", "P1", "Doe", "SS", None, (roi(1, "Liver"),))
+    c = CaseContext(LoadedCase(PlanSet("P1", (), None, ()), (), ss, None, None, (), ()), protocol, None)
+    assert c.unavailable["Spleen"].reason == "no ROI matches Spleen (names and aliases: Spleen, A1, A2, A3, A4, A5)"
+    assert c.unavailable["Pancreas"].reason == (
+        "no ROI matches Pancreas (names and aliases: Pancreas, B1, B2, B3, B4, B5, ...)"
+    )
