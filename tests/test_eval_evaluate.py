@@ -193,3 +193,34 @@ def test_structures_outside_the_dose_grid_are_named_in_the_warnings():
     r = evaluate(case(ROIS, (plan("U1", "P"),), dose), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
     outside = sorted(w for w in r.warnings if "lies outside the dose grid" in w)
     assert outside == ["9.00 cc of Liver lies outside the dose grid", "9.00 cc of Liver-GTV lies outside the dose grid"]
+
+
+def test_findings_follow_the_protocols_order_of_rule_kinds():
+    r = evaluate(case(ROIS, (plan("U1", "P"),), uniform(10.0)), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    graded = [f.rule for f in r.findings if not f.rule.startswith("STRUCTURE:")]
+    kinds = {rule.id: rule.kind for rule in PROTOCOL.all_rules()}
+    order = ["fractionation", "technical", "constraint"]
+    assert [kinds[g] for g in graded] == sorted((kinds[g] for g in graded), key=order.index)
+    assert graded[0] == "FX_DOSE_PER_FRACTION" and {f.rule for f in r.eligibility} == {
+        "NORMAL_LIVER_VOLUME",
+        "CHILD_PUGH",
+    }
+
+
+def test_the_body_gets_its_volume_only_and_a_structure_that_cannot_be_built_a_warning():
+    # the GTV covers the whole liver: Liver - GTV encloses no volume; Body (role other) needs no DVH
+    rois = [roi(1, "Liver", 0, 20), roi(2, "GTVp", 0, 20), roi(3, "PTVp", 0, 30), roi(4, "BODY", 0, 100)]
+    rx = (Prescription(50.0, None, PrescriptionSource.DOSE_REFERENCE),)
+    r = evaluate(case(rois, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    assert r.structures["Body"] == StructureSummary("BODY", pytest.approx(100 * 100 * 8 / 1000), None, None, None, None)
+    assert "Body" not in r.curves and "Liver" in r.curves
+    assert "Liver-GTV" not in r.structures
+    assert "Liver-GTV: derived structure '(Liver - GTV)' encloses no volume" in r.warnings
+    # no fractions: no dose per fraction
+    assert r.prescription is not None
+    assert (r.prescription["total_gy"], r.prescription["fractions"], r.prescription["per_fraction_gy"]) == (
+        50.0,
+        None,
+        None,
+    )
+    assert r.prescription["source"] == "dose_reference"
