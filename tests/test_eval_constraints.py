@@ -235,6 +235,9 @@ def test_a_zero_prescription_is_not_a_reference():
     (f,) = findings(constraints.check(c, RULES["PTV_D2"], {}))
     assert f.grade is Grade.NOT_EVALUABLE and "relative to a reference dose, and none was given" in f.message
     assert (f.structure, f.matched_roi, f.match) == ("PTV", "PTVp | PTVv | PTVn", None)  # matched in two ways
+    c.structure_rois = {"PTV": [0, 2]}  # both by alias
+    (f,) = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    assert (f.grade, f.structure, f.matched_roi, f.match) == (Grade.NOT_EVALUABLE, "PTV", "PTVp | PTVn", "alias")
 
 
 # -- ambiguous structures ---------------------------------------------------------------------------------
