@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rtqa.case import LoadedCase, PlanSet, Prescription, PrescriptionSource, TargetPrescription
+from rtqa.dvh.expression import EndCap
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext, Unavailable, dose_in_name, ptv_partner, roi_defects
 from rtqa.model import ContourPlane, DoseGrid, DoseReference, FractionGroup, Plan, Roi, StructureSet
@@ -138,6 +139,7 @@ def test_a_derived_structure_with_its_operands_or_its_own_roi_is_available():
     assert "Liver-GTV" not in c.unavailable
     assert "Kidneys" not in c.unavailable  # use_roi_if_present: the combined ROI, operands absent
     assert c.structure_rois["Kidneys"] == [2]
+    assert c.stack("Liver-GTV").name == "Liver-GTV"  # named as the protocol names it (warnings, reports)
     # Liver minus GTV: 20 x 20 mm minus 15 x 20 mm on each slab
     assert c.stack("Liver-GTV").volume_cc == pytest.approx(c.stack("Liver").volume_cc / 4)
 
@@ -167,6 +169,7 @@ def test_the_stack_of_a_structure_is_the_union_of_its_rois():
     assert c.stack("PTV", (0, 1)).volume_cc == pytest.approx(1.5 * one)
     assert c.stack("PTV").volume_cc == pytest.approx(2.5 * one)
     assert c.stack("PTV").name == "PTV" and c.stack("PTV", (0, 1)).name == "PTV"
+    assert c.stack("PTV").end_cap is c.stack("PTV", (0,)).end_cap is EndCap.HALF_SLAB  # rules/: end_cap half_slab
 
 
 def test_the_dvh_of_an_ambiguous_structure_as_a_whole_is_refused():
