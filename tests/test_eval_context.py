@@ -300,6 +300,17 @@ def test_contour_defects_that_make_an_roi_unusable():
     assert roi_defects(gap, planes) == ["2 planes of the structure set missing inside the ROI, above z = 2.00 mm"]
     one_gap = Roi(1, "R", "", None, tuple(ContourPlane(z, (ring(),)) for z in (0.0, 2.0, 6.0)))
     assert roi_defects(one_gap, planes) == []
+    two_planes = Roi(1, "R", "", None, tuple(ContourPlane(z, (ring(),)) for z in (0.0, 6.0)))  # 2 and 4 missing
+    assert roi_defects(two_planes, planes) == [
+        "2 planes of the structure set missing inside the ROI, above z = 0.00 mm"
+    ]
+    # rings equal to 0.01 mm are one contour twice; 0.3 mm apart they are two contours
+    near = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.004)),))
+    assert roi_defects(near, planes) == [
+        "two identical contours on plane z = 0.00 mm (they cancel each other by parity)"
+    ]
+    apart = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.3)),))
+    assert roi_defects(apart, planes) == []
     skipped = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(),)),), ("1 POINT",), ("3 non-axial contours", "other"))
     assert roi_defects(skipped, planes) == ["1 POINT contour(s) skipped", "3 non-axial contours"]
     # an area of 0.001 mm2 is not nothing; 0.0005 is
@@ -322,6 +333,8 @@ def test_contour_defects_that_make_an_roi_unusable():
         ("PTV_50.4", 50.4),
         ("PTV_2000", 20.0),  # 20-90 Gy inclusive are plausible
         ("PTV_9000", 90.0),
+        ("PTV_9100", None),
+        ("PTV91", None),
         ("PTV_1900", None),
         ("PTV_95", None),
         ("PTV_19", None),
