@@ -292,12 +292,15 @@ def test_contour_defects_that_make_an_roi_unusable():
     assert roi_defects(twin, planes) == [
         "two identical contours on plane z = 0.00 mm (they cancel each other by parity)"
     ]
-    flat = np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]])
+    flat = np.array([[0.0, 5.0], [10.0, 5.0], [20.0, 5.0]])  # three points on the line y = 5 mm
     line = Roi(1, "R", "", None, (ContourPlane(4.0, (flat,)), ContourPlane(2.0, (ring(),))))
     assert roi_defects(line, planes) == ["the contours on plane z = 4.00 mm enclose no area"]
     # planes 0, 2, then 8: 4 and 6 missing inside the ROI; one plane missing (0, 2, 6) is tolerated
     gap = Roi(1, "R", "", None, tuple(ContourPlane(z, (ring(),)) for z in (0.0, 2.0, 8.0)))
     assert roi_defects(gap, planes) == ["2 planes of the structure set missing inside the ROI, above z = 2.00 mm"]
+    # a line beside a real contour on one plane: the plane still encloses an area
+    with_line = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), flat)),))
+    assert roi_defects(with_line, planes) == []
     one_gap = Roi(1, "R", "", None, tuple(ContourPlane(z, (ring(),)) for z in (0.0, 2.0, 6.0)))
     assert roi_defects(one_gap, planes) == []
     two_planes = Roi(1, "R", "", None, tuple(ContourPlane(z, (ring(),)) for z in (0.0, 6.0)))  # 2 and 4 missing
@@ -422,3 +425,12 @@ def test_a_dvh_built_by_a_check_before_any_other_uses_the_dose():
     d = c.dvh_of("PTVp alone", c.stack("PTV", (0,)))  # the first DVH of the case
     assert d.mean_gy == pytest.approx(10.0)  # uniform 10 Gy
     assert d.volume_cc == c.dvh("PTV", (0,)).volume_cc  # the same stack in the same dose
+
+
+def test_roi_stacks_follow_the_protocols_end_cap():
+    # four planes 2 mm apart: 8 mm thick with half a slab beyond each end, 6 mm without
+    ss = StructureSet("ss.dcm", "1.2.3", "P1", "Doe", "SS", None, (roi(1, "Liver"),))
+    case = LoadedCase(PlanSet("P1", (), None, ()), (), ss, None, None, (), ())
+    c = CaseContext(case, replace(PROTOCOL, end_cap=EndCap.NONE), None)
+    assert c.stack("Liver").volume_cc == pytest.approx(20 * 20 * 6 / 1000)
+    assert context([roi(1, "Liver")]).stack("Liver").volume_cc == pytest.approx(20 * 20 * 8 / 1000)
