@@ -139,6 +139,7 @@ def test_a_derived_structure_with_its_operands_or_its_own_roi_is_available():
     assert "Liver-GTV" not in c.unavailable
     assert "Kidneys" not in c.unavailable  # use_roi_if_present: the combined ROI, operands absent
     assert c.structure_rois["Kidneys"] == [2]
+    assert "Lungs-GTV" in c.unavailable and "Body-PTV" in c.unavailable  # the derived structures after Kidneys
     assert c.stack("Liver-GTV").name == "Liver-GTV"  # named as the protocol names it (warnings, reports)
     # Liver minus GTV: 20 x 20 mm minus 15 x 20 mm on each slab
     assert c.stack("Liver-GTV").volume_cc == pytest.approx(c.stack("Liver").volume_cc / 4)
@@ -262,7 +263,7 @@ def test_the_highest_prescription_is_the_highest_of_targets_and_total():
 
 
 def test_the_case_report_form_names_targets_by_roi_or_by_structure():
-    clinical = ClinicalFacts("P1", prescriptions_gy={"PTVv": 54.0, "GTV": 66.0, "PTV_Other": 1.0})
+    clinical = ClinicalFacts("P1", prescriptions_gy={"PTVv": 54.0, "GTV": 66.0, "PTV_Other": 1.0, "Boost": 2.0})
     rois = [roi(1, "PTVp"), roi(2, "PTVv", 30), roi(3, "GTVp")]
     c = context(rois, [rx(60.0, 30, ("PTVp", 60.0), ("PTVv", 50.0))], clinical=clinical)
     assert c.rx_by_roi == {
@@ -271,7 +272,7 @@ def test_the_case_report_form_names_targets_by_roi_or_by_structure():
         2: (66.0, "case-report form"),  # by structure name: GTV has one ROI
     }
     assert c.warnings[-1] == (
-        "clinical CSV prescriptions for targets that are neither an ROI nor a protocol structure: rx_PTV_Other"
+        "clinical CSV prescriptions for targets that are neither an ROI nor a protocol structure: rx_Boost, rx_PTV_Other"
     )
     assert c.highest_gy == 66.0
 
