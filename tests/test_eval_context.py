@@ -272,7 +272,8 @@ def test_the_case_report_form_names_targets_by_roi_or_by_structure():
         2: (66.0, "case-report form"),  # by structure name: GTV has one ROI
     }
     assert c.warnings[-1] == (
-        "clinical CSV prescriptions for targets that are neither an ROI nor a protocol structure: rx_Boost, rx_PTV_Other"
+        "clinical CSV prescriptions for targets that are neither an ROI nor a protocol structure: "
+        "rx_Boost, rx_PTV_Other"
     )
     assert c.highest_gy == 66.0
 
