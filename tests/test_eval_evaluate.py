@@ -16,7 +16,7 @@ import pytest
 
 from rtqa.case import DoseChoice, LoadedCase, PlanSet, Prescription, PrescriptionSource, TargetPrescription
 from rtqa.evaluation.evaluate import evaluate
-from rtqa.model import ContourPlane, DoseGrid, FileHeader, Plan, Roi, StructureSet
+from rtqa.model import ContourPlane, DoseGrid, FileHeader, Modality, Plan, Roi, StructureSet
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
@@ -37,7 +37,7 @@ def plan(uid: str, label: str, intent: str = "CURATIVE", date=dt.date(2026, 1, 2
 
 
 def header(path: str, modality: str, uid: str) -> FileHeader:
-    return FileHeader(path, modality, "", uid, "P1")
+    return FileHeader(path, Modality(modality), "", uid, "P1")
 
 
 def uniform(value: float) -> DoseGrid:
@@ -162,6 +162,8 @@ def test_a_plan_with_a_dose_reports_its_identity_prescription_and_curves():
     assert pct[0] == 100.0 and pct[50] == 100.0
     assert [i.path for i in r.inputs] == ["U1.dcm", "U2.dcm", "ss.dcm", "dose.dcm"]
     assert [i.modality for i in r.inputs] == ["RTPLAN", "RTPLAN", "RTSTRUCT", "RTDOSE"]
+    assert [i.sop_instance_uid for i in r.inputs] == ["U1", "U2", "SS1", "D1"]
+    assert [i.sha256 for i in r.inputs] == ["", "", "abc", "def"]  # no checksum recorded for the plans
 
 
 def test_the_case_report_form_names_the_institution_and_a_verification_plan_is_flagged():
@@ -224,3 +226,26 @@ def test_the_body_gets_its_volume_only_and_a_structure_that_cannot_be_built_a_wa
         None,
     )
     assert r.prescription["source"] == "dose_reference"
+
+
+def test_a_plan_without_a_structure_set_or_a_known_total():
+    plans = (plan("U1", "P"),)
+    rx = (Prescription(None, 25, None),)
+    c = LoadedCase(PlanSet("P1", (header("U1.dcm", "RTPLAN", "U1"),), None, ()), plans, None, None, None, rx, ())
+    r = evaluate(c, PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    assert [(i.path, i.modality) for i in r.inputs] == [("U1.dcm", "RTPLAN")]
+    assert r.prescription is not None
+    assert (r.prescription["total_gy"], r.prescription["per_fraction_gy"], r.prescription["source"]) == (
+        None,
+        None,
+        None,
+    )
+    assert r.structures == {} and r.curves == {}
+
+
+def test_the_total_dose_is_reported_to_0_01_gy():
+    # 50.456 Gy in 25 fractions: 50.46 Gy, 2.02 Gy per fraction (50.456 / 25 = 2.01824)
+    rx = (Prescription(50.456, 25, PrescriptionSource.DOSE_REFERENCE),)
+    r = evaluate(case(ROIS, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    assert r.prescription is not None
+    assert (r.prescription["total_gy"], r.prescription["per_fraction_gy"]) == (50.46, 2.02)
