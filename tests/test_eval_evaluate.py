@@ -231,7 +231,9 @@ def test_the_body_gets_its_volume_only_and_a_structure_that_cannot_be_built_a_wa
 def test_a_plan_without_a_structure_set_or_a_known_total():
     plans = (plan("U1", "P"),)
     rx = (Prescription(None, 25, None),)
-    c = LoadedCase(PlanSet("P1", (header("U1.dcm", "RTPLAN", "U1"),), None, ()), plans, None, None, None, rx, ())
+    c = LoadedCase(
+        PlanSet("P1", (header("U1.dcm", "RTPLAN", "U1"),), None, ()), plans, None, uniform(1.0), None, rx, ()
+    )
     r = evaluate(c, PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
     assert [(i.path, i.modality) for i in r.inputs] == [("U1.dcm", "RTPLAN")]
     assert r.prescription is not None
@@ -243,9 +245,16 @@ def test_a_plan_without_a_structure_set_or_a_known_total():
     assert r.structures == {} and r.curves == {}
 
 
-def test_the_total_dose_is_reported_to_0_01_gy():
+def test_the_total_dose_is_reported_to_0_01_gy_and_targets_by_name():
     # 50.456 Gy in 25 fractions: 50.46 Gy, 2.02 Gy per fraction (50.456 / 25 = 2.01824)
-    rx = (Prescription(50.456, 25, PrescriptionSource.DOSE_REFERENCE),)
-    r = evaluate(case(ROIS, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    rx = (Prescription(50.456, 25, PrescriptionSource.DOSE_REFERENCE, (TargetPrescription("PTVp", 50.456),)),)
+    rois = [roi(1, "Liver", 0, 60), roi(2, "PTVp", 0, 14), roi(3, "GTVp", 0, 10), roi(4, "Marker", 100, 2),
+            roi(5, "Couch", 110, 2)]  # fmt: skip
+    r = evaluate(case(rois, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
     assert r.prescription is not None
     assert (r.prescription["total_gy"], r.prescription["per_fraction_gy"]) == (50.46, 2.02)
+    assert r.prescription["targets"] == [  # by name, whatever the order of the ROIs
+        {"name": "GTVp", "total_gy": 50.46, "source": "prescription of PTVp"},
+        {"name": "PTVp", "total_gy": 50.46, "source": "dose reference"},
+    ]
+    assert "2 ROI(s) match no structure of the protocol (not graded): 'Marker', 'Couch'" in r.warnings
