@@ -79,7 +79,7 @@ MODULES: dict[str, list[str]] = {
     "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", EVALUATE, *EVALUATION],
     "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
-    "rtqa/evaluation/evaluate.py": [EVALUATE, *EVALUATION],
+    "rtqa/evaluation/evaluate.py": [EVALUATE, f"{V}test_stored_dvh_that_differs_is_reported", *EVALUATION],
 }
 
 
