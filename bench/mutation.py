@@ -48,6 +48,25 @@ DVH_TESTS = [
     f"{ACCURACY}test_end_cap_none_removes_half_a_slab_at_each_end",
     *PHANTOMS,
 ]
+V = "tests/test_verdicts.py::"
+E = "tests/test_evaluate.py::"
+# whole evaluations of the fixture trees that reach the grading rules (fact branches, intervals, not
+# applicable, resubmit), one per behaviour: each costs about a second, and a surviving mutant runs them all
+EVALUATION = [
+    f"{E}test_clean_cases_are_per_protocol_on_every_rule_and_complete[liver_clean]",
+    f"{E}test_clean_cases_are_per_protocol_on_every_rule_and_complete[liver_sequential_boost]",
+    f"{E}test_each_variant_yields_exactly_its_findings",
+    f"{E}test_under_coverage_fails_target_rules_only",
+    f"{E}test_dose_grid_short_of_the_liver",
+    f"{E}test_structure_set_only_gives_eligibility",
+    f"{E}test_child_pugh_c_is_ineligible_and_liver_rule_not_applicable",
+    f"{V}test_unknown_child_pugh_with_mean_above_every_class_is_a_deviation",
+    f"{V}test_unknown_child_pugh_where_classes_disagree_lists_the_possible_grades",
+    f"{V}test_interval_straddling_a_limit_is_not_evaluable_with_the_interval",
+    f"{V}test_sib_lower_dose_ptv_is_graded_on_itself_minus_the_boost",
+]
+CHECKS = "tests/test_eval_checks.py"
+EVALUATE = "tests/test_eval_evaluate.py"
 MODULES: dict[str, list[str]] = {
     "rtqa/protocol/limits.py": ["tests/test_limits_boundaries.py"],
     "rtqa/evaluation/prescription.py": ["tests/test_prescription.py"],
@@ -56,6 +75,13 @@ MODULES: dict[str, list[str]] = {
     "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
     "rtqa/dvh/geometry.py": [*DVH_TESTS, "tests/test_geometry_edges.py"],
     "rtqa/dvh/engine.py": DVH_TESTS,
+    "rtqa/evaluation/grading.py": ["tests/test_eval_grading.py", *EVALUATION],
+    "rtqa/evaluation/checks/constraints.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
+    "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
+    "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
+    "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", EVALUATE, *EVALUATION],
+    "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
+    "rtqa/evaluation/evaluate.py": [EVALUATE, f"{V}test_stored_dvh_that_differs_is_reported", *EVALUATION],
 }
 
 

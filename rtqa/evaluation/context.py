@@ -319,12 +319,13 @@ def _area(rings: tuple[FloatArray, ...]) -> float:
 
 
 def dose_in_name(roi: str) -> float | None:
-    """50 Gy from "PTV_5000" or "PTV50"; None when the name carries no plausible dose."""
+    """50 Gy from "PTV_5000" or "PTV50", 50.4 Gy from "PTV_50.4"; None when the name carries no
+    plausible dose."""
     m = re.search(r"(\d{4})(?:cGy)?$", roi) or re.search(r"[_ ]?(\d{2}(?:\.\d)?)(?:Gy)?$", roi)
     if not m:
         return None
     value = float(m.group(1))
-    gy = value / 100 if len(m.group(1)) == 4 else value
+    gy = value / 100 if m.group(1).isdigit() and len(m.group(1)) == 4 else value  # "50.4" is Gy, not cGy
     return gy if 20 <= gy <= 90 else None
 
 
