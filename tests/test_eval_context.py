@@ -292,7 +292,7 @@ def test_contour_defects_that_make_an_roi_unusable():
     planes = np.arange(0.0, 20.0, 2.0)
     twin = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring())), ContourPlane(2.0, (ring(),))))
     assert roi_defects(twin, planes) == [
-        "two identical contours on plane z = 0.00 mm (they cancel each other by parity)"
+        "two coinciding contours on plane z = 0.00 mm (they cancel each other by parity)"
     ]
     flat = np.array([[0.0, 5.0], [10.0, 5.0], [20.0, 5.0]])  # three points on the line y = 5 mm
     line = Roi(1, "R", "", None, (ContourPlane(4.0, (flat,)), ContourPlane(2.0, (ring(),))))
@@ -312,7 +312,7 @@ def test_contour_defects_that_make_an_roi_unusable():
     # rings equal to 0.01 mm are one contour twice; 0.3 mm apart they are two contours
     near = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.004)),))
     assert roi_defects(near, planes) == [
-        "two identical contours on plane z = 0.00 mm (they cancel each other by parity)"
+        "two coinciding contours on plane z = 0.00 mm (they cancel each other by parity)"
     ]
     apart = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.3)),))
     assert roi_defects(apart, planes) == []
