@@ -309,12 +309,15 @@ def test_contour_defects_that_make_an_roi_unusable():
     assert roi_defects(two_planes, planes) == [
         "2 planes of the structure set missing inside the ROI, above z = 0.00 mm"
     ]
-    # rings equal to 0.01 mm are one contour twice; 0.3 mm apart they are two contours
-    near = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.004)),))
-    assert roi_defects(near, planes) == [
-        "two coinciding contours on plane z = 0.00 mm (they cancel each other by parity)"
-    ]
-    apart = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 0.3)),))
+    # one outline drawn twice, the copy shifted 0.3 mm in x and y: by parity a band 0.3 mm wide is
+    # left (2 x (20 + 20) x 0.3 mm2 less the corners, over 80 mm of outline), under 0.5 mm;
+    # shifted 1 mm, the band is 78 / 80 = 0.98 mm wide: two contours
+    for shift in (0.004, 0.3):
+        near = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + shift)),))
+        assert roi_defects(near, planes) == [
+            "two coinciding contours on plane z = 0.00 mm (they cancel each other by parity)"
+        ]
+    apart = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 1.0)),))
     assert roi_defects(apart, planes) == []
     skipped = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(),)),), ("1 POINT",), ("3 non-axial contours", "other"))
     assert roi_defects(skipped, planes) == ["1 POINT contour(s) skipped", "3 non-axial contours"]
