@@ -150,6 +150,7 @@ def test_a_plan_with_a_dose_reports_its_identity_prescription_and_curves():
         ],
     }
     liver = r.structures["Liver"]
+    assert r.patient_id == "P1" and liver.roi == "Liver" and liver.volume_cc == pytest.approx(3600 * 8 / 1000)
     assert (liver.min_gy, liver.mean_gy, liver.max_gy) == (
         pytest.approx(10.0),
         pytest.approx(10.0),
@@ -216,7 +217,7 @@ def test_the_body_gets_its_volume_only_and_a_structure_that_cannot_be_built_a_wa
     r = evaluate(case(rois, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
     assert r.structures["Body"] == StructureSummary("BODY", pytest.approx(100 * 100 * 8 / 1000), None, None, None, None)
     assert "Body" not in r.curves and "Liver" in r.curves
-    assert "Liver-GTV" not in r.structures
+    assert "Liver-GTV" not in r.structures and "Body-PTV" in r.structures  # one that fails stops no other
     assert "Liver-GTV: derived structure '(Liver - GTV)' encloses no volume" in r.warnings
     # no fractions: no dose per fraction
     assert r.prescription is not None
