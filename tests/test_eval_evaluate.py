@@ -150,6 +150,7 @@ def test_a_plan_with_a_dose_reports_its_identity_prescription_and_curves():
         ],
     }
     liver = r.structures["Liver"]
+    assert r.patient_id == "P1" and liver.roi == "Liver" and liver.volume_cc == pytest.approx(3600 * 8 / 1000)
     assert (liver.min_gy, liver.mean_gy, liver.max_gy) == (
         pytest.approx(10.0),
         pytest.approx(10.0),
@@ -159,7 +160,8 @@ def test_a_plan_with_a_dose_reports_its_identity_prescription_and_curves():
     # the curve: 101 doses from 0 to the maximum, 100 % receive all of them up to the last
     doses, pct = r.curves["Liver"]
     assert len(doses) == 101 and doses[0] == 0.0 and doses[-1] == pytest.approx(10.0, abs=1e-3)
-    assert pct[0] == 100.0 and pct[50] == 100.0
+    assert pct[0] == 100.0 and pct[50] == 100.0 and doses[1] == 0.1  # 10 Gy / 100 steps
+    assert r.curves["GTV"][1][0] == 100.0  # in percent, also for a structure under 1 cc (GTVp: 0.8 cc)
     assert [i.path for i in r.inputs] == ["U1.dcm", "U2.dcm", "ss.dcm", "dose.dcm"]
     assert [i.modality for i in r.inputs] == ["RTPLAN", "RTPLAN", "RTSTRUCT", "RTDOSE"]
     assert [i.sop_instance_uid for i in r.inputs] == ["U1", "U2", "SS1", "D1"]
@@ -216,7 +218,7 @@ def test_the_body_gets_its_volume_only_and_a_structure_that_cannot_be_built_a_wa
     r = evaluate(case(rois, (plan("U1", "P"),), uniform(10.0), rx), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
     assert r.structures["Body"] == StructureSummary("BODY", pytest.approx(100 * 100 * 8 / 1000), None, None, None, None)
     assert "Body" not in r.curves and "Liver" in r.curves
-    assert "Liver-GTV" not in r.structures
+    assert "Liver-GTV" not in r.structures and "Body-PTV" in r.structures  # one that fails stops no other
     assert "Liver-GTV: derived structure '(Liver - GTV)' encloses no volume" in r.warnings
     # no fractions: no dose per fraction
     assert r.prescription is not None
@@ -258,3 +260,9 @@ def test_the_total_dose_is_reported_to_0_01_gy_and_targets_by_name():
         {"name": "PTVp", "total_gy": 50.46, "source": "dose reference"},
     ]
     assert "2 ROI(s) match no structure of the protocol (not graded): 'Marker', 'Couch'" in r.warnings
+
+
+def test_a_dose_of_nothing_gives_a_curve_at_0_gy():
+    r = evaluate(case(ROIS, (plan("U1", "P"),), uniform(0.0)), PROTOCOL, clinical=ClinicalFacts("P1", "A5", "AAA"))
+    doses, _ = r.curves["Liver"]
+    assert set(doses) == {0.0}
