@@ -22,7 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, replace
 
 from rtqa.case import LoadedCase, PlanSet
-from rtqa.discovery.load import file_sha256, load_case
+from rtqa.discovery.grouping import file_sha256
+from rtqa.discovery.load import load_case
 from rtqa.errors import RtqaError
 from rtqa.evaluation.evaluate import evaluate
 from rtqa.evaluation.views import compute_plan_views

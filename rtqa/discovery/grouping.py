@@ -151,12 +151,13 @@ def _conflicting_uids(headers: Sequence[FileHeader]) -> dict[str, tuple[str, ...
             by_uid[h.sop_instance_uid].append(h.path)
     out = {}
     for uid, paths in by_uid.items():
-        if len(paths) > 1 and len({_digest(p) for p in paths}) > 1:
+        if len(paths) > 1 and len({file_sha256(p) for p in paths}) > 1:
             out[uid] = tuple(sorted(paths))
     return out
 
 
-def _digest(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (reports name inputs by it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from rtqa.case import LoadedCase, PlanSet
 from rtqa.discovery.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
+from rtqa.discovery.grouping import file_sha256
 from rtqa.dvh.grid import resample, sum_doses
 from rtqa.errors import InputError
 from rtqa.evaluation.prescription import derive_prescription
@@ -70,14 +69,6 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
     if choice is not None and len(choice.parts) == 1 and choice.parts[0][0].has_dvh_sequence:
         stored = read_stored_dvhs(choice.parts[0][0].path)
     return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha, stored)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _relative_difference(a: DoseGrid, b: DoseGrid) -> float:
