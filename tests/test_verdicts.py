@@ -346,6 +346,24 @@ def test_a_bowel_outline_drawn_twice_on_its_hottest_plane_is_unusable(liver_tree
     assert not r.complete
 
 
+def test_a_bowel_whose_every_outline_is_drawn_twice_is_unusable_not_absent(liver_tree, tmp_path):
+    """Every plane cancels by parity, so no volume is left: still present, never 'not applicable'."""
+    import copy
+
+    folder = tmp_path / "all_twice"
+    shutil.copytree(case(liver_tree, HOT), folder, ignore=shutil.ignore_patterns("CT"))
+    ds = pydicom.dcmread(folder / "RS.dcm")
+    number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == "Bowel_Small")
+    item = next(c for c in ds.ROIContourSequence if c.ReferencedROINumber == number)
+    for contour in list(item.ContourSequence):
+        item.ContourSequence.append(copy.deepcopy(contour))
+    ds.save_as(folder / "RS.dcm")
+    r = report(folder, "A5")
+    assert finding(r, "SMALL_BOWEL_MAX").grade is Grade.NOT_EVALUABLE
+    assert finding(r, "STRUCTURE:Bowel_Small").category == "resubmit"
+    assert not any(n.rule.startswith("SMALL_BOWEL") for n in r.not_applicable) and not r.complete
+
+
 def test_renamed_bowel_is_listed_as_unrecognised(hostile):
     r = report(hostile["renamed"], "A5")
     assert "Bowel_Sm" in r.unmatched_rois
