@@ -108,7 +108,7 @@ def _prepare(module: str, tests: list[str], work: Path) -> Path:
         'source_paths = ["rtqa/"]\n'
         f"only_mutate = {_toml_list([module])}\n"
         'also_copy = ["fixtures/", "rules/"]\n'
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-n", "0"]\n'
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
     )
     (scratch / "pyproject.toml").write_text(text, encoding="utf-8")
