@@ -395,6 +395,10 @@ def test_a_dvh_inside_the_grid_is_unchanged_and_an_uncovered_one_takes_the_dose_
 # -- lower-dose targets of an integrated boost ---------------------------------------------------------------
 
 
+# the plain difference (the protocol's transition ring around the higher-dose PTVs: tests/test_margins.py)
+PLAIN_D2 = replace(RULES["PTV_D2"], lower_dose_ring=None)
+
+
 def square(x0: float, size: float, z0: float = 0.0, z1: float = 10.0, name: str = "s") -> SlabStack:
     ring = np.array([[x0, 0.0], [x0 + size, 0.0], [x0 + size, size], [x0, size]])
     return SlabStack(name, (Slab(z0, z1, (ring,)),), EndCap.NONE)
@@ -409,7 +413,7 @@ def test_each_lower_dose_ptv_is_graded_on_itself_minus_the_higher_ones():
     rx = {0: (60.0, "dose reference"), 1: (55.0, "dose reference"), 2: (50.0, "case-report form")}
     c = ctx(dvhs, rx_by_roi=rx, highest_gy=60.0)
     c.stacks = {(0,): square(0, 10), (1,): square(5, 10), (2,): square(20, 10), (0, 1): square(0, 15)}
-    union, v, n = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    union, v, n = findings(constraints.check(c, PLAIN_D2, {}))
     assert union.reference_gy == 60.0 and union.matched_roi == "PTVp | PTVv | PTVn"
     assert (v.matched_roi, v.reference_gy, v.reference_target, v.value, v.grade, v.match) == (
         "PTVv - PTVp", 55.0, "PTVv, dose reference", 103.6, Grade.PER_PROTOCOL, None,
@@ -425,7 +429,7 @@ def test_a_lower_dose_ptv_inside_the_boost_is_not_evaluable_and_the_others_are_g
     dvhs = {("PTV", ()): dvh(58, 62), "PTV (PTVn - PTVp)": dvh(49, 51)}
     c = ctx(dvhs, rx_by_roi={0: (60.0, "a"), 1: (50.0, "b"), 2: (50.0, "c")}, highest_gy=60.0)
     c.stacks = {(0,): square(0, 10), (1,): square(2, 5), (2,): square(20, 10)}
-    _, v, n = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    _, v, n = findings(constraints.check(c, PLAIN_D2, {}))
     assert (v.grade, v.structure, v.matched_roi) == (Grade.NOT_EVALUABLE, "PTV", "PTVv - PTVp")
     assert v.message == "not evaluable: PTV (PTVv - PTVp): derived structure 'PTV (PTVv - PTVp)' encloses no volume"
     # 49-51 Gy: D2% = 51 - 2 * 2 / 100 = 50.96 Gy = 101.9 % of 50 Gy
@@ -440,17 +444,17 @@ def test_a_lower_dose_ptv_partly_outside_the_grid_is_graded_over_its_interval():
     c = ctx(dvhs, structure_rois={"PTV": [0, 1]}, rx_by_roi={0: (60.0, "a"), 1: (50.0, "b")}, highest_gy=60.0)
     c.stacks = {(0,): square(0, 10), (1,): square(5, 10)}
     c.boundary = 30.0
-    _, v = findings(constraints.check(c, RULES["PTV_D2"], {}))
+    _, v = findings(constraints.check(c, PLAIN_D2, {}))
     assert (v.structure, v.value, v.interval, v.grade) == ("PTV", 103.9, None, Grade.PER_PROTOCOL)
     assert "(2.00 cc of PTV (PTVv - PTVp) lies outside the dose grid: it receives between 0 Gy" in v.message
 
 
 def test_targets_at_one_level_or_without_prescription_add_no_lower_level():
     c = ctx({("PTV", ()): dvh(58, 62)}, rx_by_roi={0: (60.0, "a"), 1: (60.0, "b")}, highest_gy=60.0)
-    assert len(constraints.check(c, RULES["PTV_D2"], {})) == 1
+    assert len(constraints.check(c, PLAIN_D2, {})) == 1
     # each-scope rule: no lower levels either
     c = ctx({("PTV", (i,)): dvh(58, 62) for i in (0, 1, 2)}, rx_by_roi={0: (60.0, "a"), 1: (50.0, "b")})
-    assert len(constraints.check(c, replace(RULES["PTV_D2"], reference="own", scope="each"), {})) == 3
+    assert len(constraints.check(c, replace(PLAIN_D2, reference="own", scope="each"), {})) == 3
 
 
 # -- GTV inside PTV (technical, on slab stacks) ----------------------------------------------------------------

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+import shapely.affinity
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from rtqa.dvh.expression import TOKEN_RE as _TOKEN
 from rtqa.dvh.expression import EndCap as EndCap  # re-exported: where callers have always found it
+from rtqa.dvh.expression import Margin, Name, Node, SetOp, parse_expression
 from rtqa.dvh.expression import expression_names as expression_names
 from rtqa.errors import GeometryError, MissingStructureError
 from rtqa.model import FloatArray, Roi
@@ -234,47 +235,157 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
 
 
 def evaluate_expression(expression: str, stacks: dict[str, SlabStack], *, name: str | None = None) -> SlabStack:
-    """Evaluate a structure expression such as ``Liver - (GTVp | GTVv)``.
-
-    Operators ``|``, ``&`` and ``-`` need spaces around them (names may contain hyphens);
-    they associate left to right, parentheses group.
+    """Evaluate a structure expression such as ``Liver - (GTVp | GTVv)`` or ``SpinalCord + 5mm``
+    (grammar: :mod:`rtqa.dvh.expression`).
 
     Raises
     ------
     GeometryError
         A malformed expression or an unknown structure name.
     """
-    tokens = [t.strip() for t in _TOKEN.findall(expression) if t.strip()]
-    pos = 0
+    tree = parse_expression(expression)
 
-    def primary() -> SlabStack:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise GeometryError(f"structure expression {expression!r} ends too early")
-        tok = tokens[pos]
-        pos += 1
-        if tok == "(":
-            value = chain()
-            if pos >= len(tokens) or tokens[pos] != ")":
-                raise GeometryError(f"structure expression {expression!r}: missing ')'")
-            pos += 1
-            return value
-        if tok in ("|", "&", "-", ")"):
-            raise GeometryError(f"structure expression {expression!r}: unexpected {tok!r}")
-        if tok not in stacks:
-            raise GeometryError(f"structure expression {expression!r}: unknown structure {tok!r}")
-        return stacks[tok]
+    def value(node: Node) -> SlabStack:
+        if isinstance(node, Name):
+            if node.name not in stacks:
+                raise GeometryError(f"structure expression {expression!r}: unknown structure {node.name!r}")
+            return stacks[node.name]
+        if isinstance(node, Margin):
+            operand = value(node.operand)
+            label = f"({operand.name} {'+' if node.grow else '-'} {node.text})"
+            return margin(operand, node.mm, grow=node.grow, name=label)
+        assert isinstance(node, SetOp)
+        return combine(node.op, value(node.left), value(node.right))
 
-    def chain() -> SlabStack:
-        nonlocal pos
-        value = primary()
-        while pos < len(tokens) and tokens[pos] in ("|", "&", "-"):
-            op = tokens[pos]
-            pos += 1
-            value = combine(op, value, primary())
-        return value
-
-    result = chain()
-    if pos != len(tokens):
-        raise GeometryError(f"structure expression {expression!r}: unexpected {tokens[pos]!r}")
+    result = value(tree)
     return SlabStack(name or expression, result.slabs, result.end_cap)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3D margins
+
+MARGIN_QUAD_SEGS = 16  # segments per quarter circle of a buffer: its area is 0.16 % short of the circle's
+
+
+def margin(
+    stack: SlabStack, mm: tuple[float, float, float], *, grow: bool = True, name: str | None = None
+) -> SlabStack:
+    """The structure grown (or shrunk) by an ellipsoid with semi-axes ``mm`` = (LR, AP, SI).
+
+    The contours are samples of the structure on their planes, and the end-cap convention
+    adds a face half a slab beyond the outer planes (``half_slab``; with ``none`` the outer
+    planes are the faces). A plane at distance ``dz`` from a sample, within the SI margin,
+    receives that sample's outline grown in-plane by the ellipse the ellipsoid cuts at
+    ``dz`` (semi-axes ``LR * s`` and ``AP * s``, ``s = sqrt(1 - (dz / SI)^2)``); the grown
+    outline of a plane is the union over the samples. Shrinking keeps what the ellipsoid fits
+    inside: the intersection of the samples' outlines shrunk alike, and nothing where the
+    structure does not reach ``SI`` above and below. The result keeps the structure's slabs,
+    each with its outline at the slab's middle, plus slabs of the typical thickness beyond its
+    ends (and in gaps) that the margin reaches.
+
+    Accuracy (tests/test_margins.py, sphere of 30 mm on 3 mm planes): within 1 % of the grown
+    sphere's volume for a margin of at least the plane spacing; a smaller SI margin reaches no
+    neighbouring plane, so inclined surfaces grow less (about 2.5 % short for 3 mm on 3 mm).
+
+    Raises
+    ------
+    MissingStructureError
+        Nothing is left (a shrink larger than the structure).
+    """
+    lr, ap, si = mm
+    label = name or f"({stack.name} {'+' if grow else '-'} margin)"
+    regions = [_polygonal(s.region()) for s in stack.slabs]
+    thickness = float(np.median([s.thickness_mm for s in stack.slabs]))
+    # runs of touching slabs: their outer faces, and the gaps between runs
+    runs: list[tuple[int, int]] = []
+    for k, s in enumerate(stack.slabs):
+        if runs and abs(s.z_lo_mm - stack.slabs[runs[-1][1]].z_hi_mm) < 1e-6:
+            runs[-1] = (runs[-1][0], k)
+        else:
+            runs.append((k, k))
+    samples: list[tuple[float, BaseGeometry]] = [
+        ((s.z_lo_mm + s.z_hi_mm) / 2, r) for s, r in zip(stack.slabs, regions, strict=True)
+    ]
+    for first, last in runs:
+        samples.append((stack.slabs[first].z_lo_mm, regions[first]))
+        samples.append((stack.slabs[last].z_hi_mm, regions[last]))
+    reach = si + 1e-9
+
+    def grown_at(z: float) -> BaseGeometry:
+        parts = []
+        for zk, region in samples:
+            dz = abs(z - zk)
+            if dz <= reach:
+                s = np.sqrt(max(0.0, 1.0 - (dz / si) ** 2)) if si > 0 else 1.0
+                parts.append(_ellipse_buffer(region, lr * s, ap * s, 1.0))
+        return shapely.union_all(parts) if parts else Polygon()
+
+    def covered(lo: float, hi: float) -> bool:
+        return any(stack.slabs[a].z_lo_mm <= lo + 1e-6 and hi - 1e-6 <= stack.slabs[b].z_hi_mm for a, b in runs)
+
+    def shrunk_at(z: float) -> BaseGeometry:
+        if not covered(z - si, z + si):
+            return Polygon()
+        out: BaseGeometry | None = None
+        for zk, region in samples:
+            dz = abs(z - zk)
+            if dz < si - 1e-9 or dz == 0.0:
+                s = np.sqrt(max(0.0, 1.0 - (dz / si) ** 2)) if si > 0 else 1.0
+                part = _ellipse_buffer(region, lr * s, ap * s, -1.0)
+                out = part if out is None else shapely.intersection(out, part)
+        return out if out is not None else Polygon()
+
+    intervals = [(s.z_lo_mm, s.z_hi_mm) for s in stack.slabs]
+    if grow and si > 0:
+        n = int(np.floor(si / thickness + 0.5 + 1e-9))  # slabs whose middle the margin reaches
+        for i, (first, last) in enumerate(runs):
+            lo, hi = stack.slabs[first].z_lo_mm, stack.slabs[last].z_hi_mm
+            below = stack.slabs[runs[i - 1][1]].z_hi_mm if i > 0 else -np.inf
+            intervals += [(lo - (j + 1) * thickness, lo - j * thickness) for j in range(n)]
+            intervals += [(hi + j * thickness, hi + (j + 1) * thickness) for j in range(n)]
+            if i > 0 and lo - below > 1e-6:  # a gap between two runs: slabs across it
+                count = max(1, round((lo - below) / thickness))
+                edges = np.linspace(below, lo, count + 1)
+                intervals += list(itertools.pairwise(float(e) for e in edges))
+        intervals = _disjoint(intervals)
+    slabs = []
+    for lo, hi in sorted(intervals):
+        geom = grown_at((lo + hi) / 2) if grow else shrunk_at((lo + hi) / 2)
+        if geom.is_empty or geom.area < 1e-6:
+            continue
+        slabs.append(Slab(float(lo), float(hi), _geometry_rings(geom)))
+    out = SlabStack(label, tuple(slabs), stack.end_cap)
+    if not slabs or out.volume_cc < MIN_VOLUME_CC:
+        raise MissingStructureError(f"derived structure {label!r} encloses no volume")
+    return out
+
+
+def _disjoint(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The intervals, the later of two overlapping ones cut back (extensions of neighbouring runs)."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo < out[-1][1] - 1e-6:
+            lo = out[-1][1]
+        if hi - lo > 1e-6:
+            out.append((lo, hi))
+    return out
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """The areal part of a geometry (make_valid may leave lines or points, which must not grow)."""
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
+    return shapely.union_all(parts) if parts else Polygon()
+
+
+def _ellipse_buffer(geom: BaseGeometry, a: float, b: float, sign: float) -> BaseGeometry:
+    """The geometry grown (sign +1) or shrunk (-1) by an ellipse with semi-axes ``a`` (x) and ``b`` (y):
+    x is scaled so that the ellipse is a circle, buffered, and scaled back."""
+    if a <= 0 or b <= 0:
+        return geom
+    if a == b:
+        return geom.buffer(sign * a, quad_segs=MARGIN_QUAD_SEGS)
+    k = b / a
+    scaled = shapely.affinity.scale(geom, xfact=k, yfact=1.0, origin=(0, 0))
+    return shapely.affinity.scale(
+        scaled.buffer(sign * b, quad_segs=MARGIN_QUAD_SEGS), xfact=1 / k, yfact=1.0, origin=(0, 0)
+    )

@@ -63,6 +63,17 @@ class LimitSet:
 
 
 @dataclass(frozen=True)
+class LowerDoseRing:
+    """The transition ring of an integrated boost: a lower-dose target's hot spot is graded on
+    the target minus the higher-dose targets grown by ``width_mm`` (the dose falls from the
+    higher level across the ring; that part stays graded in the union against the highest)."""
+
+    width_mm: float
+    source: str
+    unconfirmed: bool
+
+
+@dataclass(frozen=True)
 class Rule:
     """One graded item: a DVH constraint, an eligibility check or a technical check.
 
@@ -90,6 +101,7 @@ class Rule:
     note: str = ""
     limits_by: Mapping[str, Mapping[str, LimitSet]] = field(default_factory=dict)
     grades_by: Mapping[str, str] = field(default_factory=dict)  # technical: found value -> grade name
+    lower_dose_ring: LowerDoseRing | None = None  # constraint graded against the highest prescription
     line: int = 0
 
     def facts(self) -> dict[str, tuple[str, ...]]:

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from rtqa.dvh.expression import EndCap, expression_names
+from rtqa.dvh.expression import MAX_MARGIN_MM, EndCap, expression_names, looks_like_margin, parse_expression
 from rtqa.dvh.metrics import Metric, parse_metric
-from rtqa.errors import MetricSyntaxError
+from rtqa.errors import GeometryError, MetricSyntaxError
 from rtqa.protocol.limits import Limit
 from rtqa.protocol.model import (
     CHILD_PUGH,
@@ -28,6 +28,7 @@ from rtqa.protocol.model import (
     TECHNICAL_CHECKS,
     DerivedSpec,
     LimitSet,
+    LowerDoseRing,
     Protocol,
     Rule,
     StructureSpec,
@@ -213,6 +214,8 @@ class Validator:
                 f"structure {name!r}",
             ):
                 continue
+            if looks_like_margin(str(name)):
+                self.err(line, name, f"structure name {name!r} reads as a margin (e.g. 5mm) in expressions")
             role = self.text(spec, "role", name)
             if role not in ("target", "oar", "other"):
                 self.err(_line(spec, "role"), name, f"role {role!r}; expected target, oar or other")
@@ -258,6 +261,10 @@ class Validator:
                 expression, prefer = self.text(spec, "expression", name), self.flag(spec, "use_roi_if_present", name)
             else:
                 continue
+            try:
+                parse_expression(expression)
+            except GeometryError as exc:
+                self.err(line, name, str(exc))
             for token in expression_names(expression):
                 if token not in structures and token not in out:
                     self.err(line, name, f"expression {expression!r} names unknown structure {token!r}")
@@ -453,6 +460,7 @@ class Validator:
             "when",
             "unconfirmed_when",
             "limits_by",
+            "lower_dose_ring",
             "note",
         }
         required = {"id", "structure", "metric", "source"} | (set() if "limits_by" in item else {"per_protocol"})
@@ -480,6 +488,7 @@ class Validator:
         if scope not in ("each", "union"):
             self.err(_line(item, "scope"), rid, f"scope {scope!r}; expected each or union")
         unit = metric.output_unit if metric else ""
+        ring = self._lower_dose_ring(item, rid, structure, reference, scope, structures)
         return Rule(
             rid,
             "constraint",
@@ -496,8 +505,47 @@ class Validator:
             unconfirmed_when=self._facts(item, "unconfirmed_when", rid),
             note=self.text(item, "note", rid),
             limits_by=limits_by,
+            lower_dose_ring=ring,
             line=item.line,
         )
+
+    def _lower_dose_ring(
+        self,
+        item: Mapping[str, Any],
+        rid: str,
+        structure: str | None,
+        reference: str | None,
+        scope: str,
+        structures: dict[str, StructureSpec],
+    ) -> LowerDoseRing | None:
+        """``lower_dose_ring: {width_mm: 5, source: ..., unconfirmed: true}`` of a union hot-spot rule."""
+        m = item.get("lower_dose_ring")
+        if m is None:
+            return None
+        line = _line(item, "lower_dose_ring")
+        if not self.keys(m, {"width_mm", "source", "unconfirmed"}, {"width_mm", "source"}, rid, "'lower_dose_ring'"):
+            return None
+        spec = structures.get(structure or "")
+        if reference != "highest" or scope != "union" or spec is None or spec.role != "target" or not spec.many:
+            self.err(
+                line,
+                rid,
+                "'lower_dose_ring' applies to a rule graded against the highest prescription (reference: highest) "
+                "on the union (scope: union) of a many-ROI target structure",
+            )
+        width = _number(m.get("width_mm"))
+        if width is None or not 0 <= width <= MAX_MARGIN_MM:
+            self.err(
+                _line(m, "width_mm"),
+                rid,
+                f"lower_dose_ring width_mm {_quote(m.get('width_mm'))}; expected a number of mm from 0 to "
+                f"{MAX_MARGIN_MM:g}",
+            )
+            return None
+        source = self.text(m, "source", rid)
+        if not source:
+            self.err(m.line, rid, "'lower_dose_ring' needs a 'source' for its width")
+        return LowerDoseRing(width, source, self.flag(m, "unconfirmed", rid))
 
     def eligibility(self, item: Any, rid: str, names: set[str], structures: dict[str, StructureSpec]) -> Rule | None:
         allowed = {"id", "structure", "metric", "require", "fact", "allowed", "source", "unconfirmed", "note"}

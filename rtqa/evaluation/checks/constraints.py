@@ -8,7 +8,10 @@
   highest dose on the grid boundary, so the metric is graded at both ends.
 * A union graded against the highest prescription (the PTV hot spot) also grades each
   lower-dose target on itself minus the higher-dose targets, against its own prescription, so
-  a hot spot in a lower-dose PTV of an integrated boost cannot hide under the higher one. (A
+  a hot spot in a lower-dose PTV of an integrated boost cannot hide under the higher one. The
+  higher-dose targets are first grown by the rule's ``lower_dose_ring`` (the transition ring
+  where the dose falls from the higher level, which no plan can keep under the lower one's
+  limit); that ring stays graded in the union against the highest prescription. (A
   sequential boost is graded as a composite: its phases' lower-dose targets receive the boost's
   fall-off by design, and per-phase rules are not graded separately yet.)
 """
@@ -21,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from rtqa.dvh.engine import DVH
-from rtqa.dvh.geometry import combine
+from rtqa.dvh.geometry import combine, margin
 from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
@@ -146,24 +149,52 @@ def _grade_dvh(
 def _lower_levels(
     ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None], structure: str, rois: tuple[int, ...]
 ) -> list[Finding | NotApplicable]:
-    """Each lower-dose ROI minus the higher-dose ROIs, against its own prescription."""
+    """Each lower-dose ROI minus the higher-dose ROIs (grown by the rule's transition ring, if
+    any), against its own prescription."""
     levels = {i: ctx.rx_by_roi[i] for i in rois if i in ctx.rx_by_roi}
+    ring = rule.lower_dose_ring
+    width = ring.width_mm if ring is not None else 0.0
+    graded_rule = _with_ring_source(rule)
     out: list[Finding | NotApplicable] = []
     for i, (rx, source) in sorted(levels.items()):
         higher = [j for j, (other, _) in levels.items() if other > rx]
         if not higher:
             continue
         names = " | ".join(ctx.label(j) for j in higher)
+        if width > 0:
+            names = f"({names}) + {width:g}mm" if len(higher) > 1 else f"{names} + {width:g}mm"
         label = f"{structure} ({ctx.label(i)} - {names})"
-        matched = f"{ctx.label(i)} - ({names})" if len(higher) > 1 else f"{ctx.label(i)} - {names}"
+        matched = f"{ctx.label(i)} - ({names})" if len(higher) > 1 or width > 0 else f"{ctx.label(i)} - {names}"
         try:
-            stack = combine("-", ctx.stack(structure, (i,)), ctx.stack(structure, tuple(higher)), name=label)
+            subtract = ctx.stack(structure, tuple(higher))
+            if width > 0:
+                subtract = margin(subtract, (width, width, width), name=names)
+            stack = combine("-", ctx.stack(structure, (i,)), subtract, name=label)
         except RtqaError as exc:
-            out.append(not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched))
+            out.append(not_evaluable(graded_rule, f"{label}: {exc}", structure=structure, roi=matched))
             continue
         dvh = ctx.dvh_of(label, stack)
-        out.append(_grade_dvh(ctx, rule, facts, dvh, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}"))
+        out.append(
+            _grade_dvh(ctx, graded_rule, facts, dvh, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}")
+        )
     return out
+
+
+def _with_ring_source(rule: Rule) -> Rule:
+    """The rule as graded outside the transition ring: its source names the ring's, and an
+    unconfirmed ring width makes the finding unconfirmed."""
+    ring = rule.lower_dose_ring
+    if ring is None:
+        return rule
+    note = f"transition ring {ring.width_mm:g} mm: {ring.source}"
+    limits_by = {
+        fact: {v: replace(ls, source=f"{ls.source}; {note}", unconfirmed=ls.unconfirmed or ring.unconfirmed)
+               for v, ls in by_value.items()}
+        for fact, by_value in rule.limits_by.items()
+    }  # fmt: skip
+    return replace(
+        rule, source=f"{rule.source}; {note}", unconfirmed=rule.unconfirmed or ring.unconfirmed, limits_by=limits_by
+    )
 
 
 def _reference(ctx: CaseContext, rule: Rule, structure: str, rois: tuple[int, ...]) -> tuple[float | None, str | None]:
