@@ -250,9 +250,10 @@ def test_sib_lower_dose_ptv_is_graded_on_itself_minus_the_boost(liver_tree):
     union = next(f for f in hot if f.reference_gy == 60.0)
     assert union.grade is Grade.PER_PROTOCOL  # the union against 60 Gy
     lower = {f.matched_roi: f for f in hot if f.reference_gy == 50.0}
-    assert set(lower) == {"PTVv - PTVp", "PTVn - PTVp"}
-    # PTVv abuts PTVp: the boost's 62.4 Gy plateau spills into it, over 110 % of its own 50 Gy
-    assert lower["PTVv - PTVp"].grade is Grade.DEVIATION_UNACCEPTABLE and lower["PTVv - PTVp"].value > 110
+    assert set(lower) == {"PTVv - (PTVp + 5mm)", "PTVn - (PTVp + 5mm)"}
+    # PTVv abuts PTVp: the boost's fall-off spills into it, but within the protocol's 5 mm transition
+    # ring; outside it PTVv is graded against its own 50 Gy (a hot spot there: tests/test_margins.py)
+    assert lower["PTVv - (PTVp + 5mm)"].grade is Grade.PER_PROTOCOL and lower["PTVv - (PTVp + 5mm)"].unconfirmed
 
 
 # -- 12. every finding shows its value in every format ----------------------------------------------
