@@ -144,8 +144,19 @@ class PgServer:
         NoServer
             initdb or every start failed; the message carries the server's own words.
         """
-        init = self._run(self._tool("initdb"), "-D", str(self.data), "-U", "rtqa", "-A", "trust", "--no-sync",
-                         "-E", "UTF8", "--locale=C")
+        init = self._run(
+            self._tool("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "rtqa",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         if init.returncode != 0:
             raise NoServer(f"initdb ({self.found_in}: {self.bindir}) failed: {(init.stderr or init.stdout).strip()}")
         log = self.root / "log"
