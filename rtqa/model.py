@@ -195,6 +195,10 @@ class Roi:
     planes: tuple[ContourPlane, ...]
     skipped_contours: tuple[str, ...] = ()  # e.g. "2 POINT", "1 OPEN_PLANAR"
     warnings: tuple[str, ...] = ()
+    # what makes the contours untrustworthy, found while reading (conflicting ROIContourSequence
+    # items): the ROI is present but unusable
+    defects: tuple[str, ...] = ()
+    frame_of_reference_uid: str | None = None  # StructureSetROISequence > ReferencedFrameOfReferenceUID
 
     @property
     def is_empty(self) -> bool:
@@ -208,9 +212,10 @@ class StructureSet:
     patient_id: str
     patient_name: str
     label: str
-    frame_of_reference_uid: str | None
+    frame_of_reference_uid: str | None  # the first of ReferencedFrameOfReferenceSequence
     rois: tuple[Roi, ...]
     warnings: tuple[str, ...] = ()
+    frame_of_reference_uids: tuple[str, ...] = ()  # every frame ReferencedFrameOfReferenceSequence lists
 
     def roi(self, name: str) -> Roi:
         """The ROI of that exact name; ``KeyError`` if there is none or several."""

@@ -311,14 +311,19 @@ def test_contour_defects_that_make_an_roi_unusable():
     ]
     # one outline drawn twice, the copy shifted 0.3 mm in x and y: by parity a band 0.3 mm wide is
     # left (2 x (20 + 20) x 0.3 mm2 less the corners, over 80 mm of outline), under 0.5 mm;
-    # shifted 1 mm, the band is 78 / 80 = 0.98 mm wide: two contours
+    # shifted 1 mm, the band is 78 / 80 = 0.98 mm wide: no longer one outline, but two contours
+    # crossing each other, whose common 19 x 19 = 361 mm2 parity would cancel (issue 17)
     for shift in (0.004, 0.3):
         near = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + shift)),))
         assert roi_defects(near, planes) == [
             "two coinciding contours on plane z = 0.00 mm (they cancel each other by parity)"
         ]
     apart = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 1.0)),))
-    assert roi_defects(apart, planes) == []
+    assert roi_defects(apart, planes) == [
+        "two contours cross each other on plane z = 0.00 mm (parity cancels the 361.0 mm2 they share)"
+    ]
+    islands = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(), ring() + 25.0)),))  # 5 mm apart
+    assert roi_defects(islands, planes) == []
     skipped = Roi(1, "R", "", None, (ContourPlane(0.0, (ring(),)),), ("1 POINT",), ("3 non-axial contours", "other"))
     assert roi_defects(skipped, planes) == ["1 POINT contour(s) skipped", "3 non-axial contours"]
     # an area of 0.001 mm2 is not nothing; 0.0005 is

@@ -24,13 +24,18 @@ import numpy as np
 
 from rtqa.case import LoadedCase, Prescription, TargetPrescription
 from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
-from rtqa.dvh.geometry import SlabStack, coincident_rings, combine, evaluate_expression, expression_names, roi_stack
+from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, plane_ring_defects, roi_stack
 from rtqa.errors import RtqaError
+from rtqa.evaluation.frames import FrameLink, link_frames, roi_frame_defect
 from rtqa.evaluation.prescription import derive_prescription
 from rtqa.model import DoseGrid, FloatArray, Roi
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import Protocol
 from rtqa.protocol.matching import Matching, match_structures
+
+
+FRAME_RULE = "FRAME_OF_REFERENCE"  # the finding that says why dose and contours are not graded together
+FRAME_UNPROVEN = "the dose and the contours are not proven to share a frame of reference"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class CaseContext:
         self._dvhs: dict[tuple[str, tuple[int, ...]], DVH] = {}
         self.matching: Matching = match_structures([r.name for r in self.rois], protocol)
         self.warnings.extend(self.matching.notes)
+        doses = tuple(info for info, _ in case.dose_choice.parts) if case.dose is not None and case.dose_choice else ()
+        self.frames: FrameLink = link_frames(case.structure_set, doses, case.plans)
+        if self.frames.proof is not None and not self.frames.proof.startswith("declared"):
+            self.warnings.append(f"frame of reference: {self.frames.proof}")
         self._build_roi_stacks()
         self._resolve()
         self._prescriptions()
@@ -79,6 +88,8 @@ class CaseContext:
         for i in wanted:
             roi = self.rois[i]
             defects = roi_defects(roi, planes)
+            if (other_frame := roi_frame_defect(roi, self.frames)) is not None:
+                defects.append(other_frame)
             if defects:  # graded on what is left, a dropped hot contour would pass unseen
                 self.roi_problems[i] = "; ".join(defects)
                 continue
@@ -175,6 +186,7 @@ class CaseContext:
         key = (structure, rois)
         if key not in self._dvhs:
             assert self.dose is not None
+            self.require_frame()
             if self._prepared is None:
                 self._prepared = prepare_dose(self.dose)
             self._dvhs[key] = compute_dvh(self.stack(structure, rois), self.dose, prepared=self._prepared)
@@ -184,10 +196,16 @@ class CaseContext:
         """The DVH of a stack built by a check itself (a target minus higher-dose targets)."""
         if (key, ()) not in self._dvhs:
             assert self.dose is not None
+            self.require_frame()
             if self._prepared is None:
                 self._prepared = prepare_dose(self.dose)
             self._dvhs[(key, ())] = compute_dvh(stack, self.dose, prepared=self._prepared)
         return self._dvhs[(key, ())]
+
+    def require_frame(self) -> None:
+        """Raise when the dose and the contours are not proven to share a frame of reference."""
+        if self.frames.problem is not None:
+            raise RtqaError(f"{FRAME_UNPROVEN} ({FRAME_RULE})")
 
     @property
     def dvhs(self) -> dict[tuple[str, tuple[int, ...]], DVH]:
@@ -286,7 +304,9 @@ def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
     """What makes an ROI's contours untrustworthy for grading, even though some volume is left.
 
     Contours that were skipped (open, point, fewer than three points, not axial) may be exactly
-    the hot ones; two identical rings on one plane cancel each other by parity; a plane whose
+    the hot ones; a ring that crosses or retraces itself, two rings that coincide or cross each
+    other, cancel what they share by parity (:func:`~rtqa.dvh.geometry.plane_ring_defects`);
+    conflicting ROIContourSequence items were found by the reader (``roi.defects``); a plane whose
     rings enclose nothing, and a run of two or more structure-set planes the ROI skips inside its
     extent, leave holes. Grading what is left could pass a plan whose dose in the missing part
     is not known, so the ROI is unusable (its rules are not evaluable) and the export must be
@@ -294,11 +314,16 @@ def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
     """
     out = [f"{s} contour(s) skipped" for s in roi.skipped_contours]
     out += [w for w in roi.warnings if "non-axial" in w]
+    out += list(roi.defects)
+    on_planes: dict[str, list[tuple[float, str]]] = {}  # one line per kind of ring defect
     for plane in roi.planes:
-        if coincident_rings(plane.rings):
-            out.append(f"two coinciding contours on plane z = {plane.z_mm:.2f} mm (they cancel each other by parity)")
-        elif plane.rings and abs(_area(plane.rings)) < 1e-3:
+        found = plane_ring_defects(plane.rings)
+        for defect in found:
+            head, _, tail = defect.partition(" (")
+            on_planes.setdefault(head, []).append((plane.z_mm, tail.rstrip(")")))
+        if not found and plane.rings and abs(_area(plane.rings)) < 1e-3:
             out.append(f"the contours on plane z = {plane.z_mm:.2f} mm enclose no area")
+    out += [_on_planes(head, where) for head, where in on_planes.items()]
     if len(roi.planes) > 1 and planes.size > 1:
         zs = np.array([p.z_mm for p in roi.planes])
         k = np.abs(planes[None, :] - zs[:, None]).argmin(axis=1)
@@ -307,6 +332,20 @@ def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
             if g >= 2:
                 out.append(f"{int(g)} planes of the structure set missing inside the ROI, above z = {z:.2f} mm")
     return out
+
+
+def _on_planes(head: str, where: list[tuple[float, str]]) -> str:
+    """One ring defect with the planes it is on: 'two coinciding contours on plane z = 3.00 mm
+    (...)', or on several planes, their positions and the details of the first."""
+    (z0, first), rest = where[0], where[1:]
+    if not rest:
+        return f"{head} on plane z = {z0:.2f} mm ({first})"
+    if len(where) <= 4:
+        zs = "z = " + ", ".join(f"{z:.2f}" for z, _ in where)
+    else:
+        zs = f"z = {z0:.2f} to {where[-1][0]:.2f}"
+    detail = first if all(t == first for _, t in rest) else f"on z = {z0:.2f} mm: {first}"
+    return f"{head} on {len(where)} planes, {zs} mm ({detail})"
 
 
 def _area(rings: tuple[FloatArray, ...]) -> float:

@@ -15,7 +15,7 @@ from rtqa.case import LoadedCase
 from rtqa.errors import RtqaError
 from rtqa.evaluation.casedvh import review_stored_dvhs
 from rtqa.evaluation.checks import run_rule
-from rtqa.evaluation.context import CaseContext
+from rtqa.evaluation.context import FRAME_RULE, FRAME_UNPROVEN, CaseContext
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol
@@ -50,6 +50,13 @@ def _structure_findings(ctx: CaseContext) -> list[Finding]:
             out.append(_presence(name, f"not evaluable: {what} {name}: {missing.reason}"))
         elif name in ctx.ambiguous:
             out.append(_presence(name, f"not evaluable: {ctx.ambiguous[name]}"))
+    if ctx.frames.problem is not None:
+        message = f"not evaluable: resubmit: {FRAME_UNPROVEN}: {ctx.frames.problem}; no dose is graded on the contours"
+        out.insert(
+            0,
+            Finding(FRAME_RULE, None, None, None, "frame of reference", None, "", Grade.NOT_EVALUABLE, message,
+                    category="resubmit"),
+        )  # fmt: skip
     return out
 
 
@@ -100,7 +107,7 @@ def _report(
             + ", ".join(repr(n) for n in ctx.matching.unmatched)
         )
     stored_dvh: list[str] = []
-    if case.stored_dvhs and ss is not None and ctx.dose is not None:
+    if case.stored_dvhs and ss is not None and ctx.dose is not None and ctx.frames.problem is None:
         stored_dvh = review_stored_dvhs(
             ss, [], case.stored_dvhs, grid_max_gy=ctx.dose.max_gy, dose=ctx.dose, prescription_gy=ctx.highest_gy
         )
@@ -148,7 +155,7 @@ def _structures(
         # the external contour's own DVH serves no rule: its volume is enough
         skip_dose = spec is not None and spec.role == "other" and (name, ()) not in ctx.dvhs
         try:
-            if ctx.dose is None or skip_dose:
+            if ctx.dose is None or skip_dose or ctx.frames.problem is not None:
                 structures[name] = StructureSummary(roi, ctx.stack(name).volume_cc, None, None, None, None)
                 continue
             dvh = ctx.dvh(name)

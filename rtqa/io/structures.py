@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 import numpy as np
 from pydicom.dataelem import RawDataElement
@@ -61,16 +62,19 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
         as_int(o.get("ReferencedROINumber"), spath, "ReferencedROINumber"): text(o, "RTROIInterpretedType")
         for o in ds.get("RTROIObservationsSequence") or []
     }
-    contours_by_roi: dict[int, Dataset] = {}
-    for item in ds.get("ROIContourSequence") or []:
+    # every item of ROIContourSequence is read: a second item for one ROI never replaces the first
+    contours_by_roi: dict[int, list[tuple[int, Dataset]]] = defaultdict(list)
+    for k, item in enumerate(ds.get("ROIContourSequence") or [], start=1):
         ref = as_int(item.get("ReferencedROINumber"), spath, "ReferencedROINumber")
         if ref is not None:
-            contours_by_roi[ref] = item
+            contours_by_roi[ref].append((k, item))
 
     rois = []
     for number in sorted(names):
-        name, _for = names[number]
-        rois.append(_roi(number, name, interpreted.get(number, ""), contours_by_roi.get(number), spath))
+        name, frame = names[number]
+        items, defects, notes = _contour_items(number, contours_by_roi.get(number, []))
+        roi = _roi(number, name, interpreted.get(number, ""), items, spath)
+        rois.append(replace(roi, defects=defects, frame_of_reference_uid=frame, warnings=notes + roi.warnings))
     for ref in sorted(set(contours_by_roi) - set(names)):
         warnings.append(f"ROIContourSequence refers to ROI number {ref}, which StructureSetROISequence lacks")
 
@@ -81,31 +85,64 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
     for roi in rois:
         warnings.extend(f"ROI {roi.name!r}: {w}" for w in roi.warnings)
 
-    frame_of_reference = None
-    for ref in ds.get("ReferencedFrameOfReferenceSequence") or []:
-        frame_of_reference = text(ref, "FrameOfReferenceUID") or None
-        break
+    frames = tuple(
+        uid for ref in ds.get("ReferencedFrameOfReferenceSequence") or [] if (uid := text(ref, "FrameOfReferenceUID"))
+    )
     return StructureSet(
         path=spath,
         sop_instance_uid=text(ds, "SOPInstanceUID"),
         patient_id=text(ds, "PatientID"),
         patient_name=text(ds, "PatientName"),
         label=text(ds, "StructureSetLabel"),
-        frame_of_reference_uid=frame_of_reference,
+        frame_of_reference_uid=frames[0] if frames else None,
         rois=tuple(rois),
         warnings=tuple(warnings),
+        frame_of_reference_uids=frames,
     )
 
 
-def _roi(number: int, name: str, interpreted: str, item: Dataset | None, path: str) -> Roi:
+def _contour_items(
+    number: int, items: list[tuple[int, Dataset]]
+) -> tuple[list[Dataset], tuple[str, ...], tuple[str, ...]]:
+    """The ROIContourSequence items to read for one ROI, its defects and warnings.
+
+    Several items for one ROI: when they hold the same contours (each ContourGeometricType and
+    ContourData byte for byte, in order; a display colour may differ) the first is read and the
+    copies are a warning. Otherwise every item is read and the ROI is defective: which outline is
+    meant cannot be told, and no rule about it may be graded.
+    """
+    if len(items) < 2:
+        return [item for _, item in items], (), ()
+    listed = ", ".join(str(k) for k, _ in items[:-1]) + f" and {items[-1][0]}"
+    first = _contour_signature(items[0][1])
+    if all(_contour_signature(item) == first for _, item in items[1:]):
+        note = f"ROIContourSequence items {listed} hold the same contours of ROI {number}: read once"
+        return [items[0][1]], (), (note,)
+    defect = (
+        f"ROIContourSequence items {listed} each hold contours of ROI {number}, and they differ: "
+        "rtqa cannot tell which outline is meant (it never keeps only one)"
+    )
+    return [item for _, item in items], (defect,), ()
+
+
+def _contour_signature(item: Dataset) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for contour in item.get("ContourSequence") or []:
+        elem = contour.get_item(_CONTOUR_DATA)
+        data = elem.value if isinstance(elem, RawDataElement) or elem is None else tuple(elem.value)
+        out.append((text(contour, "ContourGeometricType").upper(), data))
+    return out
+
+
+def _roi(number: int, name: str, interpreted: str, items: list[Dataset], path: str) -> Roi:
     warnings: list[str] = []
     color = None
     skipped: Counter[str] = Counter()
     by_plane: dict[float, list[FloatArray]] = defaultdict(list)
     xor_planes: set[float] = set()
-    if item is not None:
+    for item in items:
         raw_color = item.get("ROIDisplayColor")
-        if raw_color is not None and len(raw_color) == 3:
+        if color is None and raw_color is not None and len(raw_color) == 3:
             color = (int(raw_color[0]), int(raw_color[1]), int(raw_color[2]))
         non_axial = 0
         for contour in item.get("ContourSequence") or []:

@@ -16,7 +16,7 @@ import numpy as np
 from rtqa.dvh.geometry import combine
 from rtqa.errors import RtqaError
 from rtqa.evaluation.checks.constraints import UNCOVERED_CC
-from rtqa.evaluation.context import CaseContext
+from rtqa.evaluation.context import FRAME_RULE, FRAME_UNPROVEN, CaseContext
 from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, plain
 from rtqa.model import Heterogeneity
 from rtqa.protocol.limits import Grade
@@ -58,6 +58,8 @@ def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
         if (spec.role == "target") == targets and spec.role != "other" and s in ctx.structure_rois
     ]
     rois = [(s, i) for s in structures for i in ctx.structure_rois[s]]
+    if ctx.frames.problem is not None:
+        return [not_evaluable(rule, f"{FRAME_UNPROVEN} ({FRAME_RULE})", category="resubmit")]
     if not rois:
         return [not_evaluable(rule, f"no {kind} structure was found in the structure set: nothing to check")]
     uncovered = []
