@@ -113,7 +113,7 @@ DEFECT_AREA_MM2 = 1.0
 
 def coincident_rings(rings: tuple[FloatArray, ...]) -> bool:
     """Whether two rings of a plane (nearly) coincide, so that parity would cancel them."""
-    return any(kind == "coinciding" for kind, _ in _pair_defects(rings))
+    return any(kind == "coinciding" for kind, _ in _pair_defects(rings)[0])
 
 
 def plane_ring_defects(rings: tuple[FloatArray, ...]) -> list[str]:
@@ -134,13 +134,18 @@ def plane_ring_defects(rings: tuple[FloatArray, ...]) -> list[str]:
     ['a contour traces its outline twice (parity cancels 100.0 mm2)']
     """
     out = [m for r in rings if (m := _self_defect(r)) is not None]
-    pairs = _pair_defects(rings)
+    pairs, partial = _pair_defects(rings)
     if any(kind == "coinciding" for kind, _ in pairs):
         out.append("two coinciding contours (they cancel each other by parity)")
     crossing = [a for kind, a in pairs if kind == "crossing"]
     if crossing:
-        two = "two contours cross" if len(crossing) == 1 else f"{len(crossing)} pairs of contours cross"
-        out.append(f"{two} each other (parity cancels the {sum(crossing):.1f} mm2 they share)")
+        least = "at least " if partial else ""
+        two = (
+            "two contours cross"
+            if len(crossing) == 1 and not partial
+            else f"{least}{len(crossing)} pairs of contours cross"
+        )
+        out.append(f"{two} each other (parity cancels {least}the {sum(crossing):.1f} mm2 they share)")
     return out
 
 
@@ -179,28 +184,35 @@ def _winding_numbers(ring: FloatArray, points: FloatArray, *, chunk: int = 256) 
     return out
 
 
-def _pair_defects(rings: tuple[FloatArray, ...]) -> list[tuple[str, float]]:
-    """``("coinciding", area)`` or ``("crossing", shared area)`` for each defective pair of rings."""
+def _pair_defects(rings: tuple[FloatArray, ...], *, chunk: int = 4096) -> tuple[list[tuple[str, float]], bool]:
+    """``("coinciding", area)`` or ``("crossing", shared area)`` for each defective pair of rings,
+    and whether the search stopped early: overlapping pairs are examined ``chunk`` at a time, and
+    after a chunk that found a defect the rest (only a hostile plane has thousands) are left."""
     rings = tuple(r for r in rings if len(r) >= 3)
     if len(rings) < 2:
-        return []
+        return [], False
     polys = shapely.polygons([shapely.linearrings(r) for r in rings])
     invalid = ~shapely.is_valid(polys)
     polys[invalid] = shapely.make_valid(polys[invalid])
     area, length = shapely.area(polys), shapely.length(polys)
-    left, right = shapely.STRtree(polys).query(polys, predicate="intersects")
+    left, right = shapely.STRtree(polys).query(polys)  # pairs whose bounding boxes meet
     keep = (left < right) & (area[left] > 0) & (area[right] > 0)
     left, right = left[keep], right[keep]
-    if left.size == 0:
-        return []
-    shared = shapely.area(shapely.intersection(polys[left], polys[right]))
-    small, large = np.minimum(area[left], area[right]), np.maximum(area[left], area[right])
-    # the symmetric difference of two outlines of one shape is a thin band along them; its mean
-    # width is its area over the outline length
-    width = (area[left] + area[right] - 2 * shared) / np.maximum(length[left], length[right])
-    coinciding = (small >= 0.5 * large) & (width < COINCIDENT_WALL_MM)
-    crossing = ~coinciding & (shared > DEFECT_AREA_MM2) & (small - shared > DEFECT_AREA_MM2)
-    return [("coinciding", float(a)) for a in small[coinciding]] + [("crossing", float(s)) for s in shared[crossing]]
+    found: list[tuple[str, float]] = []
+    for start in range(0, left.size, chunk):
+        if found:
+            return found, True
+        i, j = left[start : start + chunk], right[start : start + chunk]
+        shared = shapely.area(shapely.intersection(polys[i], polys[j]))
+        small, large = np.minimum(area[i], area[j]), np.maximum(area[i], area[j])
+        # the symmetric difference of two outlines of one shape is a thin band along them; its
+        # mean width is its area over the outline length
+        width = (area[i] + area[j] - 2 * shared) / np.maximum(length[i], length[j])
+        coinciding = (small >= 0.5 * large) & (shared >= 0.5 * large) & (width < COINCIDENT_WALL_MM)
+        crossing = ~coinciding & (shared > DEFECT_AREA_MM2) & (small - shared > DEFECT_AREA_MM2)
+        found += [("coinciding", float(a)) for a in small[coinciding]]
+        found += [("crossing", float(a)) for a in shared[crossing]]
+    return found, False
 
 
 def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = EndCap.HALF_SLAB) -> SlabStack:

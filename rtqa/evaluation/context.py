@@ -33,7 +33,6 @@ from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import Protocol
 from rtqa.protocol.matching import Matching, match_structures
 
-
 FRAME_RULE = "FRAME_OF_REFERENCE"  # the finding that says why dose and contours are not graded together
 FRAME_UNPROVEN = "the dose and the contours are not proven to share a frame of reference"
 
@@ -314,7 +313,8 @@ def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:
     """
     out = [f"{s} contour(s) skipped" for s in roi.skipped_contours]
     out += [w for w in roi.warnings if "non-axial" in w]
-    out += list(roi.defects)
+    if roi.defects:  # conflicting items: their rings, read together, would only repeat it plane by plane
+        return out + list(roi.defects)
     on_planes: dict[str, list[tuple[float, str]]] = {}  # one line per kind of ring defect
     for plane in roi.planes:
         found = plane_ring_defects(plane.rings)

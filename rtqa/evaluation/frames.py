@@ -68,8 +68,7 @@ def link_frames(structure_set: StructureSet | None, doses: tuple[DoseInfo, ...],
                 None,
                 None,
                 f"{missing}, and no plan links them (the dose referencing a plan that references the structure "
-                f"set and carries a FrameOfReferenceUID agreeing with both): the dose and the contours are not "
-                "proven to be in one coordinate system",
+                "set and carries a FrameOfReferenceUID agreeing with both)",
             )
         plan, frame = via
         frames.add(frame)
@@ -78,7 +77,8 @@ def link_frames(structure_set: StructureSet | None, doses: tuple[DoseInfo, ...],
             f"the structure set, and it is on frame {frame}"
         )
     if len(frames) > 1:
-        return FrameLink(None, None, f"the dose files are on {len(frames)} different frames: {', '.join(sorted(frames))}")
+        listed = ", ".join(sorted(frames))
+        return FrameLink(None, None, f"the dose files are on {len(frames)} different frames: {listed}")
     (frame,) = frames
     proof = "; ".join(proofs) if proofs else f"declared: dose and structure set are both on frame {frame}"
     return FrameLink(frame, proof, None)

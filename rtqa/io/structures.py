@@ -129,7 +129,7 @@ def _contour_signature(item: Dataset) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
     for contour in item.get("ContourSequence") or []:
         elem = contour.get_item(_CONTOUR_DATA)
-        data = elem.value if isinstance(elem, RawDataElement) or elem is None else tuple(elem.value)
+        data = None if elem is None else elem.value if isinstance(elem, RawDataElement) else tuple(elem.value)
         out.append((text(contour, "ContourGeometricType").upper(), data))
     return out
 
