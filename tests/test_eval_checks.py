@@ -19,6 +19,7 @@ from rtqa.dvh.metrics import parse_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.checks import eligibility, fractionation, technical
 from rtqa.evaluation.context import Unavailable
+from rtqa.evaluation.frames import FrameLink
 from rtqa.model import DoseGrid, DoseType, Heterogeneity
 from rtqa.protocol.limits import Grade, Limit
 from rtqa.protocol.loader import StructureSpec, load_protocol
@@ -116,6 +117,7 @@ def coverage_ctx(uncovered: dict[int, float], boundary: float, highest: float | 
     c.dvh = lambda s, rois: SimpleNamespace(uncovered_cc=uncovered.get(rois[0], 0.0))
     c.label = lambda i: names[i]
     c.boundary_max_gy = lambda: boundary
+    c.frames = FrameLink("F", "declared", None)
     return c
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pydicom
 import pytest
@@ -35,6 +37,7 @@ BASE = "liver_cord_overdose"
 FILES = {"plan": "RP.dcm", "structures": "RS.dcm", "dose": "RD_PLAN.dcm"}
 HOT_Z = (-5.0, 25.0)  # the planes where the hot spot gives the cord over 45 Gy (centre 10 mm)
 CORD_LIMIT_GY = 45.0
+SCHEMA = json.loads(resources.files("rtqa").joinpath("schemas/report-v1.schema.json").read_text())
 
 
 @pytest.fixture
@@ -80,7 +83,9 @@ def hot(c: Dataset) -> bool:
 def check(folder: Path, csv: Path, *, text: bool = False) -> tuple[int, dict, str]:
     """``rtqa check --format json``: exit code, the plan's report, and (when asked) the text report."""
     result = CliRunner().invoke(cli, ["check", str(folder), "--clinical", str(csv), "--format", "json"])
-    (plan,) = json.loads(result.output)["plans"]
+    report = json.loads(result.output)
+    jsonschema.validate(report, SCHEMA)  # the refusals keep the report contract
+    (plan,) = report["plans"]
     shown = CliRunner().invoke(cli, ["check", str(folder), "--clinical", str(csv)]).output if text else ""
     return result.exit_code, plan, shown
 
