@@ -160,28 +160,38 @@ def test_report_from_the_ledger_is_the_json_contract_plus_review_objects(ledger,
         assert out.exit_code == 0 and marker in out.output
 
 
-def test_verify_names_the_first_edited_or_missing_row(ledger, results):
+def test_verify_lists_every_edited_or_missing_row(ledger, results):
     record_result(ledger, results["first"])
     add_decision(ledger, 2, action="accept_plan", reason="fine", reviewer="A")
     record_result(ledger, results["p1_cord"])
     url = ledger_url_of(ledger)
     ok = CliRunner().invoke(cli, ["ledger", "verify", "--ledger", url])
     assert ok.exit_code == 0 and "3 submissions and 1 decisions, chain intact" in ok.output
-    with writing(ledger, lock=False) as conn:  # a hand edit, as someone with database access could make
+    with writing(ledger, lock=False) as conn:  # hand edits, as someone with database access could make
         conn.execute(
             update(findings).where(findings.c.submission_id == 3, findings.c.rule == "CORD_MAX").values(value=40.0)
         )
+        conn.execute(update(findings).where(findings.c.submission_id == 1, findings.c.idx == 0).values(grade="x"))
     bad = CliRunner().invoke(cli, ["ledger", "verify", "--ledger", url])
     assert bad.exit_code == 1
-    assert (
-        "submission 3: finding row" in bad.output and "(CORD_MAX) differs from the hashed report in value" in bad.output
-    )
+    assert "ledger BROKEN: 2 problems" in bad.output
+    assert "submission 1: finding row 0 (" in bad.output and ") differs from the hashed report in grade" in bad.output
+    assert "submission 3: finding row" in bad.output and "(CORD_MAX) differs from the hashed report in value" in bad.output
     with writing(ledger, lock=False) as conn:
         conn.execute(update(decisions).where(decisions.c.id == 1).values(reason="edited later"))
-    assert verify(ledger).broken == "decision 1 (chain position 3): its content does not match its hash (edited)"
+        conn.execute(update(submissions).where(submissions.c.id == 1).values(institution="Centre Z"))
+    chain = [p for p in verify(ledger).problems if "finding row" not in p]
+    # each edited row is named, in chain order; the rows after them still link to their stored hashes
+    assert chain == [
+        "submission 1 (chain position 1): its content does not match its hash (edited)",
+        "decision 1 (chain position 3): its content does not match its hash (edited)",
+    ]
     with writing(ledger, lock=False) as conn:
         conn.execute(delete(decisions))
-    assert verify(ledger).broken == "chain position 3 is missing (next: submission 3 (chain position 4))"
+    assert [p for p in verify(ledger).problems if "finding row" not in p] == [
+        "submission 1 (chain position 1): its content does not match its hash (edited)",
+        "chain position 3 is missing (next: submission 3 (chain position 4))",
+    ]
 
 
 def test_a_ledger_from_a_newer_rtqa_is_refused(ledger):
@@ -189,7 +199,7 @@ def test_a_ledger_from_a_newer_rtqa_is_refused(ledger):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     out = CliRunner().invoke(cli, ["stats", "--ledger", ledger_url_of(ledger)])
     assert out.exit_code == 2
-    assert "written by a newer rtqa (schema revision 9999; this rtqa knows up to 0002); upgrade rtqa" in out.output
+    assert "written by a newer rtqa (schema revision 9999; this rtqa knows up to 0004); upgrade rtqa" in out.output
     assert "Traceback" not in out.output
 
 
@@ -212,7 +222,7 @@ def test_an_older_ledger_is_upgraded_by_ledger_upgrade(ledger_url):
         and "rtqa ledger upgrade" in refused.output
     )
     up = CliRunner().invoke(cli, ["ledger", "upgrade", "--ledger", ledger_url])
-    assert up.exit_code == 0 and "upgraded from 0001 to revision 0002" in up.output
+    assert up.exit_code == 0 and "upgraded from 0001 to revision 0004" in up.output
     assert CliRunner().invoke(cli, ["stats", "--ledger", ledger_url]).exit_code == 0
 
 

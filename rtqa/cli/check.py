@@ -70,7 +70,19 @@ from rtqa.protocol.limits import Grade
     "overwritten).",
 )
 @click.option(
-    "--ledger", "ledger_url", envvar="RTQA_LEDGER", metavar="URL", help="Record the plans in this audit ledger."
+    "--ledger",
+    "ledger_url",
+    envvar="RTQA_LEDGER",
+    metavar="URL",
+    help="Record the plans in this audit ledger, once the reports are written (one transaction per run).",
+)
+@click.option(
+    "--ledger-key-file",
+    "ledger_key_file",
+    envvar="RTQA_LEDGER_KEY_FILE",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The ledger key (HMAC of every recorded row) read from FILE; or the key itself in $RTQA_LEDGER_KEY.",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
@@ -85,6 +97,7 @@ def check(
     include_names: bool,
     force: bool,
     ledger_url: str | None,
+    ledger_key_file: str | None,
     debug: bool,
 ) -> None:
     """Check every plan found under PATHS against the protocol and report deviations."""
@@ -101,6 +114,8 @@ def check(
             include_names,
             force=force,
             ledger_url=ledger_url,
+            ledger_key_file=ledger_key_file,
+            debug=debug,
         ),
         debug,
     )
@@ -119,6 +134,8 @@ def _check(
     *,
     force: bool = False,
     ledger_url: str | None = None,
+    ledger_key_file: str | None = None,
+    debug: bool = False,
 ) -> int:
     from rtqa.discovery.batch import plan_work, run_batch
     from rtqa.discovery.grouping import discover
@@ -130,6 +147,10 @@ def _check(
     from rtqa.report.render import render_text as check_text
 
     protocol = _load_protocol(protocol_name)
+    if ledger_url:
+        from rtqa.cli.ledger import check_ledger_options
+
+        check_ledger_options(ledger_url, ledger_key_file)
     try:
         table = read_clinical_table(clinical_path) if clinical_path else None
     except RtqaError as exc:
@@ -178,10 +199,6 @@ def _check(
         checked_at=checked_at,
         skipped_files=found.skipped,
     )
-    if ledger_url:  # written here, by the coordinating process, never by the workers
-        from rtqa.cli.ledger import record_check
-
-        record_check(ledger_url, result)
     if fmt == "html":
         pages = [render_plan_html(result, r, include_names=include_names) for r in result.reports]
         if target.folder is None:
@@ -205,6 +222,11 @@ def _check(
         }[fmt]()
         files = [(target.file, text)]
     _emit(files, target, force=force, bom=fmt == "csv")
+    ledger_code = None
+    if ledger_url:  # after the reports, by the coordinating process (never by the workers)
+        from rtqa.cli.ledger import record_check
+
+        ledger_code = record_check(ledger_url, result, key_file=ledger_key_file, debug=debug)
     if not reports and not skipped:
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
     for w in warnings:
@@ -227,6 +249,8 @@ def _check(
         # a bug met on one plan: the others are reported, and the exit code says it was a bug
         click.echo("rtqa: internal error on some plan (see its report); rerun with --debug and report it", err=True)
         return EXIT_INTERNAL
+    if ledger_code is not None:  # the reports stand; the exit code says the ledger did not record them
+        return ledger_code
     return code
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rtqa.report.model import CheckResult
 
 ENV = "RTQA_LEDGER"
+KEY_FILE_ENV = "RTQA_LEDGER_KEY_FILE"
 
 
 def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,38 +38,79 @@ def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def _guard(action: Callable[[], None], debug: bool = False) -> None:
-    """Run a ledger action: its errors are a message and exit 2, a bug is exit 70."""
+def key_file_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--ledger-key-file",
+        "key_file",
+        envvar=KEY_FILE_ENV,
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help=f"The ledger key (HMAC of every row), read from FILE (or ${KEY_FILE_ENV}); or the key itself in "
+        "$RTQA_LEDGER_KEY.",
+    )(f)
+
+
+def _attempt(action: Callable[[], None], debug: bool = False) -> int | None:
+    """Run a ledger action: None when it succeeds, else the exit code after saying why
+    (2 for a ledger error, with a one-line message; 70 for a bug)."""
     try:
         action()
     except click.ClickException:
         raise
     except ImportError as exc:
         click.echo(f"rtqa: the ledger needs its database layer ({exc.name}): pip install 'rtqa[ledger]'", err=True)
-        sys.exit(EXIT_USAGE)
+        return EXIT_USAGE
     except RtqaError as exc:
         click.echo(f"rtqa: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        return EXIT_USAGE
     except Exception as exc:  # a bug: say so, and keep the traceback for --debug
         if debug:
             traceback.print_exc()
         click.echo(f"rtqa: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it", err=True)
-        sys.exit(EXIT_INTERNAL)
+        return EXIT_INTERNAL
+    return None
 
 
-def _open(url: str, *, create: bool = False) -> Ledger:
+def _guard(action: Callable[[], None], debug: bool = False) -> None:
+    """Run a ledger action: its errors are a message and exit 2, a bug is exit 70."""
+    code = _attempt(action, debug)
+    if code is not None:
+        sys.exit(code)
+
+
+def _open(url: str, *, create: bool = False, key_file: str | None = None) -> Ledger:
+    from rtqa.ledger.chain import key_from_environment
     from rtqa.ledger.db import open_ledger
 
-    return open_ledger(url, create=create)
+    return open_ledger(url, create=create, key=key_from_environment(key_file))
 
 
-def record_check(url: str, result: CheckResult) -> None:
-    """Record a check's plans as submissions (called by ``rtqa check --ledger`` after the reports)."""
+def check_ledger_options(url: str, key_file: str | None) -> None:
+    """Refuse, before any plan is checked, a ledger URL or key that can never work (exit 2):
+    an unsupported or in-memory database, a malformed URL, an unreadable or short key. The
+    database itself is reached only after the reports are written."""
+    try:
+        from rtqa.ledger.chain import key_from_environment
+        from rtqa.ledger.db import parse_url
+
+        parse_url(url)
+        key_from_environment(key_file)
+    except ImportError as exc:
+        raise click.UsageError(f"--ledger needs the database layer ({exc.name}): pip install 'rtqa[ledger]'") from None
+    except RtqaError as exc:
+        raise click.UsageError(f"--ledger: {exc}") from None
+
+
+def record_check(url: str, result: CheckResult, *, key_file: str | None = None, debug: bool = False) -> int | None:
+    """Record a check's plans as submissions (called by ``rtqa check --ledger`` once the reports
+    are written): None when done, else the exit code, after saying why on stderr.
+
+    A run is one transaction: when anything fails, no plan of the run is recorded."""
 
     def run() -> None:
         from rtqa.ledger.record import record_result
 
-        ledger = _open(url, create=True)
+        ledger = _open(url, create=True, key_file=key_file)
         try:
             recorded = record_result(ledger, result)
         finally:
@@ -89,7 +131,14 @@ def record_check(url: str, result: CheckResult) -> None:
             else:
                 click.echo(f"ledger: {r.patient_id}: recorded as submission {r.submission_id}, version 1", err=True)
 
-    _guard(run)
+    code = _attempt(run, debug)
+    if code is not None:
+        click.echo(
+            "rtqa: the reports were written; nothing of this run was recorded in the ledger (a run is recorded in one "
+            "transaction): fix the ledger and run the check again with --ledger",
+            err=True,
+        )
+    return code
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -109,6 +158,7 @@ def _emit(text: str, output: str | None) -> None:
 @click.option("--reason", required=True, help="Why (required; kept in the audit trail).")
 @click.option("--reviewer", required=True, metavar="NAME", help="Who decides.")
 @ledger_option
+@key_file_option
 def review(
     submission: int,
     rule: str | None,
@@ -119,6 +169,7 @@ def review(
     reason: str,
     reviewer: str,
     ledger_url: str,
+    key_file: str | None,
 ) -> None:
     """Record a reviewer decision on SUBMISSION: a finding's grade, or the plan's acceptance."""
     chosen = [
@@ -137,7 +188,7 @@ def review(
         from rtqa.ledger.review import ACCEPT, GRADE_DECISION, REJECT, add_decision
 
         action = GRADE_DECISION if rule else (ACCEPT if accept_plan else REJECT)
-        ledger = _open(ledger_url)
+        ledger = _open(ledger_url, key_file=key_file)
         try:
             d = add_decision(
                 ledger, submission, action=action, reason=reason, reviewer=reviewer, rule=rule, roi=roi, grade=grade
@@ -265,29 +316,115 @@ def stats(by: str, since: str | None, fmt: str, output: str | None, ledger_url: 
 
 @cli.group()
 def ledger() -> None:
-    """Look after the ledger: verify its audit trail, upgrade its schema."""
+    """Look after the ledger: verify its audit trail, anchor its head, upgrade its schema."""
+
+
+def _verification(ledger_url: str, key_file: str | None, anchor_files: tuple[str, ...]) -> Any:
+    from rtqa.ledger.anchors import read_anchors
+    from rtqa.ledger.verify import verify as run_verify
+
+    anchors = [a for path in anchor_files for a in read_anchors(path)]
+    led = _open(ledger_url, key_file=key_file)
+    try:
+        return run_verify(led, anchors)
+    finally:
+        led.dispose()
+
+
+def _say_broken(v: Any) -> None:
+    n = len(v.problems)
+    click.echo(
+        f"ledger BROKEN: {n} problem{'s' if n != 1 else ''} in {v.submissions} submissions and {v.decisions} decisions"
+    )
+    for p in v.problems:
+        click.echo(f"  - {p}")
+    click.echo(f"head: {v.head.text()}")
 
 
 @ledger.command()
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="An anchor file (rtqa ledger anchor --append): every head kept there must still be a prefix of the "
+    "chain. Repeatable.",
+)
 @ledger_option
-def verify(ledger_url: str) -> None:
-    """Check the hash chain of every submission and decision; name the first broken link (exit 1)."""
+@key_file_option
+def verify(anchor_files: tuple[str, ...], ledger_url: str, key_file: str | None) -> None:
+    """Check the hash chain, the HMACs (with the key) and kept anchors; print the head; list every problem (exit 1)."""
 
     def run() -> None:
-        from rtqa.ledger.verify import verify as run_verify
-
-        led = _open(ledger_url)
-        try:
-            v = run_verify(led)
-        finally:
-            led.dispose()
-        if v.ok:
-            click.echo(f"ledger verified: {v.submissions} submissions and {v.decisions} decisions, chain intact")
-            return
-        click.echo(f"ledger BROKEN: {v.broken}")
-        sys.exit(1)
+        v = _verification(ledger_url, key_file, anchor_files)
+        if not v.ok:
+            _say_broken(v)
+            sys.exit(1)
+        click.echo(f"ledger verified: {v.submissions} submissions and {v.decisions} decisions, chain intact")
+        click.echo(f"head: {v.head.text()}")
+        if v.key_checked:
+            click.echo(f"key: every row's HMAC matches the ledger key ({v.hmac_rows} rows)")
+        elif v.hmac_rows:
+            click.echo(
+                f"key: NOT CHECKED: {v.hmac_rows} rows carry an HMAC; give the key (RTQA_LEDGER_KEY or "
+                "--ledger-key-file) to check them"
+            )
+        else:
+            click.echo("key: none (this ledger's rows carry no HMAC)")
+        if anchor_files:
+            click.echo(
+                f"anchors: {v.anchors} kept head{'s' if v.anchors != 1 else ''} in {', '.join(anchor_files)}, "
+                "each still a prefix of the chain"
+            )
+        else:
+            click.echo("anchors: none given (--anchor FILE): a recomputed chain or removed newest rows would not show")
 
     _guard(run)
+
+
+@ledger.command()
+@click.option(
+    "--append",
+    "append_to",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Append the head to this anchor file (created if absent; keep it off the ledger's machine), after "
+    "checking the heads it already holds.",
+)
+@ledger_option
+@key_file_option
+def anchor(append_to: str | None, ledger_url: str, key_file: str | None) -> None:
+    """Verify the ledger, then print its head (time, rows, last hash) or append it to an anchor file."""
+
+    def run() -> None:
+        import os
+
+        from rtqa.ledger.anchors import anchor_line, append_anchor
+
+        kept = (append_to,) if append_to and os.path.exists(append_to) and _has_anchor(append_to) else ()
+        v = _verification(ledger_url, key_file, kept)
+        if not v.ok:
+            _say_broken(v)
+            click.echo("rtqa: no anchor taken: the ledger does not verify", err=True)
+            sys.exit(1)
+        line = anchor_line(v.head)
+        click.echo(line)
+        if append_to:
+            append_anchor(append_to, line)
+            earlier = f"; its {v.anchors} earlier heads still a prefix of the chain" if kept else ""
+            click.echo(f"anchor appended to {append_to}{earlier}", err=True)
+
+    _guard(run)
+
+
+def _has_anchor(path: str) -> bool:
+    """Whether an existing anchor file holds any line that is not blank or a comment."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return any(line.strip() and not line.lstrip().startswith("#") for line in fh)
+    except OSError:
+        return True  # read_anchors says why it cannot be read
 
 
 @ledger.command()
@@ -296,11 +433,11 @@ def upgrade(ledger_url: str) -> None:
     """Bring the ledger's schema up to this rtqa's (back it up first); creates an empty ledger."""
 
     def run() -> None:
-        from rtqa.ledger.db import parse_url
+        from rtqa.ledger.db import parse_url, shown_url
         from rtqa.ledger.db import upgrade as run_upgrade
 
         before, after = run_upgrade(ledger_url)
-        shown = parse_url(ledger_url).render_as_string(hide_password=True)
+        shown = shown_url(parse_url(ledger_url))
         if before == after:
             click.echo(f"{shown}: schema already at revision {after}")
         else:

@@ -92,7 +92,7 @@ def record_result(
     who = user or os_user()
     out: list[Recorded] = []
     with writing(ledger) as conn:
-        tail = read_tail(conn)
+        tail = read_tail(conn, ledger)
         latest: dict[str, tuple[int, int]] = {}
         for plan in doc["plans"]:
             key = input_key(plan, doc["protocol"]["sha256"])

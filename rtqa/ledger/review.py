@@ -216,7 +216,7 @@ def add_decision(
                 raise LedgerError(
                     f"submission {submission_id} has no finding of rule {rule}{where}; its rules: {', '.join(rules)}"
                 )
-        tail = read_tail(conn)
+        tail = read_tail(conn, ledger)
         row: dict[str, Any] = {
             "id": tail.next_decision,
             "submission_id": submission_id,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
 
-HEAD = "0002"
+HEAD = "0004"
 
 metadata = MetaData()
 
@@ -23,24 +23,25 @@ submissions = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, nullable=False, unique=True),
-    Column("patient_id", String(64), nullable=False, index=True),
-    Column("institution", String(128), nullable=False),
-    Column("plan_uid", String(64)),
-    Column("plan_label", String(64), nullable=False),
-    Column("protocol_id", String(64), nullable=False),
-    Column("protocol_version", String(64), nullable=False),
+    Column("patient_id", Text, nullable=False, index=True),
+    Column("institution", Text, nullable=False),
+    Column("plan_uid", Text),
+    Column("plan_label", Text, nullable=False),
+    Column("protocol_id", Text, nullable=False),
+    Column("protocol_version", Text, nullable=False),
     Column("protocol_sha256", String(64), nullable=False),
-    Column("rtqa_version", String(64), nullable=False),
+    Column("rtqa_version", Text, nullable=False),
     Column("input_key", String(64), nullable=False, unique=True),
     Column("version", Integer, nullable=False),
     Column("supersedes", Integer, ForeignKey("submissions.id")),
     Column("grade", String(32), nullable=False),
     Column("complete", Boolean, nullable=False),
     Column("submitted_at", String(32), nullable=False),
-    Column("os_user", String(128), nullable=False),
+    Column("os_user", Text, nullable=False),
     Column("report", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("hmac", String(64)),
 )
 
 findings = Table(
@@ -48,12 +49,12 @@ findings = Table(
     metadata,
     Column("submission_id", Integer, ForeignKey("submissions.id"), primary_key=True),
     Column("idx", Integer, primary_key=True, autoincrement=False),
-    Column("rule", String(128), nullable=False, index=True),
-    Column("structure", String(128)),
-    Column("matched_roi", String(128)),
-    Column("metric", String(128), nullable=False),
+    Column("rule", Text, nullable=False, index=True),
+    Column("structure", Text),
+    Column("matched_roi", Text),
+    Column("metric", Text, nullable=False),
     Column("value", Float),
-    Column("unit", String(16), nullable=False),
+    Column("unit", Text, nullable=False),
     Column("grade", String(32), nullable=False, index=True),
     Column("limits", Text, nullable=False),
     Column("finding", Text, nullable=False),
@@ -66,15 +67,16 @@ decisions = Table(
     Column("seq", Integer, nullable=False, unique=True),
     Column("submission_id", Integer, ForeignKey("submissions.id"), nullable=False, index=True),
     Column("action", String(16), nullable=False),
-    Column("rule", String(128)),
-    Column("roi", String(128)),
+    Column("rule", Text),
+    Column("roi", Text),
     Column("grade", String(32)),
     Column("reason", Text, nullable=False),
-    Column("reviewer", String(128), nullable=False),
+    Column("reviewer", Text, nullable=False),
     Column("decided_at", String(32), nullable=False),
-    Column("os_user", String(128), nullable=False),
+    Column("os_user", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("hmac", String(64)),
 )
 
 # One row, locked by every append (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
