@@ -176,7 +176,9 @@ def test_verify_lists_every_edited_or_missing_row(ledger, results):
     assert bad.exit_code == 1
     assert "ledger BROKEN: 2 problems" in bad.output
     assert "submission 1: finding row 0 (" in bad.output and ") differs from the hashed report in grade" in bad.output
-    assert "submission 3: finding row" in bad.output and "(CORD_MAX) differs from the hashed report in value" in bad.output
+    assert (
+        "submission 3: finding row" in bad.output and "(CORD_MAX) differs from the hashed report in value" in bad.output
+    )
     with writing(ledger, lock=False) as conn:
         conn.execute(update(decisions).where(decisions.c.id == 1).values(reason="edited later"))
         conn.execute(update(submissions).where(submissions.c.id == 1).values(institution="Centre Z"))

@@ -42,6 +42,7 @@ BUSY_TIMEOUT_S = 60.0
 # the key of PostgreSQL's advisory lock on schema creation and migration ("rtqa" in ASCII)
 SCHEMA_LOCK_KEY = 0x72747161
 MASK = "***"
+_MASKED_VALUE = "rtqa-masked-secret"  # stands for *** while SQLAlchemy renders (it would encode the stars)
 # query parameters of a URL that carry a secret (libpq: password, sslpassword)
 _SECRET_PARAM = re.compile(r"(?i)\b([a-z_]*password)=([^&;\s'\"]*)")
 
@@ -78,16 +79,17 @@ def parse_url(text: str) -> URL:
         return URL.create("sqlite", database=os.path.abspath(text))
     try:
         url = make_url(text)
-    except ArgumentError:
+        if url.drivername == "postgresql":  # psycopg 3 is the driver we ship with the ledger extra
+            url = url.set(drivername="postgresql+psycopg")
+        _ = url.port  # a port that is not a number fails here, not later in a traceback
+    except (ArgumentError, ValueError):
         raise LedgerError(
             f"{mask_secrets(text, ())}: not a ledger URL; expected sqlite:///FILE, a path or postgresql://USER@HOST/DB"
         ) from None
-    if url.drivername == "postgresql":  # psycopg 3 is the driver we ship with the ledger extra
-        url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise LedgerError(f"{shown_url(url)}: unsupported ledger database (expected sqlite or postgresql)")
     if url.get_backend_name() == "sqlite" and _in_memory(url):
-        raise LedgerError(f"{shown_url(url)}: {_NOT_IN_MEMORY}")
+        raise LedgerError(f"{mask_secrets(text, url_secrets(url))}: {_NOT_IN_MEMORY}")
     return url
 
 
@@ -115,8 +117,9 @@ def _values(v: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def shown_url(url: URL) -> str:
     """The URL as it may be shown: the password and every password-like query parameter masked."""
-    secret = {k: MASK for k in url.query if "password" in k.lower()}
-    return (url.update_query_dict(secret) if secret else url).render_as_string(hide_password=True)
+    secret = {k: _MASKED_VALUE for k in url.query if "password" in k.lower()}
+    shown = (url.update_query_dict(secret) if secret else url).render_as_string(hide_password=True)
+    return shown.replace(_MASKED_VALUE, MASK)
 
 
 def url_secrets(url: URL) -> tuple[str, ...]:

@@ -4,7 +4,10 @@ Rows are only ever inserted. Submissions and decisions share one sequence (``seq
 carries the SHA-256 of its content chained to the row before it (``prev_hash``), so that an edit,
 a deletion or a reordering shows in ``rtqa ledger verify``. JSON is stored as canonical text
 (sorted keys, no spaces) so that the bytes hashed are the bytes stored, on every database.
-Times are ISO 8601 strings in UTC for the same reason.
+Times are ISO 8601 strings in UTC for the same reason. Text from a submission, a protocol or a
+reviewer is unbounded ``Text`` (PostgreSQL enforces ``VARCHAR(n)``, SQLite does not: the same
+value must be accepted by both); only values rtqa makes itself, of a fixed form, are bounded.
+``hmac`` is the row's HMAC under the ledger key (NULL without a key), outside the row's hash.
 
 The migrations in ``migrations/versions`` create these tables; this module is what the code
 queries. A change here needs a new migration.

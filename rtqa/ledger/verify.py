@@ -86,9 +86,7 @@ def _chain_problems(rows: list[tuple[str, Any]], key: bytes | None) -> list[str]
             gap = f"position {expected} is" if r.seq == expected + 1 else f"positions {expected}-{r.seq - 1} are"
             problems.append(f"chain {gap} missing (next: {name})")
         elif r.prev_hash != previous:
-            problems.append(
-                f"{name}: its link to position {r.seq - 1} is broken (a row removed or replaced before it)"
-            )
+            problems.append(f"{name}: its link to position {r.seq - 1} is broken (a row removed or replaced before it)")
         if row_hash(table, r._mapping) != r.hash:
             problems.append(f"{name}: its content does not match its hash (edited)")
         if key is not None and not hmac_matches(key, r.hash, r.hmac):
