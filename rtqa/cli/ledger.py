@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rtqa.cli.app import EXIT_INTERNAL, EXIT_USAGE, _write, cli
+from rtqa.cli.app import EXIT_INTERNAL, EXIT_NOT_EVALUABLE, EXIT_USAGE, _write, cli
 from rtqa.errors import RtqaError
 from rtqa.protocol.limits import Grade
 
@@ -354,7 +354,10 @@ def _say_broken(v: Any) -> None:
 @ledger_option
 @key_file_option
 def verify(anchor_files: tuple[str, ...], ledger_url: str, key_file: str | None) -> None:
-    """Check the hash chain, the HMACs (with the key) and kept anchors; print the head; list every problem (exit 1)."""
+    """Check the hash chain, the HMACs (with the key) and kept anchors; print the head.
+
+    Exit 0 when everything checked holds, 1 listing every problem, 4 when the rows carry HMACs
+    and no key was given (the chain holds, the HMACs were not checked)."""
 
     def run() -> None:
         v = _verification(ledger_url, key_file, anchor_files)
@@ -379,6 +382,8 @@ def verify(anchor_files: tuple[str, ...], ledger_url: str, key_file: str | None)
             )
         else:
             click.echo("anchors: none given (--anchor FILE): a recomputed chain or removed newest rows would not show")
+        if v.hmac_rows and not v.key_checked:  # part of the trail left unchecked is never a pass
+            sys.exit(EXIT_NOT_EVALUABLE)
 
     _guard(run)
 

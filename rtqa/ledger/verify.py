@@ -125,7 +125,8 @@ def _anchor_problems(rows: list[tuple[str, Any]], head: Head, anchors: Sequence[
             problems.append(f"{a.name()}: chain position {n} is missing")
         elif found[1].hash != a.head.hash:
             problems.append(
-                f"{a.name()}: {_name(*found)} has hash {found[1].hash}, the anchor kept {a.head.hash}: "
+                f"{a.name()}: {_name(*found)} has hash {found[1].hash[:16]}..., the anchor kept "
+                f"{a.head.hash[:16]}...: "
                 f"the chain was rewritten at or before position {n}"
             )
     return problems
