@@ -107,7 +107,7 @@ def test_four_writers_lose_and_duplicate_nothing(ledger_url, pickled):
 
 
 def test_four_first_writers_to_an_empty_database_create_the_schema_once(ledger_url, pickled):
-    start = time.time() + 4.0  # after every interpreter has imported rtqa and SQLAlchemy
+    start = time.time() + 2.5  # after every interpreter has imported rtqa and SQLAlchemy (about 1 s)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", FIRST_WRITER, ledger_url, str(pickled), str(w), repr(start)],
