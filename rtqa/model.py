@@ -199,6 +199,7 @@ class Roi:
     # items): the ROI is present but unusable
     defects: tuple[str, ...] = ()
     frame_of_reference_uid: str | None = None  # StructureSetROISequence > ReferencedFrameOfReferenceUID
+    name_problem: str = ""  # why ROIName did not decode cleanly under SpecificCharacterSet ("" if it did)
 
     @property
     def is_empty(self) -> bool:

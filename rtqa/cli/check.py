@@ -61,6 +61,13 @@ from rtqa.protocol.limits import Grade
     metavar="FILE.csv",
     help="Clinical facts per patient ID (child_pugh, dose_algorithm, rx_<target>).",
 )
+@click.option(
+    "--names",
+    "names_path",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE.yaml",
+    help="The QA office's name map: per institution, site ROI name -> protocol structure (null: none of them).",
+)
 @max_memory_option
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
 @click.option(
@@ -94,6 +101,7 @@ def check(
     scheduler: str | None,
     fail_on: str,
     clinical: str | None,
+    names_path: str | None,
     include_names: bool,
     force: bool,
     ledger_url: str | None,
@@ -116,6 +124,7 @@ def check(
             ledger_url=ledger_url,
             ledger_key_file=ledger_key_file,
             debug=debug,
+            names_path=names_path,
         ),
         debug,
     )
@@ -136,10 +145,12 @@ def _check(
     ledger_url: str | None = None,
     ledger_key_file: str | None = None,
     debug: bool = False,
+    names_path: str | None = None,
 ) -> int:
     from rtqa.discovery.batch import plan_work, run_batch
     from rtqa.discovery.grouping import discover
     from rtqa.protocol.clinical import read_clinical_table
+    from rtqa.protocol.names import read_name_map
     from rtqa.report.html import page_name, render_index_html, render_plan_html
     from rtqa.report.model import CheckResult
     from rtqa.report.render import findings_csv, plans_csv
@@ -156,6 +167,10 @@ def _check(
     except RtqaError as exc:
         raise click.UsageError(str(exc)) from None
     clinical = table.facts if table else None
+    try:
+        names = read_name_map(names_path, [*protocol.structures, *protocol.derived]) if names_path else None
+    except RtqaError as exc:
+        raise click.UsageError(str(exc)) from None
     found = discover(paths)
     work = plan_work(found.plan_sets)
     graded, skipped = list(work.graded), work.skipped
@@ -173,7 +188,14 @@ def _check(
     views, locations = fmt == "html", fmt in ("json", "csv")
     if executor_cm is None:
         reports = run_batch(
-            graded, protocol, clinical=clinical, progress=progress, views=views, locations=locations, notes=work.notes
+            graded,
+            protocol,
+            clinical=clinical,
+            progress=progress,
+            views=views,
+            locations=locations,
+            notes=work.notes,
+            names=names,
         )
     else:
         with executor_cm as executor:
@@ -186,6 +208,7 @@ def _check(
                 views=views,
                 locations=locations,
                 notes=work.notes,
+                names=names,
             )
     reports = sorted([*reports, *work.verification_only], key=lambda r: (r.patient_id, r.plan_label))
     warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()

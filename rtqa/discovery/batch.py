@@ -31,6 +31,7 @@ from rtqa.io.ct import read_ct_series
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol, load_protocol
+from rtqa.protocol.names import NameMap
 from rtqa.report.model import Finding, InputFile, PlanReport
 
 
@@ -42,6 +43,7 @@ class Job:
     notes: tuple[str, ...] = ()  # warnings the coordinator adds (e.g. no row in the clinical CSV)
     views: bool = False  # compute the image views of the HTML report (and hot-spot locations)
     locations: bool = False  # only the hot-spot locations of organ findings (JSON, CSV)
+    names: NameMap | None = None  # the QA office's name map (rtqa check --names)
 
 
 IN_FLIGHT_PER_BATCH = 32  # plans submitted ahead of the finished ones
@@ -60,20 +62,23 @@ def _run_job(job: Job) -> PlanReport:
         return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
     try:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
-        report = evaluate(case, load_protocol(job.protocol_path), clinical=job.clinical)  # parsed once per process
+        protocol = load_protocol(job.protocol_path)  # parsed once per process
+        report = evaluate(case, protocol, clinical=job.clinical, names=job.names)
     except RtqaError as exc:
         return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
     if job.views:
-        return _with_views(report, case, load_protocol(job.protocol_path), job.plan_set)
+        return _with_views(report, case, protocol, job.plan_set, job.names)
     if job.locations:
         try:
-            return compute_plan_views(report, case, load_protocol(job.protocol_path), images=False)
+            return compute_plan_views(report, case, protocol, images=False, names=job.names)
         except RtqaError as exc:  # the grades stand without locations
             return dataclasses.replace(report, warnings=(*report.warnings, f"hot-spot locations not found: {exc}"))
     return report
 
 
-def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_set: PlanSet) -> PlanReport:
+def _with_views(
+    report: PlanReport, case: LoadedCase, protocol: Protocol, plan_set: PlanSet, names: NameMap | None = None
+) -> PlanReport:
     """The report with its image views; a CT that cannot be read leaves the dose alone, said so."""
     ct = None
     if plan_set.ct_images:
@@ -82,7 +87,7 @@ def _with_views(report: PlanReport, case: LoadedCase, protocol: Protocol, plan_s
         except RtqaError as exc:
             report = dataclasses.replace(report, warnings=(*report.warnings, f"CT not shown in the images: {exc}"))
     try:
-        report = compute_plan_views(report, case, protocol, ct=ct)
+        report = compute_plan_views(report, case, protocol, ct=ct, names=names)
     except RtqaError as exc:  # the grades stand without pictures
         return dataclasses.replace(report, warnings=(*report.warnings, f"images not made: {exc}"))
     # drawn here, so that --workers draws the pictures of several plans in parallel; matplotlib
@@ -131,6 +136,7 @@ def iter_batch(
     notes: Mapping[str, tuple[str, ...]] | None = None,
     views: bool = False,
     locations: bool = False,
+    names: NameMap | None = None,
 ) -> Iterator[tuple[int, PlanReport]]:
     """Check every plan set, yielding ``(position, report)`` as each one finishes.
 
@@ -139,7 +145,9 @@ def iter_batch(
     pile up in memory on large audits.
     """
     path = os.path.abspath(protocol.path)
-    jobs = ((i, _job(ps, path, clinical, notes, views, locations)) for i, ps in enumerate(plan_sets))
+    jobs = (
+        (i, replace(_job(ps, path, clinical, notes, views, locations), names=names)) for i, ps in enumerate(plan_sets)
+    )
     if executor is None:
         for i, job in jobs:
             yield i, _guarded(job)
@@ -195,6 +203,7 @@ def run_batch(
     views: bool = False,
     locations: bool = False,
     notes: Mapping[str, tuple[str, ...]] | None = None,
+    names: NameMap | None = None,
 ) -> list[PlanReport]:
     """Check every plan set; results come back in the order of ``plan_sets``.
 
@@ -206,7 +215,14 @@ def run_batch(
     total = len(plan_sets)
     results: list[PlanReport | None] = [None] * total
     batch = iter_batch(
-        plan_sets, protocol, clinical=clinical, executor=executor, notes=notes, views=views, locations=locations
+        plan_sets,
+        protocol,
+        clinical=clinical,
+        executor=executor,
+        notes=notes,
+        views=views,
+        locations=locations,
+        names=names,
     )
     for done, (i, report) in enumerate(batch, start=1):
         results[i] = report

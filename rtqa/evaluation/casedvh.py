@@ -9,9 +9,9 @@ from rtqa.dvh.engine import compute_dvh, prepare_dose
 from rtqa.dvh.geometry import EndCap, SlabStack, combine, evaluate_expression, roi_stack
 from rtqa.dvh.stored import compare_with_stored, decode_stored_dvh, end_cap_vote, infer_end_cap, infer_units
 from rtqa.errors import RtqaError
+from rtqa.evaluation.identity import identify_structures
 from rtqa.model import DoseGrid, StoredDVH, StructureSet
 from rtqa.protocol.loader import Protocol
-from rtqa.protocol.matching import match_structures
 from rtqa.report.dvh_tables import StructureDVH
 
 
@@ -140,7 +140,7 @@ def compute_protocol_dvhs(
     and of its derived structures, e.g. ``Liver-GTV``."""
     planes = structure_set.plane_positions_mm
     prepared = prepare_dose(dose)
-    matching = match_structures([r.name for r in structure_set.rois], protocol)
+    matching = identify_structures(structure_set.rois, (), protocol)
     rois = {r.name: r for r in structure_set.rois}
     stacks: dict[str, SlabStack] = {}
     labels: dict[str, str] = {}

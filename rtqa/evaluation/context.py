@@ -27,11 +27,14 @@ from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
 from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, plane_ring_defects, roi_stack
 from rtqa.errors import RtqaError
 from rtqa.evaluation.frames import FrameLink, link_frames, roi_frame_defect
+from rtqa.evaluation.identity import Identity, identify_structures
 from rtqa.evaluation.prescription import derive_prescription
 from rtqa.model import DoseGrid, FloatArray, Roi
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.loader import Protocol
-from rtqa.protocol.matching import Matching, match_structures
+from rtqa.protocol.names import NameMap
+
+COMPOSITE_TOLERANCE_PCT = 5.0  # a site's composite ROI and the computed structure may differ this much
 
 FRAME_RULE = "FRAME_OF_REFERENCE"  # the finding that says why dose and contours are not graded together
 FRAME_UNPROVEN = "the dose and the contours are not proven to share a frame of reference"
@@ -44,12 +47,15 @@ class Unavailable:
     reason: str
     required: bool
     present: bool  # an ROI matches but cannot be used: never treated as absent
+    query: bool = False  # an ROI whose name cannot be read may be it: a question to the centre
 
 
 class CaseContext:
     """Shared, lazily computed state of one case under one protocol."""
 
-    def __init__(self, case: LoadedCase, protocol: Protocol, clinical: ClinicalFacts | None) -> None:
+    def __init__(
+        self, case: LoadedCase, protocol: Protocol, clinical: ClinicalFacts | None, *, names: NameMap | None = None
+    ) -> None:
         self.case = case
         self.protocol = protocol
         self.clinical = clinical
@@ -65,8 +71,12 @@ class CaseContext:
         self._name_counts: Counter[str] = Counter(r.name for r in self.rois)
         self._stacks: dict[tuple[str, tuple[int, ...]], SlabStack] = {}
         self._dvhs: dict[tuple[str, tuple[int, ...]], DVH] = {}
-        self.matching: Matching = match_structures([r.name for r in self.rois], protocol)
-        self.warnings.extend(self.matching.notes)
+        self.institution = case_institution(case, clinical)
+        self.identity: Identity = identify_structures(
+            self.rois, case.plans, protocol, names=names, institution=self.institution
+        )
+        self.warnings.extend((*self.identity.notes, *self.identity.warnings))
+        self.site_composites: dict[str, str] = {}  # derived structure -> which was used, and why
         doses = tuple(info for info, _ in case.dose_choice.parts) if case.dose is not None and case.dose_choice else ()
         self.frames: FrameLink = link_frames(case.structure_set, doses, case.plans)
         if self.frames.proof is not None and not self.frames.proof.startswith("declared"):
@@ -83,7 +93,7 @@ class CaseContext:
         planes = self.case.structure_set.plane_positions_mm
         # only ROIs a protocol structure names are ever graded: the others (markers, planning
         # helpers, thousands of them in some exports) need no geometry
-        wanted = sorted({m.index for ms in self.matching.matches.values() for m in ms})
+        wanted = sorted({m.index for ms in self.identity.matches.values() for m in ms})
         for i in wanted:
             roi = self.rois[i]
             defects = roi_defects(roi, planes)
@@ -103,8 +113,9 @@ class CaseContext:
         return f"{roi.name} (ROI {roi.number})" if self._name_counts.get(roi.name, 0) > 1 else roi.name
 
     def _resolve(self) -> None:
+        placed = self._placed()
         for name, spec in self.protocol.structures.items():
-            matched = [m.index for m in self.matching.matches.get(name, ())]
+            matched = [m.index for m in self.identity.matches.get(name, ())]
             usable = [i for i in matched if i in self.roi_stacks]
             unusable = [i for i in matched if i not in self.roi_stacks]
             if unusable:
@@ -127,8 +138,18 @@ class CaseContext:
                     )
                     self.warnings.append(self.ambiguous[name])
                 continue
+            unreadable = [i for i in self.identity.unidentified if i not in placed and not self.rois[i].is_empty]
             if self.case.structure_set is None:
                 self.unavailable[name] = Unavailable("no structure set", spec.required, present=False)
+            elif unreadable:
+                listed = ", ".join(f"ROI {self.rois[i].number} {self.rois[i].name!r}" for i in unreadable)
+                self.unavailable[name] = Unavailable(
+                    f"no ROI matches {name}, but the name of {listed} cannot be read under the declared "
+                    f"SpecificCharacterSet: it may be {name} (ask the centre, or map the name with --names)",
+                    spec.required,
+                    present=True,
+                    query=True,
+                )
             else:
                 names = ", ".join(spec.aliases[:6]) + (", ..." if len(spec.aliases) > 6 else "")
                 self.unavailable[name] = Unavailable(
@@ -140,15 +161,86 @@ class CaseContext:
                 continue
             operands = expression_names(dspec.expression)
             blocked = [o for o in operands if o in self.unavailable or o in self.ambiguous]
-            if not blocked:
+            site = self._site_composite(name, blocked)
+            if not blocked or site is not None:
                 self.unavailable.pop(name, None)
+                if site is not None:
+                    self.structure_rois[name] = [site]
                 continue
             present = any(o in self.ambiguous or self.unavailable[o].present for o in blocked)
             required = any(o in self.ambiguous or self.unavailable[o].required for o in blocked)
             why = "; ".join(
                 f"{o} {'is ambiguous' if o in self.ambiguous else self.unavailable[o].reason}" for o in blocked
             )
-            self.unavailable[name] = Unavailable(f"needs {', '.join(blocked)}: {why}", required, present)
+            query = any(o in self.unavailable and self.unavailable[o].query for o in blocked)
+            self.unavailable[name] = Unavailable(f"needs {', '.join(blocked)}: {why}", required, present, query)
+
+    def _placed(self) -> set[int]:
+        return {m.index for ms in self.identity.matches.values() for m in ms}
+
+    def _site_composite(self, name: str, blocked: list[str]) -> int | None:
+        """The site's own ROI for a derived structure (``Liver-GTV``) when it must be used: the
+        expression cannot be built and exactly one usable ROI carries one of its names. When
+        the expression can be built it is used, and a site ROI beside it is compared."""
+        matched = [m.index for m in self.identity.matches.get(name, ())]
+        if not matched:
+            return None
+        usable = [i for i in matched if i in self.roi_stacks]
+        listed = ", ".join(repr(self.label(i)) for i in matched)
+        if not blocked:
+            if len(usable) == 1:
+                self._compare_composite(name, usable[0])
+            else:
+                self.site_composites[name] = f"computed from {self.protocol.derived[name].expression}"
+            return None
+        if len(usable) != 1 or len(matched) != 1:
+            why = "; ".join(
+                f"{self.label(i)}: {self.roi_problems.get(i, 'unusable')}" for i in matched if i not in usable
+            )
+            self.warnings.append(
+                f"{name} cannot be built from {self.protocol.derived[name].expression}, and the site's ROI(s) "
+                f"{listed} cannot stand in for it ({why or 'more than one'})"
+            )
+            return None
+        (i,) = usable
+        self.site_composites[name] = (
+            f"the site's ROI {self.label(i)!r} (it cannot be built from {self.protocol.derived[name].expression}: "
+            f"{', '.join(blocked)} not available)"
+        )
+        self.warnings.append(f"{name}: {self.site_composites[name]}")
+        return i
+
+    def _compare_composite(self, name: str, index: int) -> None:
+        expression = self.protocol.derived[name].expression
+        try:
+            computed = self.stack(name).volume_cc
+        except RtqaError as exc:
+            self.warnings.append(f"{name} could not be computed to compare with the site's ROI: {exc}")
+            return
+        site = self.roi_stacks[index].volume_cc
+        diff = abs(site - computed) / computed * 100 if computed > 0 else float("inf")
+        self.site_composites[name] = (
+            f"computed from {expression} ({computed:.2f} cc); the site's ROI {self.label(index)!r} "
+            f"({site:.2f} cc) differs by {diff:.1f} %"
+        )
+        if diff > COMPOSITE_TOLERANCE_PCT:
+            self.warnings.append(
+                f"{name}: the computed structure ({expression}, {computed:.2f} cc) and the site's ROI "
+                f"{self.label(index)!r} ({site:.2f} cc) differ by {diff:.1f} % (over {COMPOSITE_TOLERANCE_PCT:g} %): "
+                "the computed one is used"
+            )
+
+    def needed_only_for_site_composites(self, structure: str) -> str | None:
+        """Why an absent structure is not needed, or None: no rule names it, and every derived
+        structure built from it is taken from the site's own ROI (``Liver`` absent, the site's
+        ``Liver-GTV`` used)."""
+        for rule in self.protocol.all_rules():
+            if structure in (rule.structure, rule.within, rule.reference):
+                return None
+        users = [d for d in self.protocol.derived.values() if structure in expression_names(d.expression)]
+        if not users or any(d.name not in self.site_composites or d.name not in self.structure_rois for d in users):
+            return None
+        return "; ".join(f"{d.name} is {self.site_composites[d.name]}" for d in users)
 
     def candidates(self, structure: str) -> list[tuple[int, ...]]:
         """The ROI sets a rule on this structure is graded on: one set normally, one per
@@ -216,11 +308,11 @@ class CaseContext:
 
     def how(self, structure: str, rois: tuple[int, ...] = ()) -> str | None:
         chosen = set(rois or self.structure_rois.get(structure, ()))
-        hows = {m.how for m in self.matching.matches.get(structure, ()) if m.index in chosen}
+        hows = {m.how for m in self.identity.matches.get(structure, ()) if m.index in chosen}
         return hows.pop() if len(hows) == 1 else None
 
     def unmatched_rois(self) -> tuple[str, ...]:
-        return tuple(self.matching.unmatched)
+        return tuple(self.identity.unmatched)
 
     def boundary_max_gy(self) -> float:
         """The highest dose on the six faces of the dose grid (what uncovered volume may receive
@@ -297,6 +389,17 @@ class CaseContext:
         self.highest_gy: float | None = max(
             [v for v, _ in self.rx_by_roi.values()] + ([self.total_gy] if self.total_gy else []), default=None
         )
+
+
+def case_institution(case: LoadedCase, clinical: ClinicalFacts | None) -> str:
+    """The institution a case comes from: the clinical CSV's, else the DICOM InstitutionName of
+    its plan or structure set."""
+    if clinical is not None and clinical.institution:
+        return clinical.institution
+    if case.plans and case.plans[0].institution_name:
+        return case.plans[0].institution_name
+    header = case.plan_set.structure_set
+    return (header.institution_name if header is not None else None) or ""
 
 
 def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:

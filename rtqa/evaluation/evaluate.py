@@ -19,13 +19,17 @@ from rtqa.evaluation.context import FRAME_RULE, FRAME_UNPROVEN, CaseContext
 from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol
+from rtqa.protocol.names import NameMap
 from rtqa.report.model import Finding, InputFile, NotApplicable, PlanReport, StructureSummary
 
 
-def evaluate(case: LoadedCase, protocol: Protocol, *, clinical: ClinicalFacts | None = None) -> PlanReport:
-    """Grade one loaded plan (or composite, or structure-set-only case) against a protocol."""
-    ctx = CaseContext(case, protocol, clinical)
-    findings: list[Finding] = list(_structure_findings(ctx))
+def evaluate(
+    case: LoadedCase, protocol: Protocol, *, clinical: ClinicalFacts | None = None, names: NameMap | None = None
+) -> PlanReport:
+    """Grade one loaded plan (or composite, or structure-set-only case) against a protocol;
+    ``names`` is the QA office's name map (site ROI names per institution)."""
+    ctx = CaseContext(case, protocol, clinical, names=names)
+    findings: list[Finding] = [*_structure_findings(ctx), *_target_queries(ctx)]
     not_applicable: list[NotApplicable] = []
     eligibility: list[Finding] = []
     for rule in (*protocol.fractionation, *protocol.technical, *protocol.constraints, *protocol.eligibility):
@@ -46,8 +50,13 @@ def _structure_findings(ctx: CaseContext) -> list[Finding]:
     for name in ctx.protocol.structures:
         missing = ctx.unavailable.get(name)
         if missing is not None and (missing.required or missing.present):
+            stand_in = ctx.needed_only_for_site_composites(name)
+            if stand_in and not missing.present:
+                ctx.warnings.append(f"required structure {name} is not contoured ({missing.reason}); {stand_in}")
+                continue
             what = "required structure" if not missing.present else "structure"
-            out.append(_presence(name, f"not evaluable: {what} {name}: {missing.reason}"))
+            category = "query" if missing.query else "resubmit"
+            out.append(_presence(name, f"not evaluable: {what} {name}: {missing.reason}", category))
         elif name in ctx.ambiguous:
             out.append(_presence(name, f"not evaluable: {ctx.ambiguous[name]}"))
     if ctx.frames.problem is not None:
@@ -60,10 +69,29 @@ def _structure_findings(ctx: CaseContext) -> list[Finding]:
     return out
 
 
-def _presence(name: str, message: str) -> Finding:
+def _presence(name: str, message: str, category: str = "resubmit") -> Finding:
     return Finding(
-        f"STRUCTURE:{name}", name, None, None, "presence", None, "", Grade.NOT_EVALUABLE, message, category="resubmit"
+        f"STRUCTURE:{name}", name, None, None, "presence", None, "", Grade.NOT_EVALUABLE, message, category=category
     )
+
+
+def _target_queries(ctx: CaseContext) -> list[Finding]:
+    """A query for each target-like ROI the protocol cannot place: the rules on targets would
+    be graded without it (its coverage, its hot spot, the normal liver still holding it)."""
+    out = []
+    institution = ctx.institution or "(no institution name)"
+    for t in ctx.identity.unplaced_targets:
+        label = ctx.label(t.index)
+        message = (
+            f"not evaluable: ROI {label!r} looks like a target ({'; '.join(t.why)}), but the protocol cannot place it: "
+            f"ask the centre which protocol structure it is, and record the answer in the name map (--names) "
+            f"under institution {institution!r}"
+        )
+        finding = Finding(
+            f"IDENTITY:{label}", None, label, None, "identity", None, "", Grade.NOT_EVALUABLE, message, category="query"
+        )
+        out.append(finding)
+    return out
 
 
 def _report(
@@ -101,10 +129,10 @@ def _report(
     warnings = ctx.warnings
     for dvh in ctx.dvhs.values():
         warnings.extend(w for w in dvh.warnings if w not in warnings)
-    if ctx.matching.unmatched:
+    if ctx.identity.unmatched:
         warnings.append(
-            f"{len(ctx.matching.unmatched)} ROI(s) match no structure of the protocol (not graded): "
-            + ", ".join(repr(n) for n in ctx.matching.unmatched)
+            f"{len(ctx.identity.unmatched)} ROI(s) match no structure of the protocol (not graded): "
+            + ", ".join(repr(n) for n in ctx.identity.unmatched)
         )
     stored_dvh: list[str] = []
     if case.stored_dvhs and ss is not None and ctx.dose is not None and ctx.frames.problem is None:
@@ -113,9 +141,7 @@ def _report(
         )
     if plans and plans[0].is_verification:
         warnings.insert(0, "this is a VERIFICATION plan: it is not graded against the protocol")
-    institution = (ctx.clinical.institution if ctx.clinical and ctx.clinical.institution else None) or (
-        first.institution_name if first else ""
-    )
+    institution = ctx.institution
     return PlanReport(
         patient_id=case.plan_set.patient_id,
         patient_name=first.patient_name if first else (ss.patient_name if ss else ""),

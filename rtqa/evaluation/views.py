@@ -23,10 +23,11 @@ from rtqa.case import LoadedCase
 from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, roi_stack
 from rtqa.dvh.grid import interpolate_trilinear
 from rtqa.errors import RtqaError
+from rtqa.evaluation.identity import Identity, identify_structures
 from rtqa.model import CtVolume, DoseGrid, FloatArray, StructureSet
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Protocol
-from rtqa.protocol.matching import match_structures
+from rtqa.protocol.names import NameMap
 from rtqa.report.model import Finding, PlanReport
 from rtqa.report.palette import assign_colours
 from rtqa.report.views_model import BoolArray, ContourTrace, SliceView
@@ -39,7 +40,13 @@ _WORSE = (Grade.VARIATION_ACCEPTABLE, Grade.DEVIATION_UNACCEPTABLE)
 
 
 def compute_plan_views(
-    report: PlanReport, case: LoadedCase, protocol: Protocol, *, ct: CtVolume | None = None, images: bool = True
+    report: PlanReport,
+    case: LoadedCase,
+    protocol: Protocol,
+    *,
+    ct: CtVolume | None = None,
+    images: bool = True,
+    names: NameMap | None = None,
 ) -> PlanReport:
     """The report with its image views and the hot-spot location of every organ finding worse
     than per protocol (``Finding.location_mm``); with ``images=False`` the locations alone (the
@@ -50,9 +57,8 @@ def compute_plan_views(
         return report
     if not images and not any(f.grade in _WORSE for f in report.findings):
         return report
-    stacks = protocol_stacks(ss, protocol)
-    matching = match_structures([r.name for r in ss.rois], protocol)
-    rois = {r.name: r for r in ss.rois}
+    matching = identify_structures(ss.rois, case.plans, protocol, names=names, institution=report.institution)
+    stacks = protocol_stacks(ss, protocol, matching)
     planes = ss.plane_positions_mm
     target_stacks: dict[str, SlabStack] = {}
     for name, spec in protocol.structures.items():
@@ -60,7 +66,7 @@ def compute_plan_views(
             continue
         for m in matching.matches.get(name, ()):
             try:
-                target_stacks[m.roi] = roi_stack(rois[m.roi], planes, end_cap=protocol.end_cap)
+                target_stacks[m.roi] = roi_stack(ss.rois[m.index], planes, end_cap=protocol.end_cap)
             except RtqaError:
                 continue
     organ_stacks = {
@@ -125,14 +131,16 @@ def compute_plan_views(
     return dataclasses.replace(report, findings=findings, views=tuple(views))
 
 
-def protocol_stacks(structure_set: StructureSet, protocol: Protocol) -> dict[str, SlabStack]:
+def protocol_stacks(
+    structure_set: StructureSet, protocol: Protocol, identity: Identity | None = None
+) -> dict[str, SlabStack]:
     """The slab stack of every protocol structure (its matched ROIs as their union) and derived
     structure that can be formed, by the rules of :func:`rtqa.evaluation.casedvh.compute_protocol_dvhs`
     (kept apart so that evaluation code stays untouched; a structure that cannot be formed is
     simply not drawn)."""
     planes = structure_set.plane_positions_mm
-    matching = match_structures([r.name for r in structure_set.rois], protocol)
-    rois = {r.name: r for r in structure_set.rois}
+    matching = identity or identify_structures(structure_set.rois, (), protocol)
+    rois = structure_set.rois
     stacks: dict[str, SlabStack] = {}
     for name in protocol.structures:
         if name in matching.ambiguous:
@@ -140,7 +148,7 @@ def protocol_stacks(structure_set: StructureSet, protocol: Protocol) -> dict[str
         parts = []
         for m in matching.matches.get(name, ()):
             try:
-                parts.append(roi_stack(rois[m.roi], planes, end_cap=protocol.end_cap))
+                parts.append(roi_stack(rois[m.index], planes, end_cap=protocol.end_cap))
             except RtqaError:
                 continue
         if not parts:
@@ -155,7 +163,12 @@ def protocol_stacks(structure_set: StructureSet, protocol: Protocol) -> dict[str
         try:
             stacks[name] = evaluate_expression(spec.expression, stacks, name=name)
         except RtqaError:
-            continue
+            site = matching.matches.get(name, ())
+            if len(site) == 1:  # the site's own composite ROI stands in (as the evaluation uses it)
+                try:
+                    stacks[name] = roi_stack(rois[site[0].index], planes, end_cap=protocol.end_cap)
+                except RtqaError:
+                    continue
     return stacks
 
 

@@ -16,10 +16,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from rtqa.errors import InputError, UnsupportedObjectError
+from rtqa.io.charset import declared_charsets, text_problem
 from rtqa.io.common import RT_STRUCT, as_int, open_dataset, quiet_pydicom, text
 from rtqa.model import ContourPlane, ContourType, FloatArray, Roi, StructureSet
 
 _CONTOUR_DATA = 0x30060050
+_ROI_NAME = 0x30060026
 PLANE_TOLERANCE_MM = 0.05
 
 
@@ -46,6 +48,8 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
         )
     warnings: list[str] = []
     names: dict[int, tuple[str, str | None]] = {}
+    name_problems: dict[int, str] = {}
+    charsets = declared_charsets(ds.get("SpecificCharacterSet"))
     numbers_seen: Counter[int] = Counter()
     for item in ds.get("StructureSetROISequence") or []:
         number = as_int(item.get("ROINumber"), spath, "ROINumber")
@@ -53,7 +57,11 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
             warnings.append("an ROI of StructureSetROISequence has no ROINumber; skipped")
             continue
         numbers_seen[number] += 1
-        names[number] = (text(item, "ROIName"), text(item, "ReferencedFrameOfReferenceUID") or None)
+        raw = item.get_item(_ROI_NAME)  # the bytes as stored, before pydicom decodes them leniently
+        name = text(item, "ROIName")
+        stored = raw.value if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) else None
+        name_problems[number] = text_problem(stored, name, charsets)
+        names[number] = (name, text(item, "ReferencedFrameOfReferenceUID") or None)
     for number, count in numbers_seen.items():
         if count > 1:
             warnings.append(f"ROI number {number} appears {count} times in StructureSetROISequence")
@@ -74,7 +82,15 @@ def read_structure_set(path: str | os.PathLike[str]) -> StructureSet:
         name, frame = names[number]
         items, defects, notes = _contour_items(number, contours_by_roi.get(number, []))
         roi = _roi(number, name, interpreted.get(number, ""), items, spath)
-        rois.append(replace(roi, defects=defects, frame_of_reference_uid=frame, warnings=notes + roi.warnings))
+        rois.append(
+            replace(
+                roi,
+                defects=defects,
+                frame_of_reference_uid=frame,
+                warnings=notes + roi.warnings,
+                name_problem=name_problems[number],
+            )
+        )
     for ref in sorted(set(contours_by_roi) - set(names)):
         warnings.append(f"ROIContourSequence refers to ROI number {ref}, which StructureSetROISequence lacks")
 

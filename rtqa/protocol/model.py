@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rtqa.dvh.expression import EndCap
 from rtqa.dvh.metrics import Metric
 from rtqa.protocol.limits import Limit
+from rtqa.protocol.names import name_key
 
 KNOWN_FACTS = ("child_pugh", "dose_algorithm", "motion_management")
 CHILD_PUGH = ("A5", "A6", "B7", "B8", "B9", "C10", "C11", "C12", "C13", "C14", "C15")
@@ -42,6 +41,7 @@ class StructureSpec:
     required: bool
     many: bool
     line: int = 0
+    tg263: tuple[str, ...] = ()  # the names of the protocol's TG-263 alias table among ``aliases``
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class DerivedSpec:
     expression: str
     prefer_roi: bool  # use an ROI of this name when the plan has one (e.g. a combined Kidneys)
     line: int = 0
+    # names of a site's own composite ROI (Liver_minus_GTV): used when the expression cannot be
+    # built from its parts; when both exist the computed one is used and the two are compared
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,5 +152,5 @@ class Protocol:
 
 
 def normalise_name(name: str) -> str:
-    """NFKC, case-folded, without spaces, underscores or hyphens: ``"Spinal Cord"`` -> ``"spinalcord"``."""
-    return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", name).casefold())
+    """The key names are compared by (:func:`rtqa.protocol.names.name_key`): ``"Spinal Cord"`` -> ``"spinalcord"``."""
+    return name_key(name)

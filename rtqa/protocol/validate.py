@@ -222,7 +222,8 @@ class Validator:
             cardinality = self.text(spec, "cardinality", name, "one")
             if cardinality not in ("one", "many"):
                 self.err(_line(spec, "cardinality"), name, f"cardinality {cardinality!r}; expected one or many")
-            aliases = (name, *table.get(name, ()), *self.strings(spec, "aliases", name))
+            own = self.strings(spec, "aliases", name)
+            aliases = (name, *table.get(name, ()), *own)
             patterns = self.strings(spec, "patterns", name)
             for p in patterns:
                 problem = pattern_problem(p)
@@ -245,6 +246,7 @@ class Validator:
                 self.flag(spec, "required", name, False),
                 cardinality == "many",
                 line,
+                tuple(a for a in table.get(name, ()) if a not in own),
             )
         return out
 
@@ -255,22 +257,36 @@ class Validator:
             return out
         for name, spec in m.items():
             line = _line(m, name)
+            aliases: tuple[str, ...] = ()
             if isinstance(spec, str):
                 expression, prefer = spec, False
-            elif self.keys(spec, {"expression", "use_roi_if_present"}, {"expression"}, name, f"derived {name!r}"):
+            elif self.keys(
+                spec, {"expression", "use_roi_if_present", "aliases"}, {"expression"}, name, f"derived {name!r}"
+            ):
                 expression, prefer = self.text(spec, "expression", name), self.flag(spec, "use_roi_if_present", name)
+                aliases = self.strings(spec, "aliases", name)
             else:
                 continue
             try:
                 parse_expression(expression)
             except GeometryError as exc:
                 self.err(line, name, str(exc))
+            if aliases and prefer:
+                self.err(line, name, "give either use_roi_if_present or aliases (a site's composite ROI), not both")
+            taken = {normalise_name(a): s.name for s in structures.values() for a in s.aliases}
+            for a in (name, *aliases) if aliases else ():
+                if normalise_name(a) in taken:
+                    self.err(
+                        _line(spec, "aliases"), name, f"alias {a!r} also names structure {taken[normalise_name(a)]!r}"
+                    )
             for token in expression_names(expression):
                 if token not in structures and token not in out:
                     self.err(line, name, f"expression {expression!r} names unknown structure {token!r}")
             if prefer and name not in structures:
                 self.err(line, name, "use_roi_if_present needs a structure of the same name under 'structures'")
-            out[str(name)] = DerivedSpec(str(name), expression, prefer, line)
+            out[str(name)] = DerivedSpec(
+                str(name), expression, prefer, line, tuple(dict.fromkeys((str(name), *aliases))) if aliases else ()
+            )
         return out
 
     def fractionation(self, m: Any) -> tuple[Rule, ...]:

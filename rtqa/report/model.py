@@ -12,7 +12,7 @@ from rtqa.protocol.loader import Protocol
 from rtqa.report.views_model import SliceView
 
 SCHEMA_VERSION = 1
-CATEGORIES = ("plan_quality", "resubmit", "eligibility")
+CATEGORIES = ("plan_quality", "resubmit", "query", "eligibility")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ def render_text(
         lines.append("  Grade: " + head.replace(label, paint(label, r.grade), 1))
         if r.resubmit:
             lines.append("  Resubmit: the export must be redone (see the findings of category resubmit)")
+        if any(f.category == "query" for f in r.findings):
+            lines.append("  Query: a question to the centre (see the findings of category query)")
         lines.append(f"  Eligibility: {r.eligibility_status}")
         for e in r.errors:
             lines.append(f"  ERROR: {clean(e['message'])}")
@@ -103,9 +105,11 @@ def render_text(
             for f in (*r.findings, *r.eligibility):
                 roi = f.structure or ""
                 if f.matched_roi and f.matched_roi != f.structure:
-                    roi += f" -> {f.matched_roi}"
+                    roi = f"{roi} -> {f.matched_roi}" if roi else f.matched_roi
+                if f.match and f.match != "exact":
+                    roi += f" ({f.match.replace('_', ' ')})"
                 dagger = " †" if f.unconfirmed else ""
-                tag = " [resubmit]" if f.category == "resubmit" else ""
+                tag = f" [{f.category}]" if f.category in ("resubmit", "query") else ""
                 lines.append(
                     f"  {f.rule:<20} {clean(roi)[:30]:<30} {f.metric[:24]:<24} {clean(f.shown_value)[:16]:>10}  "
                     f"{_limits(f)[:22]:<22} {paint(GRADE_LABEL[f.grade], f.grade)}{dagger}{tag}"
