@@ -168,7 +168,7 @@ def _check(
         raise click.UsageError(str(exc)) from None
     clinical = table.facts if table else None
     try:
-        names = read_name_map(names_path, [*protocol.structures, *protocol.derived]) if names_path else None
+        name_map = read_name_map(names_path, [*protocol.structures, *protocol.derived]) if names_path else None
     except RtqaError as exc:
         raise click.UsageError(str(exc)) from None
     found = discover(paths)
@@ -195,7 +195,7 @@ def _check(
             views=views,
             locations=locations,
             notes=work.notes,
-            names=names,
+            names=name_map,
         )
     else:
         with executor_cm as executor:
@@ -208,7 +208,7 @@ def _check(
                 views=views,
                 locations=locations,
                 notes=work.notes,
-                names=names,
+                names=name_map,
             )
     reports = sorted([*reports, *work.verification_only], key=lambda r: (r.patient_id, r.plan_label))
     warnings = (*table.warnings, *table.unmatched({p.patient_id for p in found.plan_sets})) if table else ()

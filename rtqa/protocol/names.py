@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import yaml
@@ -150,7 +150,7 @@ class NameMap:
         return out
 
 
-def read_name_map(path: str | os.PathLike[str], structures: Mapping[str, object]) -> NameMap:
+def read_name_map(path: str | os.PathLike[str], structures: Iterable[str]) -> NameMap:
     """Read and validate a name map; every problem is listed at once with its line.
 
     ``structures`` are the names a map entry may point at (the protocol's structures and
@@ -172,6 +172,7 @@ def read_name_map(path: str | os.PathLike[str], structures: Mapping[str, object]
         raise ProtocolError(f"{spath}: name map is not valid YAML ({exc})") from None
     base = os.path.basename(spath)
     errors: list[str] = []
+    structures = list(structures)
     known = {name_key(s): s for s in structures}
 
     def err(node: yaml.Node, message: str) -> None:

@@ -165,7 +165,8 @@ def _findings_table(report: PlanReport) -> str:
     for f in ordered_findings(report):
         roi = _e(f.structure or "")
         if f.matched_roi and f.matched_roi != f.structure:
-            roi += f" → {_e(f.matched_roi)}" + (f" <span class='muted'>({_e(f.match)})</span>" if f.match else "")
+            roi += (" → " if roi else "") + _e(f.matched_roi)
+            roi += f" <span class='muted'>({_e(f.match.replace('_', ' '))})</span>" if f.match else ""
         dagger = " †" if f.unconfirmed else ""
         body.append(
             f"<tr class='finding' data-grade='{f.grade.value}' title='{_e(f.message)}'><td>{_e(f.rule)}</td>"
