@@ -229,6 +229,8 @@ class CaseContext:
                 f"{self.label(index)!r} ({site:.2f} cc) differ by {diff:.1f} % (over {COMPOSITE_TOLERANCE_PCT:g} %): "
                 "the computed one is used"
             )
+        else:
+            self.warnings.append(f"{name} is {self.site_composites[name]}: the computed one is used")
 
     def needed_only_for_site_composites(self, structure: str) -> str | None:
         """Why an absent structure is not needed, or None: no rule names it, and every derived

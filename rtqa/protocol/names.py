@@ -172,7 +172,7 @@ def read_name_map(path: str | os.PathLike[str], structures: Iterable[str]) -> Na
         raise ProtocolError(f"{spath}: name map is not valid YAML ({exc})") from None
     base = os.path.basename(spath)
     errors: list[str] = []
-    structures = list(structures)
+    structures = list(dict.fromkeys(structures))
     known = {name_key(s): s for s in structures}
 
     def err(node: yaml.Node, message: str) -> None:

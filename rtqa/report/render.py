@@ -107,7 +107,13 @@ def render_text(
                 if f.matched_roi and f.matched_roi != f.structure:
                     roi = f"{roi} -> {f.matched_roi}" if roi else f.matched_roi
                 if f.match and f.match != "exact":
-                    roi += f" ({f.match.replace('_', ' ')})"
+                    # where the column is too narrow, a protocol name (alias, tg263, pattern) shows
+                    # the ROI names whole; a placement from outside the names shortens them instead
+                    kind = f" ({f.match.replace('_', ' ')})"
+                    if len(roi) + len(kind) <= 30:
+                        roi += kind
+                    elif f.match in ("name_map", "dose_reference", "interpreted_type"):
+                        roi = roi[: 29 - len(kind)] + "…" + kind
                 dagger = " †" if f.unconfirmed else ""
                 tag = f" [{f.category}]" if f.category in ("resubmit", "query") else ""
                 lines.append(
