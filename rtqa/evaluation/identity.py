@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from rtqa.model import Plan, Roi
 from rtqa.protocol.loader import Protocol
-from rtqa.protocol.matching import Match, Matching, match_structures
+from rtqa.protocol.matching import Match, match_structures
 from rtqa.protocol.names import NameMap, name_key, target_like_name
 
 TARGET_TYPES = ("PTV", "CTV", "GTV", "ITV")
@@ -183,8 +183,3 @@ def identify_structures(
         tuple(unplaced),
         tuple(dict.fromkeys(warnings)),
     )
-
-
-def as_matching(identity: Identity) -> Matching:
-    """The identity in the shape of a name matching (for code that needs only matches)."""
-    return Matching(identity.matches, identity.unmatched, identity.ambiguous, identity.notes)

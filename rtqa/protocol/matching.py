@@ -50,14 +50,6 @@ class Matching:
         return tuple(m.roi for m in self.matches.get(structure, ()))
 
 
-def match_name(name: str, protocol: Protocol) -> tuple[str, str] | None:
-    """The structure and kind of match of one name by the protocol alone (no name map), or None."""
-    m = match_structures([name], protocol)
-    for structure, ms in m.matches.items():
-        return structure, ms[0].how
-    return None
-
-
 def match_structures(
     roi_names: Sequence[str], protocol: Protocol, *, name_map: Mapping[str, str | None] | None = None
 ) -> Matching:
