@@ -46,6 +46,9 @@ COMMAND_MODULES = {
     "report": "rtqa.cli.ledger",
     "stats": "rtqa.cli.ledger",
     "ledger": "rtqa.cli.ledger",
+    # the DICOM node (rtqa.node, the node extra) and its pseudonyms
+    "listen": "rtqa.cli.node",
+    "pseudonym": "rtqa.cli.node",
 }
 
 
