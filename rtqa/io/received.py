@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from rtqa.io.common import excerpt
@@ -115,6 +116,41 @@ def pseudonymise_instance(data: bytes, pseudonym: str) -> bytes:
     except Exception as exc:
         raise ReceivedError(f"cannot be rewritten with a pseudonym ({type(exc).__name__}: {exc})") from exc
     return out.getvalue()
+
+
+def same_instance(a: bytes, b: bytes) -> bool:
+    """Whether two encodings hold the same data set: the same attributes with the same values,
+    whatever their transfer syntax or file meta (a resend that a sender negotiated in another
+    syntax). Values are compared as their little-endian bytes where both encodings keep them so
+    (no contour is decoded); bytes that cannot be parsed are the same only if they are equal."""
+    if a == b:
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
+            return _same_dataset(_parse(a, header_only=False), _parse(b, header_only=False))
+    except Exception:  # a value that cannot be decoded: not provably the same
+        return False
+
+
+def _same_dataset(a: Dataset, b: Dataset) -> bool:
+    if list(a.keys()) != list(b.keys()):
+        return False
+    # raw values compare as bytes only when both are little endian (else they are decoded)
+    little = all(getattr(d, "original_encoding", (None, False))[1] is True for d in (a, b))
+    for tag in a.keys():
+        ra, rb = a.get_item(tag), b.get_item(tag)
+        if little and isinstance(ra, RawDataElement) and isinstance(rb, RawDataElement) and ra.value == rb.value:
+            continue
+        ea, eb = a[tag], b[tag]
+        if ea.VR == "SQ" or eb.VR == "SQ":
+            if ea.VR != eb.VR or len(ea.value) != len(eb.value):
+                return False
+            if not all(_same_dataset(x, y) for x, y in zip(ea.value, eb.value, strict=True)):
+                return False
+        elif ea.value != eb.value:
+            return False
+    return True
 
 
 def status_dataset(status: int, comment: str) -> Any:

@@ -39,6 +39,7 @@ from rtqa.node.state import NodeState, state_path
 if TYPE_CHECKING:
     from rtqa.ledger.db import Ledger
 
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 STORAGE = (CTImageStorage, RTStructureSetStorage, RTPlanStorage, RTDoseStorage)
 # the modality each storage class must carry (a CT storage request holding an RT Plan is refused)
 _MODALITY = {
@@ -47,6 +48,15 @@ _MODALITY = {
     str(RTPlanStorage): "RTPLAN",
     str(RTDoseStorage): "RTDOSE",
 }
+
+# The acceptor's order decides among the syntaxes a sender proposes: Explicit VR Little Endian
+# first, the syntax of nearly every exported file, so that an instance is stored as it was
+# exported (an implicit-VR copy loses the VRs of private attributes) and a resend from another
+# tool arrives in the same bytes
+TRANSFER_SYNTAXES = [
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts != EXPLICIT_VR_LITTLE_ENDIAN),
+]
 
 # DIMSE statuses (PS3.4 B.2.3, PS3.7 C)
 SUCCESS = 0x0000
@@ -160,8 +170,10 @@ class Node:
         ae.acse_timeout = min(30.0, c.network_timeout_s)
         ae.dimse_timeout = c.network_timeout_s
         ae.maximum_associations = 16
+        # PDUs of up to 1 MiB (pynetdicom's default is 16 kB): a dose arrives in a few dozen, not hundreds
+        ae.maximum_pdu_size = 1 << 20
         for sop_class in (*STORAGE, RTIonPlanStorage):
-            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),

@@ -4,7 +4,8 @@ Each association writes into a staging folder of its own (``SPOOL/.rtqa/incoming
 released association's files move into place, so a transfer cut short is never checked (its
 files are kept apart in ``SPOOL/.rtqa/aborted``). Nothing is ever overwritten: a file arrives
 in place by an exclusive link, an identical copy of a held instance is dropped, and an instance
-whose SOP Instance UID is already held with other bytes is kept apart in
+whose SOP Instance UID is already held with other contents (not merely another transfer syntax)
+is kept apart in
 ``SPOOL/.rtqa/conflicts`` and reported.
 """
 
@@ -19,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from rtqa.io.received import ReceivedIdentity
+from rtqa.io.received import ReceivedIdentity, same_instance
 
 NODE_DIR = ".rtqa"  # the node's own files; no institution folder can take this name
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -110,7 +111,7 @@ class Staging:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             if _place(s.temp_path, final):
                 out.new[os.path.dirname(os.path.dirname(final))].append(final)
-            elif _sha256(final) == s.sha256:
+            elif _sha256(final) == s.sha256 or _same_contents(final, s.temp_path):
                 out.held += 1
             else:
                 inst, patient, study, name = s.relative
@@ -154,6 +155,12 @@ def _place(src: str, dest: str) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+def _same_contents(a: str, b: str) -> bool:
+    """The same data set in other bytes (another transfer syntax): an identical copy, not a conflict."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return same_instance(fa.read(), fb.read())
 
 
 def _sha256(path: str) -> str:
