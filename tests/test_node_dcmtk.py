@@ -135,3 +135,29 @@ def test_sigterm_keeps_unchecked_files_for_the_next_start(tmp_path, dcmtk):
     finally:
         assert again.stop() == 0, again.text()
     assert sub["patient_id"] == DEMO_PATIENT
+
+
+def test_tls_echo_with_a_client_certificate_and_plain_refused(tmp_path, dcmtk):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl (to make a throwaway certificate) not found")
+    key, cert = tmp_path / "node.key", tmp_path / "node.crt"
+    made = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=127.0.0.1"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    # the self-signed certificate is the node's, the CA the node trusts, and the sender's
+    node = NodeProcess(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert))
+    try:
+        base = ["-aet", "TPS", "-aec", NODE_AE, "127.0.0.1", str(node.port)]
+        with_cert = _scu(dcmtk["echoscu"], "+tls", str(key), str(cert), "+cf", str(cert), *base)
+        no_client_cert = _scu(dcmtk["echoscu"], "+tla", "+cf", str(cert), *base)  # TLS, no certificate of its own
+        plain = _scu(dcmtk["echoscu"], *base)
+    finally:
+        assert node.stop() == 0, node.text()
+    assert with_cert.returncode == 0, with_cert.stderr
+    assert no_client_cert.returncode != 0
+    assert plain.returncode != 0
+    assert "(TLS)" in node.text() and node.text().count("1 echo") == 1
