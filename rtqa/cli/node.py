@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from rtqa.cli.app import EXIT_OK, EXIT_USAGE, _load_protocol, _run, cli, max_memory_option
+from rtqa.cli.ledger import check_ledger_options, key_file_option
 from rtqa.errors import RtqaError
 
 
@@ -82,7 +83,7 @@ from rtqa.errors import RtqaError
 )
 @click.option(
     "--pseudonymise",
-    "key_file",
+    "pseudonym_key_file",
     type=click.Path(exists=True, dir_okay=False),
     metavar="KEYFILE",
     help="Replace PatientID and PatientName by a keyed pseudonym (HMAC) before anything is stored.",
@@ -103,6 +104,7 @@ from rtqa.errors import RtqaError
     metavar="SECONDS",
     help="Cut off a silent sender after this long (its files are set aside, not checked).",
 )
+@key_file_option
 @max_memory_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def listen(
@@ -118,11 +120,12 @@ def listen(
     clinical: str | None,
     settle: float,
     incomplete_after: float,
-    key_file: str | None,
+    pseudonym_key_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
     timeout: float,
+    key_file: str | None,
     debug: bool,
 ) -> None:
     """Receive plans over DICOM (a Storage SCP), check them as `rtqa check` does, and record them.
@@ -146,10 +149,16 @@ def listen(
     try:
         entries = [parse_allow_entry(a) for a in allow] + (read_allow_file(allow_file) if allow_file else [])
         allow_list = build_allow_list(entries)
-        key = read_key(key_file) if key_file else None
+        key = read_key(pseudonym_key_file) if pseudonym_key_file else None
         table = read_clinical_table(clinical) if clinical else None
     except (AllowListError, RtqaError) as exc:
         raise click.UsageError(str(exc)) from None
+    ledger_key = None
+    if ledger_url:
+        check_ledger_options(ledger_url, key_file)
+        from rtqa.ledger.chain import key_from_environment
+
+        ledger_key = key_from_environment(key_file)
     protocol = _load_protocol(protocol_name)
     config = NodeConfig(
         ae_title=ae_title.strip(),
@@ -159,6 +168,7 @@ def listen(
         check=CheckSettings(protocol, settle, incomplete_after, clinical=table.facts if table else None, output=output),
         bind=bind,
         ledger_url=ledger_url,
+        ledger_key=ledger_key,
         pseudonym_key=key,
         tls=TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None,
         network_timeout_s=timeout,

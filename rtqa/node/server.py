@@ -85,6 +85,7 @@ class NodeConfig:
     check: CheckSettings
     bind: str = "0.0.0.0"
     ledger_url: str | None = None
+    ledger_key: bytes | None = None  # the ledger's HMAC key, as rtqa check --ledger-key-file reads it
     pseudonym_key: bytes | None = None
     tls: TlsFiles | None = None
     network_timeout_s: float = 60.0  # a silent peer is cut off after this (its files are set aside)
@@ -162,7 +163,7 @@ class Node:
         if c.ledger_url:
             from rtqa.ledger.db import open_ledger
 
-            self.ledger = open_ledger(c.ledger_url, create=True)
+            self.ledger = open_ledger(c.ledger_url, create=True, key=c.ledger_key)
         self.checker = Checker(self.state, c.check, ledger=self.ledger, log=self.log)
         ae = AE(ae_title=c.ae_title)
         ae.require_called_aet = True
