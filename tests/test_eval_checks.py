@@ -50,6 +50,7 @@ def ctx(**kw) -> SimpleNamespace:
     base.update(kw)
     ns = SimpleNamespace(**base)
     ns.fact = lambda name: ns.clinical_facts.get(name)
+    ns.possible = lambda name: None
     return ns
 
 
@@ -59,8 +60,10 @@ def one(outcome: list[Finding | NotApplicable]) -> Finding:
     return f
 
 
-def plan(label: str = "P1", status: str = "APPROVED", beams=()) -> SimpleNamespace:
-    return SimpleNamespace(label=label, approval_status=status, treatment_beams=list(beams))
+def plan(label: str = "P1", status: str = "APPROVED", beams=(), fraction_groups=(1,)) -> SimpleNamespace:
+    return SimpleNamespace(
+        label=label, approval_status=status, treatment_beams=list(beams), fraction_groups=tuple(fraction_groups)
+    )
 
 
 def beam(name: str, radiation: str = "PHOTON", energy: float | None = 6.0) -> SimpleNamespace:
@@ -83,10 +86,12 @@ def test_dose_grid_is_graded_on_its_largest_voxel_dimension():
     assert f.value == 5.0 and f.grade is Grade.DEVIATION_UNACCEPTABLE
 
 
-def test_an_axis_of_one_sample_counts_as_zero_spacing():
+def test_an_axis_of_one_sample_has_no_spacing_to_grade():
+    # one column and one plane: the spacing along x and z is not stated by the grid, so the 2 mm
+    # along y alone must not pass the grid (absent is never per protocol)
     f = one(technical.dose_grid_spacing(ctx(dose=grid([7], [0, 2], [4])), RULES["DOSE_GRID"], {}))
-    assert f.value == 2.0 and f.grade is Grade.PER_PROTOCOL and f.metric == "largest voxel dimension"
-    assert f.message.startswith("dose grid 0.00 x 2.00 x 0.00 mm")
+    assert (f.grade, f.category, f.value, f.metric) == (Grade.NOT_EVALUABLE, "query", None, "largest voxel dimension")
+    assert "x (one column), z (one plane: GridFrameOffsetVector (3004,000C) gives no slice spacing)" in f.message
 
 
 @pytest.mark.parametrize(
@@ -212,18 +217,15 @@ def test_heterogeneity_correction_on_off_or_unstated():
     f = one(technical.heterogeneity(dosed(Heterogeneity.OFF, ("WATER",)), RULES["HETEROGENEITY"], {}))
     assert (f.grade, f.message) == (Grade.DEVIATION_UNACCEPTABLE, "heterogeneity correction off (WATER)")
     assert (f.metric, f.value_text) == ("TissueHeterogeneityCorrection", "WATER")
+    # absent is never per protocol: a question to the centre, naming the attribute
     c = dosed(Heterogeneity.UNKNOWN, ())
     f = one(technical.heterogeneity(c, RULES["HETEROGENEITY"], {}))
-    assert (f.grade, f.value_text) == (Grade.PER_PROTOCOL, "absent")
-    assert f.message == "not stated in the RT Dose (the site attests); not a deviation"
-    assert c.warnings == [
-        "TissueHeterogeneityCorrection is absent from the RT Dose: the site must attest that heterogeneity "
-        "correction was on"
-    ]
+    assert (f.grade, f.value_text, f.category) == (Grade.NOT_EVALUABLE, "absent", "query")
+    assert "TissueHeterogeneityCorrection (3004,0014) is absent" in f.message
     c = dosed()
     c.dose.info = None  # a summed dose without its header: unknown
     f = one(technical.heterogeneity(c, RULES["HETEROGENEITY"], {}))
-    assert f.value_text == "absent" and len(c.warnings) == 1
+    assert (f.grade, f.category) == (Grade.NOT_EVALUABLE, "query")
 
 
 def test_dose_type_must_be_physical():
@@ -238,7 +240,8 @@ def test_dose_type_must_be_physical():
     c = dosed()
     c.dose.info = None
     f = one(technical.dose_type(c, RULES["DOSE_TYPE"], {}))
-    assert f.grade is Grade.NOT_EVALUABLE and "DoseType of the RT Dose unknown" in f.message
+    assert f.grade is Grade.NOT_EVALUABLE and "DoseType (3004,0004) of the RT Dose unknown" in f.message
+    assert f.category == "query"
 
 
 # -- prescription sources (RX_AGREEMENT: <= 2 %) --------------------------------------------------------
@@ -287,10 +290,8 @@ def test_a_single_or_missing_prescription_source():
         "prescription sources",
     )
     assert first.message == "plan A: one prescription source (dose_reference), nothing to disagree with"
-    assert (
-        second.grade is Grade.NOT_EVALUABLE
-        and second.message == "not evaluable: plan B: no prescription found to compare"
-    )
+    assert second.grade is Grade.NOT_EVALUABLE and second.category == "query"
+    assert second.message.startswith("not evaluable: plan B: no prescription found to compare (no rx_<target>")
     c.plan_rx.reverse()  # a plan without a prescription never stops the next one from being checked
     assert [f.grade for f in technical.prescription_agreement(c, RULES["RX_AGREEMENT"], {})] == [
         Grade.NOT_EVALUABLE,
@@ -315,7 +316,12 @@ def test_every_treatment_beam_must_be_a_photon_beam():
     c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("E1", "ELECTRON"), beam("X", "")]),)))
     f = one(technical.beam_radiation(c, RULES["BEAM_RADIATION"], {}))
     assert (f.grade, f.value_text) == (Grade.DEVIATION_UNACCEPTABLE, "ELECTRON/PHOTON/absent")
-    assert f.message == "beams not PHOTON: E1 (ELECTRON), X (absent)"
+    assert f.message == "beams not PHOTON: E1 (ELECTRON), RadiationType (300A,00C6) absent for X"
+    # an absent RadiationType alone is not a deviation, and never a pass: a query naming it
+    c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A1"), beam("X", "")]),)))
+    f = one(technical.beam_radiation(c, RULES["BEAM_RADIATION"], {}))
+    assert (f.grade, f.category, f.value_text) == (Grade.NOT_EVALUABLE, "query", "PHOTON/absent")
+    assert f.message == "not evaluable: RadiationType (300A,00C6) is absent for X; expected PHOTON"
 
 
 def test_the_highest_beam_energy_is_graded():
@@ -330,7 +336,8 @@ def test_the_highest_beam_energy_is_graded():
     assert f.message.startswith("treatment beam energies: 15, 6 MV; highest 15.0 MV")
     c = ctx(case=SimpleNamespace(plans=(plan(beams=[beam("A"), beam("B", energy=None), beam("C", energy=None)]),)))
     f = one(technical.beam_energy(c, RULES["BEAM_ENERGY"], {}))
-    assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: NominalBeamEnergy missing for B, C"
+    assert f.grade is Grade.NOT_EVALUABLE and f.category == "query"
+    assert f.message == "not evaluable: NominalBeamEnergy (300A,0114) of the first control point is absent for B, C"
 
 
 def test_several_allowed_radiation_types_are_all_named():
@@ -437,12 +444,20 @@ def test_dose_per_fraction_of_one_level_names_no_target():
     assert f.value == 1.8 and f.grade is Grade.DEVIATION_UNACCEPTABLE  # 45 / 25 = 1.80 Gy
 
 
-@pytest.mark.parametrize(("total", "fractions"), [(None, 25), (50.0, None), (50.0, 0)])
-def test_dose_per_fraction_without_a_prescription_or_fractions_is_not_evaluable(total, fractions):
-    c = ctx(case=SimpleNamespace(plans=(plan(),)), plan_rx=[rx(total, fractions)])
+@pytest.mark.parametrize(
+    ("total", "fractions", "groups", "named"),
+    [
+        (None, 25, (1,), "no prescription: no rx_<target> in the --clinical CSV, no TARGET dose reference"),
+        (50.0, None, (1,), "NumberOfFractionsPlanned (300A,0078) is absent"),
+        (50.0, 0, (1,), "NumberOfFractionsPlanned (300A,0078) is 0"),
+        (50.0, None, (), "FractionGroupSequence (300A,0070) is absent"),
+    ],
+)
+def test_dose_per_fraction_without_a_prescription_or_fractions_is_not_evaluable(total, fractions, groups, named):
+    c = ctx(case=SimpleNamespace(plans=(plan(fraction_groups=groups),)), plan_rx=[rx(total, fractions)])
     f = one(fractionation.check(c, RULES["FX_DOSE_PER_FRACTION"], {}))
-    assert f.grade is Grade.NOT_EVALUABLE and f.metric == "dose per fraction"
-    assert f.message == "not evaluable: plan P1: prescription or number of fractions unknown"
+    assert f.grade is Grade.NOT_EVALUABLE and f.metric == "dose per fraction" and f.category == "query"
+    assert f.message.startswith("not evaluable: plan P1: ") and named in f.message
 
 
 def test_a_plan_without_fractions_never_stops_the_next_plan_being_checked():
@@ -475,7 +490,8 @@ def test_total_dose_of_a_composite_lists_its_plans():
     assert f.grade is Grade.PER_PROTOCOL and f.message.startswith("total dose 50.00 Gy (from dose_reference) — per")
     c = ctx(case=SimpleNamespace(plans=(plan("A"),)), total_gy=None, plan_rx=[rx(None)])
     f = one(fractionation.check(c, RULES["FX_TOTAL_DOSE"], {}))
-    assert f.grade is Grade.NOT_EVALUABLE and f.message == "not evaluable: total prescribed dose unknown"
+    assert f.grade is Grade.NOT_EVALUABLE and f.category == "query"
+    assert f.message.startswith("not evaluable: total prescribed dose unknown (plan A: no prescription")
     assert f.metric == "total dose"
 
 

@@ -14,7 +14,7 @@ from rtqa.discovery.grouping import discover
 from rtqa.discovery.load import load_case
 from rtqa.errors import InputError
 from rtqa.evaluation.evaluate import evaluate
-from rtqa.protocol.clinical import ClinicalFacts, read_clinical_csv
+from rtqa.protocol.clinical import ClinicalFacts, read_clinical_csv, read_clinical_table
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
@@ -171,13 +171,17 @@ def test_clinical_csv(tmp_path):
     facts = read_clinical_csv(good)
     assert facts["P1"].child_pugh == "A5" and facts["P1"].prescriptions_gy == {"PTVp": 50.0}
     assert facts["P2"].child_pugh is None
-    for text, match in (
-        ("id,child_pugh\n1,A5\n", r"line 1: expected a header with a 'patient_id'"),
-        ("patient_id,child_pugh\nP1,D7\n", r"line 2: child_pugh 'D7'"),
-        ("patient_id,rx_PTV\nP1,fifty\n", r"line 2: rx_PTV 'fifty' is not a dose"),
-        ("patient_id\nP1\nP1\n", r"line 3: patient 'P1' appears twice"),
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,child_pugh\n1,A5\n")  # the file as a whole cannot be read: an error
+    with pytest.raises(InputError, match=r"line 1: expected a header with a 'patient_id'"):
+        read_clinical_csv(bad)
+    # a bad cell is a warning and an unknown fact, never an error (tests/test_verdict_eligibility.py)
+    for text, warning in (
+        ("patient_id,child_pugh\nP1,D7\n", "bad.csv, row 2, column child_pugh: 'D7' is not allowed"),
+        ("patient_id,rx_PTV\nP1,fifty\n", "bad.csv, row 2, column rx_PTV: 'fifty' is not allowed"),
+        ("patient_id\nP1\nP1\n", "bad.csv, row 3, column patient_id: patient 'P1' appears again"),
     ):
-        bad = tmp_path / "bad.csv"
         bad.write_text(text)
-        with pytest.raises(InputError, match=match):
-            read_clinical_csv(bad)
+        table = read_clinical_table(bad)
+        assert any(w.startswith(warning) for w in table.warnings), table.warnings
+        assert table.facts["P1"].child_pugh is None and table.facts["P1"].prescriptions_gy == {}

@@ -140,8 +140,9 @@ def test_incomplete_plan_has_its_own_headline_and_column(liver_tree, tmp_path):
     text = run("check", *folders, "--clinical", clinical)
     assert text.exit_code == 4
     assert "Grade: INCOMPLETE (best case PER PROTOCOL): not evaluable STRUCTURE:SpinalCord, CORD_MAX" in text.output
-    assert "Summary: 2 plan(s): 1 per protocol, 0 variation acceptable, 0 deviation unacceptable, 1 incomplete" in (
-        text.output
+    assert (
+        "Summary: 2 plan(s): 0 ineligible, 1 per protocol, 0 variation acceptable, 0 deviation unacceptable, "
+        "1 incomplete" in text.output
     )
     out = tmp_path / "csv"
     run("check", *folders, "--clinical", clinical, "--format", "csv", "--output", out)

@@ -155,6 +155,12 @@ def _emit(text: str, output: str | None) -> None:
 @click.option("--grade", type=click.Choice([g.value for g in Grade]), help="The reviewed grade of the finding.")
 @click.option("--accept-plan", is_flag=True, help="Accept the plan as a whole.")
 @click.option("--reject-plan", is_flag=True, help="Reject the plan as a whole.")
+@click.option(
+    "--override-eligibility",
+    is_flag=True,
+    help="With --accept-plan: accept the plan of an INELIGIBLE patient (the --reason says why; the patient "
+    "stays counted as ineligible).",
+)
 @click.option("--reason", required=True, help="Why (required; kept in the audit trail).")
 @click.option("--reviewer", required=True, metavar="NAME", help="Who decides.")
 @ledger_option
@@ -166,6 +172,7 @@ def review(
     grade: str | None,
     accept_plan: bool,
     reject_plan: bool,
+    override_eligibility: bool,
     reason: str,
     reviewer: str,
     ledger_url: str,
@@ -183,6 +190,8 @@ def review(
         raise click.UsageError("--rule needs --grade")
     if grade and not rule:
         raise click.UsageError("--grade needs --rule")
+    if override_eligibility and not accept_plan:
+        raise click.UsageError("--override-eligibility goes with --accept-plan only")
 
     def run() -> None:
         from rtqa.ledger.review import ACCEPT, GRADE_DECISION, REJECT, add_decision
@@ -191,7 +200,15 @@ def review(
         ledger = _open(ledger_url, key_file=key_file)
         try:
             d = add_decision(
-                ledger, submission, action=action, reason=reason, reviewer=reviewer, rule=rule, roi=roi, grade=grade
+                ledger,
+                submission,
+                action=action,
+                reason=reason,
+                reviewer=reviewer,
+                rule=rule,
+                roi=roi,
+                grade=grade,
+                override_eligibility=override_eligibility,
             )
         finally:
             ledger.dispose()

@@ -59,13 +59,15 @@ def run_job(job: Job) -> PlanReport:
 
 def _run_job(job: Job) -> PlanReport:
     if job.plan_set.problems:
-        return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem")
+        return error_report(job.plan_set, "; ".join(job.plan_set.problems), "DiscoveryProblem", clinical=job.clinical)
     try:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
         protocol = load_protocol(job.protocol_path)  # parsed once per process
         report = evaluate(case, protocol, clinical=job.clinical, names=job.names)
     except RtqaError as exc:
-        return error_report(job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None))
+        return error_report(
+            job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None), clinical=job.clinical
+        )
     if job.views:
         return _with_views(report, case, protocol, job.plan_set, job.names)
     if job.locations:
@@ -97,9 +99,13 @@ def _with_views(
     return dataclasses.replace(report, views=tuple(with_picture(v) for v in report.views))
 
 
-def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = None) -> PlanReport:
+def error_report(
+    plan_set: PlanSet, message: str, kind: str, path: str | None = None, *, clinical: ClinicalFacts | None = None
+) -> PlanReport:
     """A report for a plan set that could not be evaluated at all; its inputs are the files
-    discovery found (modality and UID from their headers, SHA-256 of each file as it is now)."""
+    discovery found (modality and UID from their headers, SHA-256 of each file as it is now).
+    The institution is the clinical CSV's when it gives one (as for a plan that could be read),
+    else the plan header's InstitutionName."""
     first = plan_set.plans[0] if plan_set.plans else None
     headers = [*plan_set.plans, *([plan_set.structure_set] if plan_set.structure_set else []), *plan_set.doses]
     inputs = tuple(
@@ -114,7 +120,9 @@ def error_report(plan_set: PlanSet, message: str, kind: str, path: str | None = 
         plan_label=plan_set.label,
         plan_date=None,
         approval_status=None,
-        institution=(first.institution_name if first else "") or "",
+        institution=(clinical.institution if clinical and clinical.institution else None)
+        or (first.institution_name if first else "")
+        or "",
         inputs=inputs,
         dose_source=None,
         prescription=None,
@@ -238,7 +246,10 @@ def _guarded(job: Job) -> PlanReport:
     except Exception as exc:  # a bug must not stop the batch; it is reported as one
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return error_report(
-            job.plan_set, f"internal error (a bug in rtqa, please report it): {detail}", "InternalError"
+            job.plan_set,
+            f"internal error (a bug in rtqa, please report it): {detail}",
+            "InternalError",
+            clinical=job.clinical,
         )
 
 

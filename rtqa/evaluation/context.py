@@ -329,6 +329,11 @@ class CaseContext:
     def fact(self, name: str) -> str | None:
         return self.clinical.fact(name) if self.clinical else None
 
+    def possible(self, name: str) -> tuple[str, ...] | None:
+        """The values an unknown fact may take when part of it is known (a Child-Pugh class
+        without its score); None when the fact is known or nothing of it is."""
+        return self.clinical.possible_values(name) if self.clinical else None
+
     # -- prescriptions ------------------------------------------------------------------------
 
     def _prescriptions(self) -> None:

@@ -149,7 +149,7 @@ def _report(
         plan_uids=tuple(p.sop_instance_uid for p in plans),
         plan_label=" + ".join(p.label for p in plans) if plans else f"structure set {ss.label if ss else ''}",
         plan_date=first.date.isoformat() if first and first.date else None,
-        approval_status=first.approval_status if first else None,
+        approval_status=(first.approval_status or None) if first else None,
         institution=institution or "",
         inputs=inputs,
         dose_source=case.dose_choice.source if case.dose_choice else None,

@@ -59,7 +59,7 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
         label=text(ds, "RTPlanLabel"),
         name=text(ds, "RTPlanName"),
         date=_date(text(ds, "RTPlanDate")),
-        approval_status=text(ds, "ApprovalStatus", "UNKNOWN").upper(),
+        approval_status=text(ds, "ApprovalStatus").upper(),  # "" when absent: never a default that grades
         intent=text(ds, "PlanIntent").upper(),
         frame_of_reference_uid=text(ds, "FrameOfReferenceUID") or None,
         referenced_structure_set_uid=next(iter(uid_list(ds.get("ReferencedStructureSetSequence"))), None),

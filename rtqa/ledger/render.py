@@ -13,6 +13,7 @@ from rtqa.ledger.review import SubmissionView
 from rtqa.ledger.stats import CATEGORIES, GroupStats, Stats
 
 LABEL = {
+    "ineligible": "INELIGIBLE",
     "per_protocol": "PER PROTOCOL",
     "variation_acceptable": "VARIATION ACCEPTABLE",
     "deviation_unacceptable": "DEVIATION UNACCEPTABLE",
@@ -20,6 +21,7 @@ LABEL = {
     "incomplete": "INCOMPLETE",
 }
 COLOUR = {
+    "ineligible": "#4a0d0d",
     "per_protocol": "#2e7d32",
     "variation_acceptable": "#f9a825",
     "deviation_unacceptable": "#c62828",
@@ -37,11 +39,15 @@ def _value(v: Any, unit: str) -> str:
 
 def _final(v: SubmissionView) -> str:
     """The final grade as ``rtqa check`` heads a plan: an incomplete plan is never shown as a
-    bare pass, but as ``INCOMPLETE (best case ...)``."""
+    bare pass, but as ``INCOMPLETE (best case ...)``; an ineligible patient's plan is
+    ``INELIGIBLE`` first, then the plan's grade."""
     g = v.final_grade
+    text = LABEL[g]
     if not v.complete and g not in ("deviation_unacceptable", "not_evaluable"):
-        return f"INCOMPLETE (best case {LABEL[g]})"
-    return LABEL[g]
+        text = f"INCOMPLETE (best case {LABEL[g]})"
+    if v.eligibility == "ineligible":
+        return f"INELIGIBLE (plan: {text})"
+    return text
 
 
 def submission_text(v: SubmissionView) -> str:
@@ -58,6 +64,8 @@ def submission_text(v: SubmissionView) -> str:
     if v.superseded_by:
         lines.append(f"  SUPERSEDED by submission {v.superseded_by}")
     lines.append(f"  Automatic grade: {LABEL[v.auto_grade]}   Final grade: {_final(v)}   {state}")
+    rules = f" ({', '.join(v.ineligible_rules)}: a protocol violation)" if v.eligibility == "ineligible" else ""
+    lines.append(f"  Eligibility: {v.eligibility}{rules}")
     lines.append(f"  Plan decision: {v.status}" + (f" ({v.plan_decision.text()})" if v.plan_decision else ""))
     lines.append(f"  {'rule':<22} {'ROI':<16} {'value':>12}  {'automatic':<24} reviewed")
     for f in v.findings:
@@ -105,6 +113,7 @@ def submission_json(v: SubmissionView) -> dict[str, Any]:
         "automatic_grade": v.auto_grade,
         "final_grade": v.final_grade,
         "complete": v.complete,
+        "eligibility": v.eligibility,
         "plan_decision": v.status,
         "decisions": [d.as_json() for d in v.decisions],
         "earlier_decisions": [{"version": n, **d.as_json()} for n, d in v.earlier],
@@ -146,7 +155,8 @@ def submission_html(v: SubmissionView) -> str:
         f"<h1>Submission {v.id}: {e(v.patient_id)}, version {v.version}</h1>"
         f"<p>{e(v.institution)}; plan {e(v.plan_label)}; submitted {e(_when(v.submitted_at))} by {e(v.os_user)}</p>"
         f"<p>Automatic grade: <b>{LABEL[v.auto_grade]}</b>; final grade: <b>{e(_final(v))}</b>; "
-        f"{'complete' if v.complete else 'INCOMPLETE'}; plan decision: {v.status}</p>"
+        f"{'complete' if v.complete else 'INCOMPLETE'}; eligibility: <b>{e(v.eligibility)}</b>; "
+        f"plan decision: {v.status}</p>"
         f"<ul>{plan_trail}</ul>"
         + (f"<h2>Decided on earlier versions, to confirm</h2><ul>{earlier}</ul>" if earlier else "")
         + (f"<h2>Why it could not be checked</h2><ul id='errors'>{errors}</ul>" if errors else "")
@@ -212,6 +222,8 @@ _GROUP_COLUMNS = (
     "resubmissions",
     "resubmissions_per_patient",
     *CATEGORIES,
+    "eligible",
+    "eligibility_unknown",
     "accepted",
     "rejected",
     "pending",
@@ -222,10 +234,11 @@ _GROUP_COLUMNS = (
 def stats_text(s: Stats) -> str:
     lines = [
         f"Ledger statistics{' since ' + s.since if s.since else ''}: current version of each patient's case; "
-        "final grades after review; incomplete plans are counted apart, never as passes",
+        "final grades after review; ineligible patients (INEL) and incomplete plans are counted apart, never as "
+        "passes; elig. ? = eligibility unknown (counted under its grade as well)",
     ]
-    header = f"  {'':<20} {'plans':>5} {'subm.':>5} {'resub.':>6} {'PP':>4} {'VA':>4} {'DU':>4} {'incompl.':>8} "
-    header += f"{'accepted':>8} {'rejected':>8} {'median days':>11}"
+    header = f"  {'':<20} {'plans':>5} {'subm.':>5} {'resub.':>6} {'INEL':>4} {'PP':>4} {'VA':>4} {'DU':>4} "
+    header += f"{'incompl.':>8} {'elig. ?':>7} {'accepted':>8} {'rejected':>8} {'median days':>11}"
     groups = [s.total] if s.by == "rule" else [*s.groups, s.total]
     if groups:
         lines.append(header)
@@ -233,9 +246,9 @@ def stats_text(s: Stats) -> str:
         j = g.as_json()
         days = "-" if j["median_days_to_acceptance"] is None else f"{j['median_days_to_acceptance']:.1f}"
         lines.append(
-            f"  {g.key[:20]:<20} {g.plans:>5} {g.submissions:>5} {g.resubmissions:>6} {j['per_protocol']:>4} "
-            f"{j['variation_acceptable']:>4} {j['deviation_unacceptable']:>4} {j['incomplete']:>8} "
-            f"{g.accepted:>8} {g.rejected:>8} {days:>11}"
+            f"  {g.key[:20]:<20} {g.plans:>5} {g.submissions:>5} {g.resubmissions:>6} {j['ineligible']:>4} "
+            f"{j['per_protocol']:>4} {j['variation_acceptable']:>4} {j['deviation_unacceptable']:>4} "
+            f"{j['incomplete']:>8} {g.eligibility['unknown']:>7} {g.accepted:>8} {g.rejected:>8} {days:>11}"
         )
     rules = s.rules if s.by == "rule" else [r for r in s.rules if r.deviation_unacceptable]
     lines.append("")

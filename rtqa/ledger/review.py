@@ -4,6 +4,11 @@ A decision is appended, never edited: the latest decision on a finding stands, a
 keeps every earlier one. Decisions belong to one submission: on a resubmission the decisions
 taken on earlier versions are shown as "decided on version n", for the reviewer to confirm, and
 do not touch the new version's grade.
+
+A plan whose patient is ineligible (an eligibility rule failed) is accepted only by a decision
+that says so: ``accept_override`` ("plan accepted, eligibility overridden"), which
+``rtqa review --accept-plan --override-eligibility --reason ...`` records. The patient stays
+counted as ineligible; the decision is the reviewer's, with its reason, in the trail.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from rtqa.protocol.limits import Grade
 
 GRADE_DECISION = "grade"
 ACCEPT = "accept_plan"
+ACCEPT_INELIGIBLE = "accept_override"  # accepted although the patient is ineligible (<= 16 characters)
 REJECT = "reject_plan"
+ACCEPTS = (ACCEPT, ACCEPT_INELIGIBLE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,11 @@ class Decision:
         }
 
     def text(self) -> str:
-        what = {ACCEPT: "plan accepted", REJECT: "plan rejected"}.get(self.action)
+        what = {
+            ACCEPT: "plan accepted",
+            ACCEPT_INELIGIBLE: "plan accepted, eligibility overridden",
+            REJECT: "plan rejected",
+        }.get(self.action)
         if what is None:
             what = f"{self.rule}{'@' + self.roi if self.roi else ''} -> {self.grade}"
         return f"{what} by {self.reviewer} at {self.decided_at[:16].replace('T', ' ')}: {self.reason}"
@@ -125,6 +136,16 @@ class SubmissionView:
         return not self.plan.get("errors") and all(f.grade != Grade.NOT_EVALUABLE.value for f in self.findings)
 
     @property
+    def eligibility(self) -> str:
+        """The recorded eligibility status: eligible, ineligible or unknown."""
+        return str((self.plan.get("eligibility") or {}).get("status") or "unknown")
+
+    @property
+    def ineligible_rules(self) -> list[str]:
+        items = (self.plan.get("eligibility") or {}).get("items") or []
+        return [str(f["rule"]) for f in items if f.get("grade") == Grade.DEVIATION_UNACCEPTABLE.value]
+
+    @property
     def plan_decision(self) -> Decision | None:
         plan = [d for d in self.decisions if d.action != GRADE_DECISION]
         return plan[-1] if plan else None
@@ -132,7 +153,7 @@ class SubmissionView:
     @property
     def status(self) -> str:
         d = self.plan_decision
-        return "pending" if d is None else ("accepted" if d.action == ACCEPT else "rejected")
+        return "pending" if d is None else ("accepted" if d.action in ACCEPTS else "rejected")
 
 
 def plan_grade(grades: Iterable[str]) -> str:
@@ -165,14 +186,19 @@ def add_decision(
     grade: str | None = None,
     decided_at: str | None = None,
     user: str | None = None,
+    override_eligibility: bool = False,
 ) -> Decision:
     """Append a reviewer decision on a submission.
+
+    ``override_eligibility`` is needed to accept the plan of an ineligible patient (recorded
+    as ``accept_override``); it is refused on any other decision.
 
     Raises
     ------
     LedgerError
-        No reason or reviewer, an unknown submission, grade or rule, or a rule decision without
-        a grade.
+        No reason or reviewer, an unknown submission, grade or rule, a rule decision without
+        a grade, an ineligible patient's plan accepted without ``override_eligibility``, or
+        ``override_eligibility`` where there is nothing to override.
     """
     if not reason.strip():
         raise LedgerError("a decision needs a reason (--reason)")
@@ -180,6 +206,8 @@ def add_decision(
         raise LedgerError("a decision needs the reviewer's name (--reviewer)")
     if action not in (GRADE_DECISION, ACCEPT, REJECT):
         raise LedgerError(f"unknown decision {action!r}; expected {GRADE_DECISION}, {ACCEPT} or {REJECT}")
+    if override_eligibility and action != ACCEPT:
+        raise LedgerError("--override-eligibility goes with --accept-plan only")
     if action == GRADE_DECISION:
         if not rule or not grade:
             raise LedgerError("a finding decision needs --rule and --grade")
@@ -200,6 +228,22 @@ def add_decision(
                     "a plan that was not fully checked cannot be accepted; decide each not-evaluable finding "
                     "with --rule first, or reject the plan"
                 )
+            ineligible = current is not None and current.eligibility == "ineligible"
+            if ineligible and not override_eligibility:
+                assert current is not None
+                raise LedgerError(
+                    f"submission {submission_id}: patient {current.patient_id} is INELIGIBLE "
+                    f"({', '.join(current.ineligible_rules)}), a protocol violation; accept the plan only with "
+                    "--override-eligibility and a --reason that says why (the patient stays counted as ineligible)"
+                )
+            if override_eligibility and not ineligible:
+                status = current.eligibility if current is not None else "unknown"
+                raise LedgerError(
+                    f"submission {submission_id}: the patient's eligibility is {status}, not ineligible: "
+                    "there is nothing to override (accept without --override-eligibility)"
+                )
+            if override_eligibility:
+                action = ACCEPT_INELIGIBLE
         if action == GRADE_DECISION:
             plan_findings = json.loads(sub.report)["plan"]["findings"]
             probe = Decision(0, submission_id, action, rule, roi, grade, reason, reviewer, "")

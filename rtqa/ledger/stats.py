@@ -4,6 +4,9 @@ Definitions (also printed with every report):
 
 - a *plan* is a patient's current (latest) submission; earlier versions count as resubmissions;
 - its *final grade* uses the reviewed grades (the automatic grade where no decision stands);
+- an ineligible patient's plan (an eligibility rule failed) counts only as ineligible, whatever
+  its grade, so never as a pass; the eligibility columns count eligible, ineligible and unknown
+  (eligibility unknown is not ineligible: those plans keep their grade column);
 - an incomplete plan (a rule not evaluable after review, or a file error) counts only as
   incomplete, never under a grade, so never as a pass;
 - *deviations per rule*: plans whose reviewed grade of that rule is a deviation;
@@ -22,15 +25,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import JSON, ColumnElement, cast, select, type_coerce
 
 from rtqa.ledger.db import Ledger, reading
-from rtqa.ledger.review import ACCEPT, GRADE_DECISION, Decision, _decision, apply_decisions, plan_grade
+from rtqa.ledger.review import ACCEPTS, GRADE_DECISION, Decision, _decision, apply_decisions, plan_grade
 from rtqa.ledger.schema import decisions, findings, submissions
 from rtqa.protocol.limits import Grade
 
 BY = ("institution", "rule", "month")
-CATEGORIES = ("per_protocol", "variation_acceptable", "deviation_unacceptable", "incomplete")
+CATEGORIES = ("ineligible", "per_protocol", "variation_acceptable", "deviation_unacceptable", "incomplete")
+ELIGIBILITY = ("eligible", "ineligible", "unknown")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class GroupStats:
     plans: int = 0
     submissions: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    eligibility: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ELIGIBILITY, 0))
     accepted: int = 0
     rejected: int = 0
     days_to_acceptance: list[float] = field(default_factory=list)
@@ -59,6 +64,8 @@ class GroupStats:
             "resubmissions": self.resubmissions,
             "resubmissions_per_patient": round(self.resubmissions / self.plans, 3) if self.plans else None,
             **self.counts,
+            "eligible": self.eligibility["eligible"],
+            "eligibility_unknown": self.eligibility["unknown"],
             "accepted": self.accepted,
             "rejected": self.rejected,
             "pending": self.plans - self.accepted - self.rejected,
@@ -104,10 +111,22 @@ def _days(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 86400.0
 
 
+def eligibility_status(dialect: str) -> ColumnElement[str]:
+    """The recorded report's eligibility status, read by the database (no report is parsed here)."""
+    path = ("plan", "eligibility", "status")
+    if dialect == "postgresql":  # the report is TEXT: cast it to JSON for the path operator
+        document: ColumnElement[Any] = cast(submissions.c.report, JSON)
+    else:  # SQLite: JSON_EXTRACT
+        document = type_coerce(submissions.c.report, JSON)
+    out: ColumnElement[str] = document[path].as_string()
+    return out
+
+
 def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None = None) -> Stats:
     """Statistics over the ledger (see the module docstring for the definitions)."""
     s = submissions.c
-    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at)
+    status = eligibility_status(ledger.engine.dialect.name).label("eligibility")
+    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at, status)
     if since:
         query = query.where(s.submitted_at >= since)
     with reading(ledger) as conn:
@@ -156,9 +175,14 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
         for g in targets:
             g.plans += 1
             g.submissions += count[pid]
-            g.counts["incomplete" if not complete or grade == Grade.NOT_EVALUABLE.value else grade] += 1
+            eligibility = r.eligibility if r.eligibility in ELIGIBILITY else "unknown"
+            g.eligibility[eligibility] += 1
+            if eligibility == "ineligible":
+                g.counts["ineligible"] += 1
+            else:
+                g.counts["incomplete" if not complete or grade == Grade.NOT_EVALUABLE.value else grade] += 1
             if plan_ds:
-                if plan_ds[-1].action == ACCEPT:
+                if plan_ds[-1].action in ACCEPTS:
                     g.accepted += 1
                     g.days_to_acceptance.append(_days(first[pid], plan_ds[-1].decided_at))
                 else:

@@ -19,7 +19,7 @@ from rtqa import __version__
 from rtqa.protocol.limits import Grade
 from rtqa.report.model import CheckResult, Finding, PlanReport
 from rtqa.report.palette import assign_colours
-from rtqa.report.render import GRADE_LABEL, VERDICT_LABEL
+from rtqa.report.render import GRADE_LABEL, VERDICT_LABEL, ineligible_rules
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1b1b1b;max-width:1100px}
@@ -30,6 +30,7 @@ th{background:#f0f0f0} td.num{text-align:right;white-space:nowrap}
 .g{font-weight:600;padding:1px 5px;border-radius:3px;display:inline-block}
 .per_protocol{background:#dff3e0;color:#17561f} .variation_acceptable{background:#fff2c6;color:#6b4e00}
 .deviation_unacceptable{background:#f8d4d4;color:#7d1313} .not_evaluable{background:#e9ddf2;color:#4b2466}
+.ineligible{background:#7d1313;color:#fff}
 .facts td:first-child{width:14em;font-weight:600} tr.detail td{border-top:none;font-size:.95em;color:#333}
 .warn li{margin:.15em 0} .muted{color:#666;font-size:.85em} #inputs td:first-child{white-space:nowrap}
 svg{max-width:100%;height:auto;border:1px solid #ddd}
@@ -72,9 +73,16 @@ def page_name(report: PlanReport, index: int) -> str:
 
 
 def ordered_findings(report: PlanReport) -> list[Finding]:
-    """Deviations and not-evaluable findings first, then the others; protocol order within each."""
+    """Deviations and not-evaluable findings first, then the others; protocol order within each.
+    An ineligible patient's failed eligibility rules come before everything (the verdict)."""
     every = [*report.findings, *report.eligibility]
-    return [f for f in every if f.grade in _FIRST] + [f for f in every if f.grade not in _FIRST]
+    lead = (
+        [f for f in report.eligibility if f.grade is Grade.DEVIATION_UNACCEPTABLE]
+        if report.verdict == "ineligible"
+        else []
+    )
+    rest = [f for f in every if f not in lead]
+    return lead + [f for f in rest if f.grade in _FIRST] + [f for f in rest if f.grade not in _FIRST]
 
 
 def render_plan_html(result: CheckResult, report: PlanReport, *, include_names: bool = False) -> str:
@@ -362,10 +370,37 @@ fg.addEventListener('change',applyFilters);fs.addEventListener('change',applyFil
 
 def _verdict(r: PlanReport) -> str:
     """The grade as the headline of the text report gives it: an incomplete plan is never shown
-    as a plain pass, but as ``INCOMPLETE (best case ...)``."""
+    as a plain pass, but as ``INCOMPLETE (best case ...)``; an ineligible patient's plan is
+    ``INELIGIBLE`` first, then the plan's own grade."""
+    if r.verdict == "ineligible":
+        rules = ", ".join(ineligible_rules(r))
+        plan = _grade(r.grade) + ("" if r.complete else " <b>incomplete</b>")
+        return f"<span class='g ineligible'>INELIGIBLE</span> ({_e(rules)}; plan {plan})"
     if r.verdict == "incomplete":
         return f"<span class='g not_evaluable'>INCOMPLETE</span> (best case {_grade(r.grade)})"
     return _grade(r.grade) + ("" if r.complete else " <b>incomplete</b>")
+
+
+def _failed_rules(r: PlanReport) -> list[str]:
+    """The index's failed rules of a plan: failed eligibility rules, deviations and variations,
+    then the rules not evaluable (what keeps an incomplete plan from a verdict), each once."""
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    eligibility = [f for f in r.eligibility if f.grade is Grade.DEVIATION_UNACCEPTABLE]
+    graded = [f for f in r.findings if f.grade in (Grade.DEVIATION_UNACCEPTABLE, Grade.VARIATION_ACCEPTABLE)]
+    missing = [f for f in r.findings if f.grade is Grade.NOT_EVALUABLE]
+    for f, cls, title in (
+        *((f, "ineligible", "INELIGIBLE") for f in eligibility),
+        *((f, f.grade.value, GRADE_LABEL[f.grade]) for f in graded),
+        *((f, "not_evaluable", f"NOT EVALUABLE ({f.category.replace('_', ' ')})") for f in missing),
+    ):
+        if (f.rule, cls) in seen:
+            continue
+        seen.add((f.rule, cls))
+        out.append(f"<span class='g {cls}' title='{_e(title)}'>{_e(f.rule)}</span>")
+    if r.errors and not r.findings:
+        out.append("<span class='g not_evaluable' title='the plan could not be read'>(unreadable)</span>")
+    return out
 
 
 def render_index_html(result: CheckResult, pages: list[str]) -> str:
@@ -375,11 +410,7 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
         by_site[r.institution or "(unknown institution)"][r.verdict] += 1
     rows = []
     for r, page in zip(result.reports, pages, strict=True):
-        failed = " ".join(
-            f"<span class='g {f.grade.value}' title='{_e(GRADE_LABEL[f.grade])}'>{_e(f.rule)}</span>"
-            for f in r.findings
-            if f.grade in (Grade.DEVIATION_UNACCEPTABLE, Grade.VARIATION_ACCEPTABLE)
-        )
+        failed = " ".join(_failed_rules(r))
         site = r.institution or "(unknown institution)"
         rows.append(
             f"<tr data-grade='{r.verdict}' data-institution='{_e(site)}'><td><a href='{_e(page)}'>"

@@ -22,7 +22,8 @@ class Finding:
     ``category`` says what kind of problem a finding reports: ``plan_quality`` (graded per
     protocol / variation acceptable / deviation unacceptable), ``resubmit`` (the export must be
     redone: dose grid too small, frames of reference, unreadable files; never counted as a dose
-    deviation) or ``eligibility``. ``value_text`` holds a value that is not a number (a dose
+    deviation), ``query`` (a question to the centre: an attribute the check needs is absent, a
+    target the protocol cannot place) or ``eligibility``. ``value_text`` holds a value that is not a number (a dose
     algorithm, a Child-Pugh class, an approval status). ``interval`` is the range a value can
     take when part of the input is uncertain but bounded; ``possible_grades`` lists the grade
     under each branch (an unknown clinical fact, or an end of the interval) when they differ.
@@ -199,10 +200,15 @@ class PlanReport:
 
     @property
     def verdict(self) -> str:
-        """What summaries count a plan as, each plan in one column: ``not_evaluable`` (nothing
-        graded), ``deviation_unacceptable`` (certain, complete or not), ``incomplete`` (something
-        not evaluable and no certain deviation), or the grade of a complete plan. An incomplete
-        plan is never counted as per protocol or variation acceptable."""
+        """What summaries count a plan as, each plan in one column: ``ineligible`` (the patient
+        fails an eligibility rule: a protocol violation, whatever the plan's quality),
+        ``not_evaluable`` (nothing graded), ``deviation_unacceptable`` (certain, complete or not),
+        ``incomplete`` (something not evaluable and no certain deviation), or the grade of a
+        complete plan. An incomplete plan is never counted as per protocol or variation
+        acceptable, nor is an ineligible patient's. Eligibility unknown leaves the plan's verdict
+        as it is (the report and exit code 8 say it apart)."""
+        if self.eligibility_status == "ineligible":
+            return "ineligible"
         g = self.grade
         if g is Grade.NOT_EVALUABLE or g is Grade.DEVIATION_UNACCEPTABLE:
             return str(g.value)
@@ -235,9 +241,9 @@ class PlanReport:
                 ],
                 "dose_source": self.dose_source,
                 "prescription": self.prescription,
+                "verdict": self.verdict,
                 "grade": self.grade.value,
                 "complete": self.complete,
-                "verdict": self.verdict,
                 "resubmit": self.resubmit,
                 "not_evaluable": list(self.not_evaluable),
                 "not_applicable": [n.as_json() for n in self.not_applicable],

@@ -19,6 +19,7 @@ GRADE_LABEL = {
     Grade.NOT_EVALUABLE: "NOT EVALUABLE",
 }
 VERDICT_LABEL = {
+    "ineligible": "ineligible",
     "per_protocol": "per protocol",
     "variation_acceptable": "variation acceptable",
     "deviation_unacceptable": "deviation unacceptable",
@@ -36,7 +37,29 @@ def clean(text: object) -> str:
 
 
 def headline(r: PlanReport) -> str:
-    """``PER PROTOCOL   complete``, ``INCOMPLETE (best case ...): not evaluable ...`` and so on."""
+    """``PER PROTOCOL   complete``, ``INCOMPLETE (best case ...): not evaluable ...`` and so on;
+    an ineligible patient's plan is headed ``INELIGIBLE (rules)`` before the plan's own grade."""
+    plan = plan_headline(r)
+    if r.verdict == "ineligible":
+        return f"INELIGIBLE ({', '.join(ineligible_rules(r))}): a protocol violation; plan: {plan}"
+    return plan
+
+
+def ineligible_rules(r: PlanReport) -> list[str]:
+    """The eligibility rules the patient fails."""
+    return list(dict.fromkeys(f.rule for f in r.eligibility if f.grade is Grade.DEVIATION_UNACCEPTABLE))
+
+
+def listed_findings(r: PlanReport) -> tuple[Finding, ...]:
+    """Every finding of a plan in report order: eligibility first when the patient is ineligible
+    (the verdict is shown first), after the plan's findings otherwise."""
+    if r.verdict == "ineligible":
+        return (*r.eligibility, *r.findings)
+    return (*r.findings, *r.eligibility)
+
+
+def plan_headline(r: PlanReport) -> str:
+    """The plan-quality headline, eligibility aside."""
     missing = ", ".join(r.not_evaluable) or "(error)"
     if r.grade is Grade.NOT_EVALUABLE:
         return f"{GRADE_LABEL[r.grade]}   INCOMPLETE: not evaluable {missing}"
@@ -87,6 +110,8 @@ def render_text(
         lines.append(f"Patient {who} - plan {clean(r.plan_label)}")
         head = headline(r)
         label = GRADE_LABEL[r.grade]
+        if head.startswith("INELIGIBLE"):
+            head = paint("INELIGIBLE", Grade.DEVIATION_UNACCEPTABLE) + head[len("INELIGIBLE") :]
         lines.append("  Grade: " + head.replace(label, paint(label, r.grade), 1))
         if r.resubmit:
             lines.append("  Resubmit: the export must be redone (see the findings of category resubmit)")
@@ -102,7 +127,7 @@ def render_text(
             lines.append(f"  Prescription: {total} Gy ({per}) from {rx['source']}; dose: {r.dose_source}")
         if r.findings or r.eligibility:
             lines.append(f"  {'rule':<20} {'structure -> ROI':<30} {'metric':<24} {'value':>10}  {'limits':<22} grade")
-            for f in (*r.findings, *r.eligibility):
+            for f in listed_findings(r):
                 roi = f.structure or ""
                 if f.matched_roi and f.matched_roi != f.structure:
                     roi = f"{roi} -> {f.matched_roi}" if roi else f.matched_roi
@@ -116,6 +141,8 @@ def render_text(
                         roi = roi[: 29 - len(kind)] + "…" + kind
                 dagger = " †" if f.unconfirmed else ""
                 tag = f" [{f.category}]" if f.category in ("resubmit", "query") else ""
+                if f.category == "eligibility" and f.grade is Grade.DEVIATION_UNACCEPTABLE:
+                    tag = " [ineligible]"
                 lines.append(
                     f"  {f.rule:<20} {clean(roi)[:30]:<30} {f.metric[:24]:<24} {clean(f.shown_value)[:16]:>10}  "
                     f"{_limits(f)[:22]:<22} {paint(GRADE_LABEL[f.grade], f.grade)}{dagger}{tag}"
@@ -200,9 +227,9 @@ PLAN_COLUMNS = [
     "plan_date",
     "approval_status",
     "institution",
+    "verdict",
     "grade",
     "complete",
-    "verdict",
     "resubmit",
     "deviations",
     "deviation_rules",
@@ -261,9 +288,9 @@ def plans_csv(result: CheckResult) -> str:
                 r.plan_date,
                 r.approval_status,
                 r.institution,
+                r.verdict,
                 r.grade.value,
                 r.complete,
-                r.verdict,
                 r.resubmit,
                 len(deviations),
                 ";".join(deviations),
@@ -295,7 +322,7 @@ def findings_csv(result: CheckResult) -> str:
     """One row per finding (``findings.csv``, and ``--format csv`` on stdout)."""
     rows = []
     for r in result.reports:
-        for f in (*r.findings, *r.eligibility):
+        for f in listed_findings(r):
             j = f.as_json()
             rows.append(
                 [

@@ -42,6 +42,28 @@ def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list
     if rule.check is not None:  # a clinical fact
         fact = ctx.fact(rule.check)
         name = rule.check.replace("_", "-")
+        possible = ctx.possible(rule.check)
+        if fact is None and possible:
+            fits = [v for v in possible if v in rule.allowed]
+            shown = "/".join(possible)
+            if len(fits) == len(possible) or not fits:
+                verdict = "eligible" if fits else "not eligible"
+                message = (
+                    f"{name} {shown} (the score is not known; {verdict} whichever it is: {', '.join(rule.allowed)})"
+                )
+                g = Grade.PER_PROTOCOL if fits else Grade.DEVIATION_UNACCEPTABLE
+                return [_item(ctx, rule, g, message, value_text=shown)]
+            bad = [v for v in possible if v not in rule.allowed]
+            return [
+                _item(
+                    ctx,
+                    rule,
+                    Grade.NOT_EVALUABLE,
+                    f"not evaluable: {name} {shown} (the score is not known): eligible if {', '.join(fits)}, "
+                    f"not eligible if {', '.join(bad)}; give the score in the --clinical CSV",
+                    value_text=shown,
+                )
+            ]
         if fact is None:
             return [
                 _item(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rtqa.case import Prescription
 from rtqa.evaluation.context import CaseContext
 from rtqa.evaluation.grading import Measured, grade_measured, not_evaluable
+from rtqa.model import Plan
 from rtqa.protocol.loader import Rule
 from rtqa.report.model import Finding, NotApplicable
 
@@ -23,9 +25,7 @@ def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
     for plan, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True):
         if rx.total_gy is None or not rx.fractions:
             out.append(
-                not_evaluable(
-                    rule, f"plan {plan.label}: prescription or number of fractions unknown", metric=_metric(rule)
-                )
+                not_evaluable(rule, f"plan {plan.label}: {_missing(plan, rx)}", metric=_metric(rule), category="query")
             )
             continue
         levels = sorted({t.total_gy for t in rx.targets} or {rx.total_gy}, reverse=True)
@@ -46,7 +46,12 @@ def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
 
 def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
     if ctx.total_gy is None:
-        return [not_evaluable(rule, "total prescribed dose unknown", metric=_metric(rule))]
+        missing = "; ".join(
+            f"plan {p.label}: {_missing(p, rx)}" for p, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True)
+        )
+        return [
+            not_evaluable(rule, f"total prescribed dose unknown ({missing})", metric=_metric(rule), category="query")
+        ]
     plans = " + ".join(f"{rx.total_gy:.2f} Gy" for rx in ctx.plan_rx)
     sources = ", ".join(sorted({rx.source.value for rx in ctx.plan_rx if rx.source}))
     detail = f"{plans} = " if len(ctx.plan_rx) > 1 else ""
@@ -54,6 +59,23 @@ def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> lis
         None, None, None, "total dose", ctx.total_gy, f"total dose {detail}" + "{value}" + f" (from {sources})"
     )
     return [grade_measured(rule, measured, facts)]
+
+
+def _missing(plan: Plan, rx: Prescription) -> str:
+    """What the plan left out that the prescription or the number of fractions needs, by attribute."""
+    parts = []
+    if rx.total_gy is None:
+        parts.append(
+            "no prescription: no rx_<target> in the --clinical CSV, no TARGET dose reference with "
+            "TargetPrescriptionDose (300A,0026), no BeamDose (300A,0084) on every beam"
+        )
+    if not plan.fraction_groups:
+        parts.append("FractionGroupSequence (300A,0070) is absent: number of fractions unknown")
+    elif rx.fractions is None:
+        parts.append("NumberOfFractionsPlanned (300A,0078) is absent")
+    elif rx.fractions == 0:
+        parts.append("NumberOfFractionsPlanned (300A,0078) is 0")
+    return "; ".join(parts) or "prescription or number of fractions unknown"
 
 
 def _metric(rule: Rule) -> str:

@@ -4,6 +4,11 @@ type, prescription sources, beams, GTV inside PTV, dose algorithm, approval stat
 A check whose input set is empty (no target, no organ, no treatment beam) is not evaluable and
 says why: nothing passes over nothing. Problems of the export (a grid that does not cover what
 it must) are findings of category ``resubmit``, not dose deviations of the plan.
+
+Absent is never per protocol: an attribute a check needs that the export left out (or holds in a
+form that says nothing) makes the check not evaluable, category ``query`` (a question to the
+centre, not a resubmission), and the finding names the attribute. README, "What an absent
+attribute gives", lists every check.
 """
 
 from __future__ import annotations
@@ -43,6 +48,22 @@ def dose_grid_spacing(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | No
     dx = float(x[1] - x[0]) if x.size > 1 else 0.0
     dy = float(y[1] - y[0]) if y.size > 1 else 0.0
     dz = float(np.max(np.diff(z))) if z.size > 1 else 0.0
+    flat = [
+        f"{axis} ({what})" for axis, n, what in (
+            ("x", x.size, "one column"), ("y", y.size, "one row"),
+            ("z", z.size, "one plane: GridFrameOffsetVector (3004,000C) gives no slice spacing"),
+        ) if n < 2
+    ]  # fmt: skip
+    if flat:
+        return [
+            not_evaluable(
+                rule,
+                f"the dose grid's spacing along {', '.join(flat)} cannot be measured; a grid with one voxel "
+                "along an axis has no spacing to grade",
+                category="query",
+                metric="largest voxel dimension",
+            )
+        ]
     m = Measured(
         None, None, None, "largest voxel dimension", max(dx, dy, dz),
         f"dose grid {dx:.2f} x {dy:.2f} x {dz:.2f} mm: largest " + "{value}",
@@ -108,18 +129,41 @@ def oar_coverage(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) 
     return _coverage(ctx, rule, targets=False)
 
 
+HETEROGENEITY_TERMS = ("IMAGE", "ROI_OVERRIDE", "WATER")  # PS3.3 C.8.8.3 defined terms
+
+
 @_needs_dose
 def heterogeneity(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
     info = ctx.dose.info if ctx.dose is not None else None
-    state = info.heterogeneity if info else Heterogeneity.UNKNOWN
-    values = "/".join(info.heterogeneity_values) if info and info.heterogeneity_values else "absent"
+    if info is None:
+        return [not_evaluable(rule, "the RT Dose's header is not known (a summed dose without it)", category="query")]
+    state = info.heterogeneity
+    values = "/".join(info.heterogeneity_values) if info.heterogeneity_values else "absent"
+    undefined = [v for v in info.heterogeneity_values if v not in HETEROGENEITY_TERMS]
     if state is Heterogeneity.UNKNOWN:
-        ctx.warnings.append(
-            "TissueHeterogeneityCorrection is absent from the RT Dose: the site must attest "
-            "that heterogeneity correction was on"
-        )
-        g, msg = Grade.PER_PROTOCOL, "not stated in the RT Dose (the site attests); not a deviation"
-    elif state is Heterogeneity.OFF:
+        return [
+            not_evaluable(
+                rule,
+                "TissueHeterogeneityCorrection (3004,0014) is absent from the RT Dose: whether the dose was "
+                "calculated with heterogeneity correction is not stated; ask the centre",
+                category="query",
+                metric="TissueHeterogeneityCorrection",
+                value_text="absent",
+            )
+        ]
+    if undefined and not {"IMAGE", "ROI_OVERRIDE"} & set(info.heterogeneity_values):
+        return [
+            not_evaluable(
+                rule,
+                f"TissueHeterogeneityCorrection (3004,0014) is {values}: "
+                f"{', '.join(repr(v) for v in undefined)} is not a defined term ({', '.join(HETEROGENEITY_TERMS)}), "
+                "so it does not say whether heterogeneity correction was on; ask the centre",
+                category="query",
+                metric="TissueHeterogeneityCorrection",
+                value_text=values,
+            )
+        ]
+    if state is Heterogeneity.OFF:
         g, msg = Grade.DEVIATION_UNACCEPTABLE, f"heterogeneity correction off ({values})"
     else:
         g, msg = Grade.PER_PROTOCOL, f"heterogeneity correction on ({values})"
@@ -130,7 +174,11 @@ def heterogeneity(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
 def dose_type(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
     info = ctx.dose.info if ctx.dose is not None else None
     if info is None:
-        return [not_evaluable(rule, "DoseType of the RT Dose unknown (a summed dose without its header)")]
+        return [
+            not_evaluable(
+                rule, "DoseType (3004,0004) of the RT Dose unknown (a summed dose without its header)", category="query"
+            )
+        ]
     value = info.dose_type.value
     ok = value in rule.allowed
     return [
@@ -147,7 +195,15 @@ def prescription_agreement(ctx: CaseContext, rule: Rule, facts: Mapping[str, str
     out: Outcome = []
     for plan, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True):
         if rx.total_gy is None:
-            out.append(not_evaluable(rule, f"plan {plan.label}: no prescription found to compare"))
+            out.append(
+                not_evaluable(
+                    rule,
+                    f"plan {plan.label}: no prescription found to compare (no rx_<target> in the --clinical CSV, "
+                    "no TARGET DoseReferenceSequence item with TargetPrescriptionDose (300A,0026), no BeamDose "
+                    "(300A,0084) with NumberOfFractionsPlanned (300A,0078))",
+                    category="query",
+                )
+            )
             continue
         if len(rx.candidates) < 2:
             out.append(
@@ -177,7 +233,20 @@ def beam_radiation(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]
     if not beams:
         return [not_evaluable(rule, "no treatment beams in the plan")]
     kinds = sorted({b.radiation_type or "absent" for b in beams})
-    bad = [f"{b.name} ({b.radiation_type or 'absent'})" for b in beams if b.radiation_type not in rule.allowed]
+    bad = [f"{b.name} ({b.radiation_type})" for b in beams if b.radiation_type and b.radiation_type not in rule.allowed]
+    absent = [b.name or f"beam {b.number}" for b in beams if not b.radiation_type]
+    if absent and not bad:
+        return [
+            not_evaluable(
+                rule,
+                f"RadiationType (300A,00C6) is absent for {', '.join(absent)}; expected {'/'.join(rule.allowed)}",
+                category="query",
+                metric="RadiationType",
+                value_text="/".join(kinds),
+            )
+        ]
+    if absent:
+        bad.append(f"RadiationType (300A,00C6) absent for {', '.join(absent)}")
     return [
         plain(
             rule, "RadiationType", Grade.DEVIATION_UNACCEPTABLE if bad else Grade.PER_PROTOCOL,
@@ -194,8 +263,15 @@ def beam_energy(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -
         return [not_evaluable(rule, "no treatment beams in the plan")]
     energies = [b.nominal_energy_mev for b in beams]
     if any(e is None for e in energies):
-        names = ", ".join(b.name for b in beams if b.nominal_energy_mev is None)
-        return [not_evaluable(rule, f"NominalBeamEnergy missing for {names}")]
+        names = ", ".join(b.name or f"beam {b.number}" for b in beams if b.nominal_energy_mev is None)
+        return [
+            not_evaluable(
+                rule,
+                f"NominalBeamEnergy (300A,0114) of the first control point is absent for {names}",
+                category="query",
+                metric="highest nominal energy",
+            )
+        ]
     values = [e for e in energies if e is not None]
     m = Measured(
         None, None, None, "highest nominal energy", max(values),
@@ -234,6 +310,7 @@ def dose_algorithm(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]
                 rule,
                 f"dose_algorithm unknown (it is not in DICOM: give it in the --clinical CSV); per protocol if one of "
                 f"{allowed}, deviation unacceptable otherwise",
+                category="query",
                 possible=(
                     (Grade.PER_PROTOCOL, f"dose-algorithm one of {allowed}"),
                     (Grade.DEVIATION_UNACCEPTABLE, "any other dose algorithm"),
@@ -275,6 +352,8 @@ def approval_status(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None
                     f"plan {plan.label}: ApprovalStatus (300E,0002) is {status or 'absent'}; expected APPROVED, "
                     f"{', '.join(rule.grades_by)}",
                     value_text=status or None,
+                    category="query",
+                    metric="ApprovalStatus",
                 )
             )
     return out
