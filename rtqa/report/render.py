@@ -51,10 +51,12 @@ def ineligible_rules(r: PlanReport) -> list[str]:
 
 
 def listed_findings(r: PlanReport) -> tuple[Finding, ...]:
-    """Every finding of a plan in report order: eligibility first when the patient is ineligible
-    (the verdict is shown first), after the plan's findings otherwise."""
+    """Every finding of a plan in report order: the failed eligibility rules first when the
+    patient is ineligible (the verdict is shown first), then the plan's findings, then the other
+    eligibility items."""
     if r.verdict == "ineligible":
-        return (*r.eligibility, *r.findings)
+        failed = tuple(f for f in r.eligibility if f.grade is Grade.DEVIATION_UNACCEPTABLE)
+        return (*failed, *r.findings, *(f for f in r.eligibility if f not in failed))
     return (*r.findings, *r.eligibility)
 
 
