@@ -35,6 +35,7 @@ from rtqa.protocol.limits import Grade
 BY = ("institution", "rule", "month")
 CATEGORIES = ("ineligible", "per_protocol", "variation_acceptable", "deviation_unacceptable", "incomplete")
 ELIGIBILITY = ("eligible", "ineligible", "unknown")
+_CHUNK = 5000  # ids per IN list (SQLite's default limit of bound parameters is 32766)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
     """Statistics over the ledger (see the module docstring for the definitions)."""
     s = submissions.c
     status = eligibility_status(ledger.engine.dialect.name).label("eligibility")
-    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at, status)
+    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at)
     if since:
         query = query.where(s.submitted_at >= since)
     with reading(ledger) as conn:
@@ -141,6 +142,14 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
             if row.patient_id not in first or row.submitted_at < first[row.patient_id]:
                 first[row.patient_id] = row.submitted_at
         current_ids = {r.id for r in current.values()}
+        # the eligibility of the current versions only, from the hashed report itself (never a
+        # copy that could disagree with it); the database reads it, in chunks of ids
+        eligibility: dict[int, str] = {}
+        ids = sorted(current_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for row in conn.execute(select(s.id, status).where(s.id.in_(chunk))):
+                eligibility[row.id] = row.eligibility
         trail: dict[int, list[Decision]] = defaultdict(list)
         for d in conn.execute(select(decisions).order_by(decisions.c.seq)):
             if d.submission_id in current_ids:
@@ -175,9 +184,10 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
         for g in targets:
             g.plans += 1
             g.submissions += count[pid]
-            eligibility = r.eligibility if r.eligibility in ELIGIBILITY else "unknown"
-            g.eligibility[eligibility] += 1
-            if eligibility == "ineligible":
+            status_r = eligibility.get(r.id)
+            status_r = status_r if status_r in ELIGIBILITY else "unknown"
+            g.eligibility[status_r] += 1
+            if status_r == "ineligible":
                 g.counts["ineligible"] += 1
             else:
                 g.counts["incomplete" if not complete or grade == Grade.NOT_EVALUABLE.value else grade] += 1

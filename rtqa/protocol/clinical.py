@@ -183,7 +183,9 @@ class _Rows:
         elif raw:
             values = child_pugh_values(raw)
             if values is None:
-                self.bad(row, "child_pugh", raw, _ALLOWED_CHILD_PUGH, f"{who}'s Child-Pugh score is taken as unknown")
+                self.bad(
+                    row, "child_pugh", raw, _ALLOWED_CHILD_PUGH, f"the Child-Pugh score of {who} is taken as unknown"
+                )
             elif len(values) == 1:
                 child_pugh = values[0]
             else:
@@ -209,7 +211,7 @@ class _Rows:
         for key, value in rx_bad:
             self.bad(
                 row, key, value, "a positive dose in Gy",
-                f"{who}'s prescriptions from the CSV are all left out (a partial set would change the "
+                f"the CSV prescriptions of {who} are all left out (a partial set would change the "
                 "prescription graded against); the plan's own sources are used",
             )  # fmt: skip
         return ClinicalFacts(
