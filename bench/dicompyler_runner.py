@@ -1,8 +1,9 @@
 """Run dicompyler-core 0.5.6 on DVH jobs; executed by the reference interpreter (pydicom < 3).
 
 Reads a JSON list of jobs on stdin: {"rs", "rd", "roi", "mode": "default"|"interp",
-"repeats"}; writes a JSON list of results on stdout: median time, peak traced memory and the
-metrics dicompyler-core reports. Kept free of rtqa imports: it runs in another environment.
+"repeats", optional "profile": false (no peak-memory run), optional "statistics": names such
+as "D99" or "D0.03cc"}; writes a JSON list of results on stdout: median time, peak traced
+memory and the metrics dicompyler-core reports. Kept free of rtqa imports: it runs in another environment.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def _value(dvh, name):
     return None if v is None else float(v)
 
 
+def _statistic(dvh, name):
+    try:
+        v = dvh.statistic(name)
+    except Exception:
+        return _value(dvh, name)
+    v = getattr(v, "value", v)
+    return None if v is None else float(v)
+
+
 def run(job):
     kwargs = {}
     if job["mode"] == "interp":
@@ -43,10 +53,12 @@ def run(job):
         t0 = time.perf_counter()
         dvh = dvhcalc.get_dvh(job["rs"], job["rd"], job["roi"], **kwargs)
         times.append(time.perf_counter() - t0)
-    tracemalloc.start()  # one more run for the peak: tracemalloc slows the timed runs
-    dvhcalc.get_dvh(job["rs"], job["rd"], job["roi"], **kwargs)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    peak = 0
+    if job.get("profile", True):
+        tracemalloc.start()  # one more run for the peak: tracemalloc slows the timed runs
+        dvhcalc.get_dvh(job["rs"], job["rd"], job["roi"], **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     out = {
         "time_s": statistics.median(times),
         "peak_mb": peak / 2**20,
@@ -55,8 +67,8 @@ def run(job):
         "min_gy": float(dvh.min),
         "max_gy": float(dvh.max),
     }
-    for name in ("D98", "D95", "D50", "D2", "D2cc"):
-        out[name] = _value(dvh, name)
+    for name in job.get("statistics", ("D98", "D95", "D50", "D2", "D2cc")):
+        out[name] = _statistic(dvh, name)
     return out
 
 

@@ -13,6 +13,7 @@ from rtqa.errors import RtqaError
 
 if TYPE_CHECKING:
     from rtqa.case import PlanSet
+    from rtqa.discovery.planless import PlanlessCase
     from rtqa.protocol.loader import Protocol
     from rtqa.report.dvh_tables import DvhResult
 
@@ -53,6 +54,12 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     show_default=True,
     help="Slab convention at the first and last contour of each structure.",
 )
+@click.option(
+    "--rx",
+    type=click.FloatRange(min=0.0, min_open=True),
+    metavar="GY",
+    help="Prescription dose of a structure set and dose with no RT Plan (relative values need it).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
 @max_memory_option
@@ -63,13 +70,18 @@ def dvh(
     structures: tuple[str, ...],
     derived: list[tuple[str, str]],
     end_cap: str,
+    rx: float | None,
     fmt: str,
     output: str | None,
     debug: bool,
 ) -> None:
-    """Dose-volume statistics of every structure of every plan found under PATHS."""
+    """Dose-volume statistics of every structure of every plan found under PATHS.
+
+    A structure set and a dose without an RT Plan are paired by patient and frame of reference
+    (said in the output); give their prescription with --rx.
+    """
     protocol = _load_protocol(protocol_name) if protocol_name else None
-    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output), debug)
+    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output, rx), debug)
 
 
 def _dvh(
@@ -80,19 +92,29 @@ def _dvh(
     end_cap: EndCap,
     fmt: str,
     output: str | None,
+    rx: float | None = None,
 ) -> int:
     from rtqa.discovery.grouping import discover
+    from rtqa.discovery.planless import pair_planless
     from rtqa.report.dvh_tables import render_csv, render_json, render_text
 
     found = discover(paths)
+    pairs, unassigned = pair_planless(found)
     results = []
-    not_evaluable = bool(found.unassigned)
+    not_evaluable = bool(unassigned)
     plan_sets = [p for p in found.plan_sets if p.plans]
-    if not plan_sets:
-        click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
+    if not plan_sets and not pairs:
+        click.echo(
+            "rtqa: no plan (nor a structure set and dose of one frame of reference) found under " + ", ".join(paths),
+            err=True,
+        )
         not_evaluable = True
     for plan_set in plan_sets:
         result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
+        not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
+        results.append(result)
+    for pair in pairs:
+        result = _planless_dvh(pair, protocol, structures, derived, end_cap, rx)
         not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
         results.append(result)
     renderer: Callable[[list[DvhResult]], str] = {"text": render_text, "json": render_json, "csv": render_csv}[fmt]
@@ -102,7 +124,7 @@ def _dvh(
             fh.write(text)
     else:
         click.echo(text, nl=False)
-    for u in found.unassigned:
+    for u in unassigned:
         click.echo(f"rtqa: unassigned file {u.path}: {u.reason}", err=True)
     for path, reason in found.skipped:
         click.echo(f"rtqa: skipped {path}: {reason}", err=True)
@@ -164,3 +186,48 @@ def _case_dvh(
         return DvhResult(plan_set.patient_id, plan_uid, label, tuple(facts), tuple(dvhs), tuple(warnings))
     except RtqaError as exc:
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))
+
+
+def _planless_dvh(
+    pair: PlanlessCase,
+    protocol: Protocol | None,
+    structures: tuple[str, ...],
+    derived: list[tuple[str, str]],
+    end_cap: EndCap,
+    rx: float | None,
+) -> DvhResult:
+    """A structure set and a dose with no plan: their DVHs, the link said, the prescription from --rx."""
+    from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
+    from rtqa.io import read_dose, read_stored_dvhs, read_structure_set
+    from rtqa.report.dvh_tables import DvhResult
+
+    label = "no plan (structure set and dose)"
+    try:
+        structure_set = read_structure_set(pair.structure_set.path)
+        dose = read_dose(pair.dose.path)
+        facts = [("dose", f"{pair.dose.path} (no RT Plan)"), ("link", pair.link)]
+        facts.append(
+            ("prescription", f"{rx:.2f} Gy from --rx" if rx else "none (no RT Plan): relative values need --rx")
+        )
+        sx, sy, sz = dose.info.spacing_mm if dose.info else (0.0, 0.0, 0.0)
+        facts.append(("dose grid", f"{sx:.2f} x {sy:.2f} x {sz:.2f} mm, max {dose.max_gy:.2f} Gy"))
+        if protocol is not None:
+            end_cap = protocol.end_cap
+            facts.append(("protocol", f"{protocol.id} v{protocol.version} (structure names and derived structures)"))
+            dvhs = compute_protocol_dvhs(structure_set, dose, protocol, names=structures)
+        else:
+            dvhs = compute_case_dvhs(structure_set, dose, names=structures, derived=derived, end_cap=end_cap)
+        facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
+        warnings = list(structure_set.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
+        if dose.info is not None and dose.info.has_dvh_sequence:
+            warnings += review_stored_dvhs(
+                structure_set,
+                [] if protocol is not None else dvhs,
+                read_stored_dvhs(pair.dose.path),
+                grid_max_gy=dose.max_gy,
+                dose=dose,
+                prescription_gy=rx,
+            )
+        return DvhResult(pair.patient_id, None, label, tuple(facts), tuple(dvhs), tuple(warnings))
+    except RtqaError as exc:
+        return DvhResult(pair.patient_id, None, label, (), (), error=str(exc))

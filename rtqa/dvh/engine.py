@@ -25,6 +25,7 @@ Volume outside the dose grid is reported as ``uncovered_cc`` and kept out of the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -200,40 +201,94 @@ def compute_dvh(
     DoseGridError
         Sampling would exceed the memory budget (:mod:`rtqa.dvh.budget`).
     """
+    (out,) = compute_dvhs(
+        (structure,),
+        dose,
+        prepared=prepared,
+        bin_width_gy=bin_width_gy,
+        line_spacing_mm=line_spacing_mm,
+        max_subslab_mm=max_subslab_mm,
+    )
+    return out
+
+
+def compute_dvhs(
+    structures: Sequence[SlabStack],
+    dose: DoseGrid,
+    *,
+    prepared: PreparedDose | None = None,
+    bin_width_gy: float = DEFAULT_BIN_WIDTH_GY,
+    line_spacing_mm: float | None = None,
+    max_subslab_mm: float | None = None,
+) -> list[DVH]:
+    """The DVHs of variants of one structure (the same ROI under each end-cap convention), each
+    slab they share sampled once: a slab's samples depend on nothing but the slab, the dose grid
+    and the scan-line spacing, which is taken from the first structure for all. Variants that
+    differ only at their ends cost little more than one DVH. Parameters as :func:`compute_dvh`.
+    """
     if bin_width_gy <= 0 or bin_width_gy > 0.01:
         raise ValueError("bin_width_gy must be in (0, 0.01]")
     pd = prepared if prepared is not None and prepared.dose is dose else prepare_dose(dose)
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
     dx, dy = pd.dx, pd.dy
-    x0, y0, _, x1, y1, _ = structure.bounds_mm
+    bounds = np.array([st.bounds_mm for st in structures])
+    x0, y0 = float(bounds[:, 0].min()), float(bounds[:, 1].min())
+    x1, y1 = float(bounds[:, 3].max()), float(bounds[:, 4].max())
     if line_spacing_mm is None:
-        line_spacing_mm = min(dy / 10, max(0.02, (y1 - y0) / 40))
+        _, fy0, _, _, fy1, _ = structures[0].bounds_mm
+        line_spacing_mm = min(dy / 10, max(0.02, (fy1 - fy0) / 40))
     k = max(1, math.ceil(dy / line_spacing_mm))
     if max_subslab_mm is None:
         max_subslab_mm = float(np.min(np.diff(z))) if z.size > 1 else 2 * dx
     # refuse before allocating: the sizes below follow from numbers in the submitted files
-    require_sampling_budget(
-        structure, dose, line_spacing_mm=line_spacing_mm, max_subslab_mm=max_subslab_mm, bin_width_gy=bin_width_gy
-    )
+    for st in structures:
+        require_sampling_budget(
+            st, dose, line_spacing_mm=line_spacing_mm, max_subslab_mm=max_subslab_mm, bin_width_gy=bin_width_gy
+        )
 
-    # the pixel lattice around the structure, extended beyond the grid where needed
+    # the pixel lattice around the structures, extended beyond the grid where needed
     j0 = math.floor((x0 - x[0]) / dx + 0.5)
     j1 = math.floor((x1 - x[0]) / dx + 0.5)
     i0 = math.floor((y0 - y[0]) / dy + 0.5)
     i1 = math.floor((y1 - y[0]) / dy + 0.5)
     cols = np.arange(j0, j1 + 1)
     rows = np.arange(i0, i1 + 1)
+    # each distinct slab once, grouped by the structures that hold it
+    owners: dict[tuple[object, ...], tuple[Slab, set[int]]] = {}
+    for n, st in enumerate(structures):
+        for sl in st.slabs:
+            key = _slab_key(sl) if len(structures) > 1 else (id(sl),)
+            owners.setdefault(key, (sl, set()))[1].add(n)
+    groups: dict[frozenset[int], list[Slab]] = {}
+    for sl, held_by in owners.values():
+        groups.setdefault(frozenset(held_by), []).append(sl)
     # slabs a group at a time: the memory of the per-sample arrays stays bounded on large
     # structures (a Body of 200 planes has millions of samples); histograms add up
     step = max(1, _CHUNK_CELLS // max(rows.size * cols.size, 1))
-    total = uncovered = 0.0
-    parts: list[_Samples] = []
-    for first in range(0, len(structure.slabs), step):
-        chunk = _sample(structure.slabs[first : first + step], dose, pd, rows, cols, k, max_subslab_mm)
-        total += chunk.total
-        uncovered += chunk.uncovered
-        if chunk.dmid.size:
-            parts.append(chunk._replace(below=_below_edges(chunk.dmid, chunk.width, chunk.v, bin_width_gy)))
+    totals = [0.0] * len(structures)
+    uncovered = [0.0] * len(structures)
+    parts: list[list[_Samples]] = [[] for _ in structures]
+    for owners_of, slabs in groups.items():
+        slabs.sort(key=lambda sl: sl.z_lo_mm)
+        for first in range(0, len(slabs), step):
+            chunk = _sample(tuple(slabs[first : first + step]), dose, pd, rows, cols, k, max_subslab_mm)
+            if chunk.dmid.size:
+                chunk = chunk._replace(below=_below_edges(chunk.dmid, chunk.width, chunk.v, bin_width_gy))
+            for n in owners_of:
+                totals[n] += chunk.total
+                uncovered[n] += chunk.uncovered
+                if chunk.dmid.size:
+                    parts[n].append(chunk)
+    return [_assemble(st, totals[n], uncovered[n], parts[n], bin_width_gy) for n, st in enumerate(structures)]
+
+
+def _slab_key(slab: Slab) -> tuple[object, ...]:
+    """What makes two slabs the same: their limits and their rings, point for point."""
+    return (round(slab.z_lo_mm, 9), round(slab.z_hi_mm, 9), tuple(r.tobytes() for r in slab.rings))
+
+
+def _assemble(structure: SlabStack, total: float, uncovered: float, parts: list[_Samples], bin_width_gy: float) -> DVH:
+    """The DVH of a structure from the samples of its slabs."""
     warnings: list[str] = []
     volume_cc = total / 1000.0
     if volume_cc < SMALL_STRUCTURE_CC:

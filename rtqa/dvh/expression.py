@@ -21,8 +21,17 @@ from rtqa.errors import GeometryError
 
 
 class EndCap(str, Enum):
+    """How far a structure reaches beyond its first and last contour.
+
+    ``half_slab``: half a slab, the outline unchanged (the contour stands for its slice);
+    ``none``: not at all (the outer contours are the faces; what most planning systems report);
+    ``shape``: as far, and narrowing as fast, as the trend of the outer contours says (a dome
+    closes like a dome, a cone like a cone, a flat end stays flat): the estimate of the true shape.
+    """
+
     HALF_SLAB = "half_slab"
     NONE = "none"
+    SHAPE = "shape"
 
 
 # a parenthesis, an operator with spaces around it, or a name (which may hold hyphens and spaces)

@@ -3,7 +3,9 @@
 Each contour plane of an ROI owns a slab reaching halfway to the neighbouring planes of the
 structure set (the CT slices, in effect), so irregular spacing is honoured and a slice an ROI
 skips leaves a gap. At the first and last plane of the ROI the end-cap convention applies:
-``half_slab`` (the default: half a slab beyond, as most planning systems do) or ``none``.
+``half_slab`` (the default: half a slab beyond), ``none`` (the outer contours are the faces, as
+most planning systems report) or ``shape`` (the end estimated from the trend of the outer
+contours: :func:`_shape_end`).
 Contours on one plane combine by parity (even-odd), so holes and islands need no flags.
 
 Derived structures (``Liver - (GTVp | GTVv)``) are formed slab by slab with shapely polygon
@@ -267,6 +269,11 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
                 hi = z
         if hi > lo:
             slabs.append(Slab(float(lo), float(hi), plane.rings))
+    if end_cap is EndCap.SHAPE and len(slabs) == len(roi.planes) >= 2:
+        zs_roi = [p.z_mm for p in roi.planes]
+        top = _shape_end(slabs, zs_roi, typical, 1.0)
+        bottom = _shape_end(slabs[::-1], zs_roi[::-1], typical, -1.0)  # the bottom, as seen from below
+        slabs = bottom + slabs[1:-1] + top
     stack = SlabStack(roi.name, tuple(slabs), end_cap)
     if not slabs or stack.volume_cc < MIN_VOLUME_CC:
         raise MissingStructureError(
@@ -274,6 +281,101 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
             "treated as missing"
         )
     return stack
+
+
+# ------------------------------------------------------------------------------------------------
+# The ``shape`` end cap
+
+SHAPE_CAP_SUBSLABS = 6  # sub-slabs of the estimated end (its outline narrows from one to the next)
+SHAPE_CAP_MAX_GROWTH = 1.5  # an end that widens outward (a cone's base) widens at most this much
+
+
+def _shape_end(slabs: list[Slab], zs: list[float], typical: float, direction: float) -> list[Slab]:
+    """The slabs (lowest first) that replace the last slab of a stack by its estimated true end:
+    ``zs`` are the ROI's planes and ``slabs`` theirs, both in outward order (``direction`` +1 for
+    the top end, -1 for the bottom end, the lists then reversed).
+
+    The width of the outline along x and along y (of its bounding box) is fitted, squared, by a
+    quadratic in the distance beyond the last plane through the last three planes (a line
+    through two): exact for a sphere or a dome (squared half-width quadratic), a cone
+    (half-width linear) and a cylinder (constant), along or across its axis. The structure ends
+    where a fitted width reaches zero, if it does within the distance to the next plane of the
+    structure set (where the structure is not drawn, so it does not reach it); otherwise the end
+    is flat, half a slab beyond (the expected place of a face somewhere between two planes), the
+    outline following the trend (widening at most 1.5 times). From halfway to the neighbouring
+    plane to that end, the last contour is scaled about the extrapolated centre of its box to
+    the fitted widths, in sub-slabs whose areas are the fit's integral over them.
+    """
+    last = slabs[-1]
+    z_end = zs[-1]
+    # the planes of this end's run: neighbours no further than twice the typical spacing
+    run = [len(zs) - 1]
+    while run[-1] > 0 and len(run) < 3 and abs(zs[run[-1]] - zs[run[-1] - 1]) <= 2 * typical + 1e-6:
+        run.append(run[-1] - 1)
+    if len(run) < 2:
+        return [last]
+    boxes = []
+    for i in run:
+        region = slabs[i].region()
+        if region.is_empty or region.area <= 1e-9:
+            return [last]
+        boxes.append(region.bounds)
+    b = np.array(boxes, dtype=np.float64)  # x0, y0, x1, y1
+    width = np.column_stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]])
+    centre = np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2])
+    if np.any(width <= 0):
+        return [last]
+    t = np.array([direction * (zs[i] - z_end) for i in run])  # 0, then negative (inward)
+    outer = direction * ((last.z_hi_mm if direction > 0 else last.z_lo_mm) - z_end)
+    reach = 2 * outer  # to the next plane of the structure set, where the structure is absent
+    inner = direction * ((last.z_lo_mm if direction > 0 else last.z_hi_mm) - z_end)  # negative
+    deg = min(2, len(run) - 1)
+    fits = [np.polyfit(t, width[:, k] ** 2, deg) for k in (0, 1)]
+    ends = [r for f, w in zip(fits, width[0], strict=True) for r in _first_root(f, w * w, reach)]
+    e = min(ends) if ends else reach / 2
+    moves = [np.polyfit(t[:2], centre[:2, k], 1) for k in (0, 1)]  # the box centre: the last two planes' line
+    w0 = width[0]
+
+    def factors(tt: float) -> tuple[float, float]:
+        fx, fy = (
+            float(np.sqrt(min(max(float(np.polyval(f, tt)), 0.0) / (w * w), SHAPE_CAP_MAX_GROWTH**2)))
+            for f, w in zip(fits, w0, strict=True)
+        )
+        return fx, fy
+
+    nodes, weights = np.polynomial.legendre.leggauss(4)
+    edges = np.linspace(inner, e, SHAPE_CAP_SUBSLABS + 1)
+    cap: list[Slab] = []
+    for a, b_ in itertools.pairwise(edges):
+        mid = (a + b_) / 2
+        ts = mid + (b_ - a) / 2 * nodes
+        mean_area = float(np.dot(weights, [np.prod(factors(float(x))) for x in ts])) / 2
+        if mean_area <= 1e-9:
+            continue
+        fx, fy = factors(mid)
+        k = float(np.sqrt(mean_area / (fx * fy))) if fx * fy > 0 else float(np.sqrt(mean_area))
+        scale = np.array([fx * k, fy * k]) if fx * fy > 0 else np.array([k, k])
+        c = np.array([np.polyval(moves[0], mid), np.polyval(moves[1], mid)])
+        rings = tuple(c + (r - centre[0]) * scale for r in last.rings)
+        za, zb = z_end + direction * a, z_end + direction * b_
+        cap.append(Slab(float(min(za, zb)), float(max(za, zb)), rings))
+    return cap if direction > 0 else cap[::-1]
+
+
+def _first_root(coeffs: FloatArray, start: float, reach: float) -> list[float]:
+    """The first place in (0, reach] where a fitted squared width (``start`` at 0) reaches zero.
+
+    A cone's squared width has a double root at the apex, which the small errors of drawn
+    outlines turn into two close roots or none: a parabola that opens upward with its lowest
+    point within reach and within 5 % of ``start`` of zero ends there.
+    """
+    if len(coeffs) == 3 and coeffs[0] > 0:
+        vertex = -coeffs[1] / (2 * coeffs[0])
+        if 1e-9 < vertex <= reach + 1e-9 and abs(float(np.polyval(coeffs, vertex))) <= 0.05 * start:
+            return [float(vertex)]
+    roots = np.roots(coeffs) if np.any(coeffs[:-1] != 0) else np.array([])
+    real = sorted(float(r.real) for r in roots if abs(r.imag) < 1e-9 and 1e-9 < r.real <= reach + 1e-9)
+    return real[:1]
 
 
 def _geometry_rings(geom: BaseGeometry) -> tuple[FloatArray, ...]:

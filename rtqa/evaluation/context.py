@@ -23,8 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtqa.case import LoadedCase, Prescription, TargetPrescription
-from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
-from rtqa.dvh.geometry import SlabStack, combine, evaluate_expression, expression_names, plane_ring_defects, roi_stack
+from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, prepare_dose
+from rtqa.dvh.geometry import (
+    EndCap,
+    SlabStack,
+    combine,
+    evaluate_expression,
+    expression_names,
+    plane_ring_defects,
+    roi_stack,
+)
 from rtqa.errors import RtqaError
 from rtqa.evaluation.frames import FrameLink, link_frames, roi_frame_defect
 from rtqa.evaluation.identity import Identity, identify_structures
@@ -69,8 +77,12 @@ class CaseContext:
         self.ambiguous: dict[str, str] = {}  # one-ROI structure -> why several candidates
         self.unavailable: dict[str, Unavailable] = {}
         self._name_counts: Counter[str] = Counter(r.name for r in self.rois)
-        self._stacks: dict[tuple[str, tuple[int, ...]], SlabStack] = {}
+        self._stacks: dict[tuple[str, tuple[int, ...], EndCap], SlabStack] = {}
         self._dvhs: dict[tuple[str, tuple[int, ...]], DVH] = {}
+        # the same DVHs under the other end-cap conventions (computed with them: only the slabs
+        # that differ, the structure's ends, are sampled again)
+        self._other_dvhs: dict[tuple[str, tuple[int, ...]], dict[EndCap, DVH]] = {}
+        self._roi_stacks_by_cap: dict[tuple[int, EndCap], SlabStack] = {}
         self.institution = case_institution(case, clinical)
         self.identity: Identity = identify_structures(
             self.rois, case.plans, protocol, names=names, institution=self.institution
@@ -253,25 +265,43 @@ class CaseContext:
             return [tuple(self.structure_rois[structure])]
         return [()]
 
-    def stack(self, structure: str, rois: tuple[int, ...] = ()) -> SlabStack:
-        """The slab stack of ROIs (their union), or of a derived structure when ``rois`` is empty."""
-        key = (structure, rois)
+    def other_end_caps(self) -> tuple[EndCap, ...]:
+        """The conventions the protocol did not choose, under which every graded value is also given."""
+        return tuple(c for c in EndCap if c is not self.protocol.end_cap)
+
+    def roi_stack_for(self, index: int, end_cap: EndCap | None = None) -> SlabStack:
+        """The slab stack of a usable ROI under a convention (the protocol's by default)."""
+        if end_cap is None or end_cap is self.protocol.end_cap:
+            return self.roi_stacks[index]
+        key = (index, end_cap)
+        if key not in self._roi_stacks_by_cap:
+            assert self.case.structure_set is not None
+            planes = self.case.structure_set.plane_positions_mm
+            self._roi_stacks_by_cap[key] = roi_stack(self.rois[index], planes, end_cap=end_cap)
+        return self._roi_stacks_by_cap[key]
+
+    def stack(self, structure: str, rois: tuple[int, ...] = (), end_cap: EndCap | None = None) -> SlabStack:
+        """The slab stack of ROIs (their union), or of a derived structure when ``rois`` is empty,
+        under a convention (the protocol's by default)."""
+        cap = end_cap or self.protocol.end_cap
+        key = (structure, rois, cap)
         if key not in self._stacks:
             if rois:
-                out = self.roi_stacks[rois[0]]
+                out = self.roi_stack_for(rois[0], cap)
                 for r in rois[1:]:
-                    out = combine("|", out, self.roi_stacks[r], name=structure)
+                    out = combine("|", out, self.roi_stack_for(r, cap), name=structure)
                 self._stacks[key] = SlabStack(structure, out.slabs, out.end_cap)
             elif structure in self.structure_rois and structure not in self.ambiguous:
-                self._stacks[key] = self.stack(structure, tuple(self.structure_rois[structure]))
+                self._stacks[key] = self.stack(structure, tuple(self.structure_rois[structure]), cap)
             else:
                 spec = self.protocol.derived[structure]
-                operands = {n: self.stack(n) for n in expression_names(spec.expression)}
+                operands = {n: self.stack(n, (), cap) for n in expression_names(spec.expression)}
                 self._stacks[key] = evaluate_expression(spec.expression, operands, name=structure)
         return self._stacks[key]
 
     def dvh(self, structure: str, rois: tuple[int, ...] = ()) -> DVH:
-        """The DVH of :meth:`stack`, computed once per case."""
+        """The DVH of :meth:`stack`, computed once per case (with its values under the other
+        conventions: :meth:`dvh_by_end_cap`)."""
         if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
             rois = ()  # the whole structure: share the DVH with rules that name no ROI
         if structure in self.ambiguous and not rois:
@@ -280,20 +310,39 @@ class CaseContext:
         if key not in self._dvhs:
             assert self.dose is not None
             self.require_frame()
-            if self._prepared is None:
-                self._prepared = prepare_dose(self.dose)
-            self._dvhs[key] = compute_dvh(self.stack(structure, rois), self.dose, prepared=self._prepared)
+            stacks = {self.protocol.end_cap: self.stack(structure, rois)}
+            for cap in self.other_end_caps():
+                try:
+                    stacks[cap] = self.stack(structure, rois, cap)
+                except RtqaError:  # nothing left under that convention: no value to give under it
+                    continue
+            self._compute(key, stacks)
         return self._dvhs[key]
 
-    def dvh_of(self, key: str, stack: SlabStack) -> DVH:
-        """The DVH of a stack built by a check itself (a target minus higher-dose targets)."""
+    def dvh_by_end_cap(self, structure: str, rois: tuple[int, ...] = ()) -> dict[EndCap, DVH]:
+        """The DVH of :meth:`dvh` under every convention (the protocol's, and the others)."""
+        primary = self.dvh(structure, rois)
+        if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
+            rois = ()
+        return {self.protocol.end_cap: primary, **self._other_dvhs.get((structure, rois), {})}
+
+    def dvh_of(self, key: str, stack: SlabStack, others: dict[EndCap, SlabStack] | None = None) -> DVH:
+        """The DVH of a stack built by a check itself (a target minus higher-dose targets), and,
+        given ``others`` (the stack built alike under other conventions), theirs."""
         if (key, ()) not in self._dvhs:
             assert self.dose is not None
             self.require_frame()
-            if self._prepared is None:
-                self._prepared = prepare_dose(self.dose)
-            self._dvhs[(key, ())] = compute_dvh(stack, self.dose, prepared=self._prepared)
+            self._compute((key, ()), {self.protocol.end_cap: stack, **(others or {})})
         return self._dvhs[(key, ())]
+
+    def _compute(self, key: tuple[str, tuple[int, ...]], stacks: dict[EndCap, SlabStack]) -> None:
+        assert self.dose is not None
+        if self._prepared is None:
+            self._prepared = prepare_dose(self.dose)
+        caps = list(stacks)
+        dvhs = compute_dvhs([stacks[c] for c in caps], self.dose, prepared=self._prepared)
+        self._dvhs[key] = dvhs[0]
+        self._other_dvhs[key] = dict(zip(caps[1:], dvhs[1:], strict=True))
 
     def require_frame(self) -> None:
         """Raise when the dose and the contours are not proven to share a frame of reference."""

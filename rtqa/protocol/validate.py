@@ -152,7 +152,7 @@ class Validator:
             try:
                 end_cap = EndCap(dvh["end_cap"])
             except ValueError:
-                self.err(_line(dvh, "end_cap"), None, f"end_cap {dvh['end_cap']!r}; expected half_slab or none")
+                self.err(_line(dvh, "end_cap"), None, f"end_cap {dvh['end_cap']!r}; expected half_slab, none or shape")
         aliases = self.alias_table(data)
         structures = self.structures(data.get("structures"), aliases)
         derived = self.derived(data.get("derived") or LineMap(), structures)

@@ -48,6 +48,13 @@ class Finding:
     value_text: str | None = None
     interval: tuple[float, float] | None = None
     possible_grades: tuple[tuple[Grade, str], ...] = ()  # (grade, the condition that gives it)
+    # (end-cap convention, value, grade) under every convention, for a graded DVH value
+    by_end_cap: tuple[tuple[str, float | None, Grade], ...] = ()
+
+    @property
+    def convention_sensitive(self) -> bool:
+        """Whether the grade depends on the end-cap convention (the reviewer must look)."""
+        return len({g for _, _, g in self.by_end_cap}) > 1
 
     @property
     def best_case(self) -> Grade | None:
@@ -104,6 +111,10 @@ class Finding:
             },
             "possible_grades": [{"grade": g.value, "condition": c} for g, c in self.possible_grades],
         }
+        if self.by_end_cap:
+            out["by_end_cap"] = {
+                cap: {"value": _round(v, self.unit), "grade": g.value} for cap, v, g in self.by_end_cap
+            }
         if self.location_mm is not None:
             out["location_mm"] = [round(float(v), 1) for v in self.location_mm]
         return out
@@ -199,6 +210,11 @@ class PlanReport:
         return max(certain, key=lambda g: g.severity)
 
     @property
+    def convention_sensitive(self) -> tuple[str, ...]:
+        """Rules whose grade depends on the end-cap convention: flagged for the reviewer."""
+        return tuple(dict.fromkeys(f.rule for f in self.findings if f.convention_sensitive))
+
+    @property
     def verdict(self) -> str:
         """What summaries count a plan as, each plan in one column: ``ineligible`` (the patient
         fails an eligibility rule: a protocol violation, whatever the plan's quality),
@@ -246,6 +262,7 @@ class PlanReport:
                 "complete": self.complete,
                 "resubmit": self.resubmit,
                 "not_evaluable": list(self.not_evaluable),
+                "convention_sensitive": list(self.convention_sensitive),
                 "not_applicable": [n.as_json() for n in self.not_applicable],
                 "unmatched_rois": list(self.unmatched_rois),
                 "stored_dvh": list(self.stored_dvh),

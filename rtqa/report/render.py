@@ -119,6 +119,11 @@ def render_text(
             lines.append("  Resubmit: the export must be redone (see the findings of category resubmit)")
         if any(f.category == "query" for f in r.findings):
             lines.append("  Query: a question to the centre (see the findings of category query)")
+        if r.convention_sensitive:
+            lines.append(
+                "  Review: the grade of " + ", ".join(r.convention_sensitive) + " depends on the DVH end-cap "
+                "convention (the structure's ends); graded with the protocol's, see the findings"
+            )
         lines.append(f"  Eligibility: {r.eligibility_status}")
         for e in r.errors:
             lines.append(f"  ERROR: {clean(e['message'])}")
@@ -149,7 +154,12 @@ def render_text(
                     f"  {f.rule:<20} {clean(roi)[:30]:<30} {f.metric[:24]:<24} {clean(f.shown_value)[:16]:>10}  "
                     f"{_limits(f)[:22]:<22} {paint(GRADE_LABEL[f.grade], f.grade)}{dagger}{tag}"
                 )
-                if f.grade is not Grade.PER_PROTOCOL or f.possible_grades or f.interval is not None:
+                if (
+                    f.grade is not Grade.PER_PROTOCOL
+                    or f.possible_grades
+                    or f.interval is not None
+                    or f.convention_sensitive
+                ):
                     lines.append(f"  {'':<20} {clean(f.message)}")
         for n in r.not_applicable:
             lines.append(f"  {n.rule:<20} {clean(n.structure or ''):<30} NOT APPLICABLE: {clean(n.reason)}")

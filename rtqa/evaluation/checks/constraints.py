@@ -24,11 +24,12 @@ from dataclasses import replace
 import numpy as np
 
 from rtqa.dvh.engine import DVH
-from rtqa.dvh.geometry import combine, margin
+from rtqa.dvh.geometry import EndCap, SlabStack, combine, margin
 from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
-from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, worst
+from rtqa.evaluation.grading import Measured, grade_label, grade_measured, not_applicable, not_evaluable, worst
+from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
 from rtqa.report.model import Finding, NotApplicable
 
@@ -77,18 +78,18 @@ def _one(
     matched = ctx.roi_label(structure, rois)
     how = ctx.how(structure, rois)
     try:
-        dvh = ctx.dvh(structure, () if whole else rois)
+        dvhs = ctx.dvh_by_end_cap(structure, () if whole else rois)
     except RtqaError as exc:
         return not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched, how=how)
     reference, ref_target = _reference(ctx, rule, structure, rois)
-    return _grade_dvh(ctx, rule, facts, dvh, label, structure, matched, how, reference, ref_target)
+    return _grade_dvh(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target)
 
 
 def _grade_dvh(
     ctx: CaseContext,
     rule: Rule,
     facts: Mapping[str, str | None],
-    dvh: DVH,
+    dvhs: dict[EndCap, DVH],
     label: str,
     structure: str,
     matched: str | None,
@@ -97,6 +98,7 @@ def _grade_dvh(
     ref_target: str | None,
 ) -> Finding:
     assert rule.metric is not None
+    dvh = dvhs[ctx.protocol.end_cap]
     if rule.metric.is_relative and reference is None:
         return not_evaluable(
             rule, f"{label}: no prescription to relate {rule.metric.text} to", structure=structure, roi=matched, how=how
@@ -143,7 +145,57 @@ def _grade_dvh(
             how=how,
         )
     measured = Measured(structure, matched, how, rule.metric.text, value, sentence, **common)  # type: ignore[arg-type]
-    return grade_measured(rule, measured, facts)
+    return _by_end_cap(ctx, rule, facts, grade_measured(rule, measured, facts), measured, dvhs, reference)
+
+
+def _by_end_cap(
+    ctx: CaseContext,
+    rule: Rule,
+    facts: Mapping[str, str | None],
+    finding: Finding,
+    measured: Measured,
+    dvhs: dict[EndCap, DVH],
+    reference: float | None,
+) -> Finding:
+    """The finding with its value and grade under every end-cap convention; when the grades
+    differ, it says so (the grade stays the protocol's convention's, the plan is flagged)."""
+    assert rule.metric is not None
+    rows: dict[EndCap, tuple[float | None, Grade]] = {}
+    for cap in EndCap:
+        if cap is ctx.protocol.end_cap:
+            rows[cap] = (finding.value, finding.grade)
+            continue
+        if cap not in dvhs:
+            continue  # nothing left under that convention (an ROI of one thin plane under none)
+        other = dvhs[cap]
+        try:
+            value = (
+                None
+                if other.uncovered_cc > UNCOVERED_CC
+                else evaluate_metric(other, rule.metric, reference_dose_gy=reference)
+            )
+        except MetricError:
+            value = None
+        if value is None:
+            rows[cap] = (None, Grade.NOT_EVALUABLE)
+            continue
+        graded = grade_measured(rule, replace(measured, value=value), facts)
+        rows[cap] = (graded.value, graded.grade)
+    if len(rows) < 2:
+        return finding
+    by_cap = tuple((cap.value, v, g) for cap, (v, g) in rows.items())
+    if len({g for _, g in rows.values()}) == 1:
+        return replace(finding, by_end_cap=by_cap)
+    groups: dict[Grade, list[str]] = {}
+    for cap, (_, g) in sorted(rows.items(), key=lambda kv: kv[0] is not ctx.protocol.end_cap):
+        groups.setdefault(g, []).append(cap.value)  # the protocol's convention first
+    text = ", ".join(f"{grade_label(g)} with {' and '.join(caps)}" for g, caps in groups.items())
+    return replace(
+        finding,
+        by_end_cap=by_cap,
+        message=f"{finding.message}; convention-sensitive: {text} (the structure's ends decide: "
+        f"graded with the protocol's {ctx.protocol.end_cap.value}, for the reviewer)",
+    )
 
 
 def _lower_levels(
@@ -165,17 +217,24 @@ def _lower_levels(
             names = f"({names}) + {width:g}mm" if len(higher) > 1 else f"{names} + {width:g}mm"
         label = f"{structure} ({ctx.label(i)} - {names})"
         matched = f"{ctx.label(i)} - ({names})" if len(higher) > 1 or width > 0 else f"{ctx.label(i)} - {names}"
-        try:
-            subtract = ctx.stack(structure, tuple(higher))
-            if width > 0:
-                subtract = margin(subtract, (width, width, width), name=names)
-            stack = combine("-", ctx.stack(structure, (i,)), subtract, name=label)
-        except RtqaError as exc:
-            out.append(not_evaluable(graded_rule, f"{label}: {exc}", structure=structure, roi=matched))
+        stacks: dict[EndCap, SlabStack] = {}
+        for cap in (ctx.protocol.end_cap, *ctx.other_end_caps()):
+            try:
+                subtract = ctx.stack(structure, tuple(higher), cap)
+                if width > 0:
+                    subtract = margin(subtract, (width, width, width), name=names)
+                stacks[cap] = combine("-", ctx.stack(structure, (i,), cap), subtract, name=label)
+            except RtqaError as exc:
+                if cap is ctx.protocol.end_cap:
+                    out.append(not_evaluable(graded_rule, f"{label}: {exc}", structure=structure, roi=matched))
+                    break
+        if ctx.protocol.end_cap not in stacks:
             continue
-        dvh = ctx.dvh_of(label, stack)
+        primary = stacks.pop(ctx.protocol.end_cap)
+        ctx.dvh_of(label, primary, stacks)
+        dvhs = ctx.dvh_by_end_cap(label)
         out.append(
-            _grade_dvh(ctx, graded_rule, facts, dvh, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}")
+            _grade_dvh(ctx, graded_rule, facts, dvhs, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}")
         )
     return out
 
