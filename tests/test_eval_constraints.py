@@ -51,7 +51,7 @@ def ctx(dvhs: dict, **kw) -> SimpleNamespace:
     """``dvhs`` maps (structure, rois) as the check asks for them to a DVH (or an RtqaError)."""
     base = dict(
         dose=object(),
-        protocol=SimpleNamespace(structures=STRUCTURES),
+        protocol=SimpleNamespace(structures=STRUCTURES, end_cap=EndCap.HALF_SLAB),
         unavailable={},
         ambiguous={},
         structure_rois={"PTV": [0, 1, 2], "Liver": [3], "Stomach": [5]},
@@ -72,8 +72,11 @@ def ctx(dvhs: dict, **kw) -> SimpleNamespace:
         return got
 
     c.dvh = get
-    c.dvh_of = lambda key, stack: dvhs[key]
-    c.stack = lambda structure, rois=(): c.stacks[rois]
+    c.dvh_of = lambda key, stack, others=None: dvhs[key]
+    # one convention only here (tests/test_end_caps.py grades under all three)
+    c.dvh_by_end_cap = lambda s, rois=(): {EndCap.HALF_SLAB: dvhs[s] if s in dvhs else get(s, rois)}
+    c.other_end_caps = lambda: ()
+    c.stack = lambda structure, rois=(), end_cap=None: c.stacks[rois]
     c.label = lambda i: NAMES[i]
     c.roi_label = lambda s, rois=(): " | ".join(NAMES[i] for i in (rois or c.structure_rois.get(s, ()))) or None
 
