@@ -105,7 +105,9 @@ def _dvh(
     plan_sets = [p for p in found.plan_sets if p.plans]
     if not plan_sets and not pairs:
         click.echo(
-            "rtqa: no plan (nor a structure set and dose of one frame of reference) found under " + ", ".join(paths),
+            "rtqa: no plan found under "
+            + ", ".join(paths)
+            + " (nor a structure set and a dose of one frame of reference)",
             err=True,
         )
         not_evaluable = True
