@@ -18,6 +18,7 @@ class DoseChoice:
     source: str  # e.g. "PLAN", "BEAM sum (7 files)", "MULTI_PLAN"
     crosscheck: tuple[DoseInfo, ...] = ()  # BEAM doses to compare with a PLAN dose
     warnings: tuple[str, ...] = ()
+    per_plan: tuple[tuple[str, DoseChoice], ...] = ()  # a course summed from its plans: each plan's own choice
 
 
 class PrescriptionSource(str, Enum):
@@ -34,8 +35,34 @@ class TargetPrescription:
 
 
 @dataclass(frozen=True)
+class GroupPrescription:
+    """One fraction group of a plan: its fractions and the per-fraction sum of its BeamDose values
+    (a point dose, ``None`` when a beam of the group has none)."""
+
+    number: int
+    fractions: int | None
+    per_fraction_gy: float | None
+
+    @property
+    def total_gy(self) -> float | None:
+        if self.per_fraction_gy is None or self.fractions is None:
+            return None
+        return self.per_fraction_gy * self.fractions
+
+    def describe(self) -> str:
+        fx = "?" if self.fractions is None else str(self.fractions)
+        per = "?" if self.per_fraction_gy is None else f"{self.per_fraction_gy:.2f} Gy"
+        total = "" if self.total_gy is None else f" = {self.total_gy:.2f} Gy"
+        return f"fraction group {self.number}: {fx} x {per}{total}"
+
+
+@dataclass(frozen=True)
 class Prescription:
-    """The prescription used to grade a plan, and where it came from."""
+    """The prescription used to grade a plan, and where it came from.
+
+    ``fractions`` is the number of fractions over every fraction group of the plan; ``groups``
+    holds each group (one entry for a plan with one fraction group).
+    """
 
     total_gy: float | None
     fractions: int | None
@@ -43,6 +70,7 @@ class Prescription:
     targets: tuple[TargetPrescription, ...] = ()
     candidates: tuple[tuple[PrescriptionSource, float], ...] = ()
     warnings: tuple[str, ...] = ()
+    groups: tuple[GroupPrescription, ...] = ()
 
     @property
     def per_fraction_gy(self) -> float | None:
@@ -55,6 +83,44 @@ class Prescription:
 class UnassignedFile:
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Course:
+    """A treatment course: every treatment plan of one patient (institution + PatientID) in one
+    frame of reference, verification plans aside. Formed in discovery.
+
+    The plans are joined by a plan reference (ReferencedRTPlanSequence), by a MULTI_PLAN dose
+    that names them, or by nothing but the same patient and frame (an unlinked boost): the
+    course's dose constraints are graded on its composite dose whatever joined it. ``links``
+    says, for the report, how each join was made.
+    """
+
+    institution: str
+    patient_id: str
+    frame_of_reference_uid: str | None
+    plan_uids: tuple[str, ...]
+    links: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What names the case in the ledger: the same PatientID at two centres is two cases."""
+        return (self.institution, self.patient_id)
+
+
+@dataclass(frozen=True)
+class PlanDose:
+    """One plan of a loaded course with its own dose and fractions, kept beside the composite
+    (a per-plan transform such as EQD2 is applied before a course's sum, never after).
+
+    ``dose`` is ``None`` when the course's dose is a MULTI_PLAN sum and the plan has none of
+    its own."""
+
+    plan_uid: str
+    label: str
+    fractions: int | None
+    dose: DoseGrid | None
+    dose_source: str | None
 
 
 @dataclass(frozen=True)
@@ -72,6 +138,7 @@ class PlanSet:
     inferred_links: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     ct_images: tuple[FileHeader, ...] = ()  # the CT series of the structure set (report images only)
+    course: Course | None = None  # the course its plans form (None for a structure set alone)
 
     @property
     def label(self) -> str:
@@ -110,3 +177,5 @@ class LoadedCase:
     warnings: tuple[str, ...]
     sha256: dict[str, str] = field(default_factory=dict)  # path -> checksum of the file as read
     stored_dvhs: tuple[StoredDVH, ...] = ()  # the DVHs the planning system stored in the RT Dose
+    plan_doses: tuple[PlanDose, ...] = ()  # each plan of a course with its own dose (one entry per plan)
+    composite: str | None = None  # how a course's composite dose was formed (grids, resampling)

@@ -53,6 +53,16 @@ class DoseSelectionError(RtqaError):
     """The dose of a plan cannot be chosen or combined (incomplete BEAM set, ambiguity)."""
 
 
+class CourseDoseError(DoseSelectionError):
+    """A course's composite dose cannot be formed: some of its plans have no dose of their own.
+
+    ``plans`` names them (label or file); a question to the centre, not a grade."""
+
+    def __init__(self, message: str, plans: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.plans = plans
+
+
 class MetricSyntaxError(RtqaError):
     """A DVH metric that does not follow the TG-263 syntax."""
 

@@ -99,11 +99,26 @@ def test_no_prescription_when_a_beam_dose_is_missing(plan):
     assert no_groups.total_gy is None and no_groups.fractions is None
 
 
-def test_several_fraction_groups_are_named_in_a_warning(plan):
+def test_every_fraction_group_is_read_and_a_disagreement_names_each_group(plan):
+    """25 + 5 fractions of the same 2 Gy beams: 30 fractions, 60 Gy by BeamDose (the sum over the
+    groups, fractions x BeamDose per fraction). The plan's dose reference (50 Gy) then disagrees,
+    and the warning names each group with its share."""
     fg = plan.fraction_groups[0]
-    rx = derive_prescription(replace(plan, fraction_groups=(fg, replace(fg, number=2, fractions_planned=5))))
-    assert rx.fractions == 25
-    assert rx.warnings[0] == "plan has 2 fraction groups; the prescription is read from group 1"
+    two = replace(plan, fraction_groups=(fg, replace(fg, number=2, fractions_planned=5)))
+    rx = derive_prescription(two)
+    per_fraction = sum(b.beam_dose_gy for b in fg.beams)
+    assert rx.fractions == 30
+    assert [(g.number, g.fractions) for g in rx.groups] == [(1, 25), (2, 5)]
+    assert dict(rx.candidates)[S.BEAM_DOSES] == pytest.approx(30 * per_fraction)
+    disagree = [w for w in rx.warnings if "disagree" in w]
+    assert len(disagree) == 1
+    assert "fraction group 1: 25 x 2.00 Gy = 50.00 Gy" in disagree[0]
+    assert "fraction group 2: 5 x 2.00 Gy = 10.00 Gy" in disagree[0]
+    # the same plan with its reference at the course total (60 Gy) agrees
+    ref = replace(plan.dose_references[0], target_prescription_dose_gy=60.0)
+    agreed = derive_prescription(replace(two, dose_references=(ref,)))
+    assert agreed.total_gy == 60.0 and agreed.fractions == 30
+    assert not [w for w in agreed.warnings if "disagree" in w]
 
 
 def test_a_dose_reference_without_roi_is_named_by_its_description(plan):

@@ -20,11 +20,12 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, replace
+from typing import Any
 
 from rtqa.case import LoadedCase, PlanSet
 from rtqa.discovery.grouping import file_sha256
 from rtqa.discovery.load import load_case
-from rtqa.errors import RtqaError
+from rtqa.errors import CourseDoseError, RtqaError
 from rtqa.evaluation.evaluate import evaluate
 from rtqa.evaluation.views import compute_plan_views
 from rtqa.io.ct import read_ct_series
@@ -64,6 +65,8 @@ def _run_job(job: Job) -> PlanReport:
         case = load_case(job.plan_set, with_dose=bool(job.plan_set.plans))
         protocol = load_protocol(job.protocol_path)  # parsed once per process
         report = evaluate(case, protocol, clinical=job.clinical, names=job.names)
+    except CourseDoseError as exc:
+        return course_query_report(job.plan_set, exc)
     except RtqaError as exc:
         return error_report(
             job.plan_set, str(exc), type(exc).__name__, getattr(exc, "path", None), clinical=job.clinical
@@ -131,7 +134,49 @@ def error_report(
         structures={},
         warnings=(),
         errors=({"type": kind, "message": message, "file": path or (first.path if first else "")},),
+        course=_course_stub(plan_set),
     )
+
+
+def _course_stub(plan_set: PlanSet) -> dict[str, Any] | None:
+    """The course of a plan set that could not be read: its plans as discovery found them."""
+    c = plan_set.course
+    if c is None or not plan_set.plans:
+        return None
+    plans: list[dict[str, Any]] = [
+        {"plan_uid": h.sop_instance_uid, "plan_label": h.plan_label or "", "total_gy": None, "fractions": None,
+         "fraction_groups": [], "dose_source": None, "own_dose": False}
+        for h in plan_set.plans
+    ]  # fmt: skip
+    return {
+        "institution": c.institution,
+        "patient_id": c.patient_id,
+        "frame_of_reference_uid": c.frame_of_reference_uid,
+        "plans": plans,
+        "links": list(c.links),
+        "composite": None,
+    }
+
+
+def course_query_report(plan_set: PlanSet, exc: CourseDoseError) -> PlanReport:
+    """A course whose composite dose cannot be formed (a plan without its dose): not evaluable,
+    a question to the centre naming the plans, never the verdict of the plans that have a dose
+    (a boost graded alone, or a primary without its boost, would hide the course's organ doses)."""
+    finding = Finding(
+        "COURSE_DOSE",
+        None,
+        None,
+        None,
+        "composite dose",
+        None,
+        "",
+        Grade.NOT_EVALUABLE,
+        f"not evaluable: {exc}; send the dose of {', '.join(exc.plans)} (or a MULTI_PLAN dose of the whole "
+        "course): the course's organ doses are graded on the composite",
+        category="query",
+        value_text="plans without dose: " + ", ".join(exc.plans),
+    )
+    return replace(error_report(plan_set, "", ""), errors=(), findings=(finding,))
 
 
 def iter_batch(

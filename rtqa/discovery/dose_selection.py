@@ -6,8 +6,9 @@
 * PLAN and BEAM together: use PLAN, and cross-check the BEAM sum (warn above 1 %);
 * two PLAN doses for one plan: an ambiguity, never a sum;
 * FRACTION_SESSION / BEAM_SESSION: one session, multiplied by the number of fractions;
-* a composite (sequential boost): a MULTI_PLAN dose over all its plans, else the sum of the
-  dose of each plan.
+* a course of several plans (a sequential boost, linked or not): a MULTI_PLAN dose over all its
+  plans, else the sum of the dose of each plan; a plan without its own dose then makes the
+  composite impossible (:class:`~rtqa.errors.CourseDoseError`, naming every such plan).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 
 from rtqa.case import DoseChoice
-from rtqa.errors import DoseSelectionError
+from rtqa.errors import CourseDoseError, DoseSelectionError
 from rtqa.model import DoseInfo, DoseSummationType, Plan
 
 BEAM_CROSSCHECK_LIMIT = 0.01
@@ -43,6 +44,8 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
         parts: list[tuple[DoseInfo, float]] = []
         warnings: list[str] = []
         labels = []
+        per_plan: list[tuple[str, DoseChoice]] = []
+        missing: list[tuple[str, str]] = []
         for plan in plans:
             own = tuple(
                 d
@@ -50,15 +53,31 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
                 if plan.sop_instance_uid in d.referenced_plan_uids
                 and d.summation_type is not DoseSummationType.MULTI_PLAN
             )
-            choice = choose_dose((plan,), own)
+            try:
+                choice = choose_dose((plan,), own)
+            except DoseSelectionError as exc:  # every plan without its dose is named, not the first
+                missing.append((plan.label or os.path.basename(plan.path), str(exc)))
+                continue
             parts.extend(choice.parts)
             warnings.extend(choice.warnings)
             labels.append(choice.source)
-        return DoseChoice(tuple(parts), "sum of plans (" + "; ".join(labels) + ")", warnings=tuple(warnings))
+            per_plan.append((plan.sop_instance_uid, choice))
+        if missing:
+            named = tuple(name for name, _ in missing)
+            raise CourseDoseError(
+                f"the composite dose of the course ({', '.join(p.label or os.path.basename(p.path) for p in plans)}) "
+                f"cannot be formed: no MULTI_PLAN dose covers its plans, and {len(missing)} plan(s) have no dose of "
+                "their own: " + "; ".join(f"{name}: {why}" for name, why in missing),
+                named,
+            )
+        return DoseChoice(
+            tuple(parts), "sum of plans (" + "; ".join(labels) + ")", warnings=tuple(warnings), per_plan=tuple(per_plan)
+        )
 
     plan = plans[0]
     mine = [d for d in doses if not d.referenced_plan_uids or plan.sop_instance_uid in d.referenced_plan_uids]
-    fractions = plan.fraction_groups[0].fractions_planned if plan.fraction_groups else None
+    # a session dose is one session of one fraction group: with several groups it cannot be scaled
+    fractions = plan.fraction_groups[0].fractions_planned if len(plan.fraction_groups) == 1 else None
     by_type: dict[DoseSummationType, list[DoseInfo]] = {}
     for d in mine:
         by_type.setdefault(d.summation_type, []).append(d)
@@ -83,7 +102,12 @@ def choose_dose(plans: tuple[Plan, ...], doses: tuple[DoseInfo, ...]) -> DoseCho
         if not session:
             continue
         if not fractions:
-            raise DoseSelectionError(f"{session_type.value} dose needs the number of fractions, which the plan lacks")
+            lacks = (
+                f"a plan of {len(plan.fraction_groups)} fraction groups does not give one"
+                if len(plan.fraction_groups) > 1
+                else "the plan lacks it"
+            )
+            raise DoseSelectionError(f"{session_type.value} dose needs the number of fractions: {lacks}")
         if single and len(session) > 1:
             raise DoseSelectionError(_ambiguous(session_type.value, session))
         if not single:
@@ -106,8 +130,8 @@ def _ambiguous(kind: str, doses: list[DoseInfo]) -> str:
 
 def _missing_beams(plan: Plan, doses: list[DoseInfo]) -> set[int]:
     wanted = {b.number for b in plan.treatment_beams}
-    if plan.fraction_groups:
-        wanted &= {b.beam_number for b in plan.fraction_groups[0].beams} or wanted
+    if plan.fraction_groups:  # the beams of every fraction group (a boost group has its own beams)
+        wanted &= {b.beam_number for fg in plan.fraction_groups for b in fg.beams} or wanted
     have = {n for d in doses for n in d.referenced_beam_numbers}
     return wanted - have
 

@@ -15,9 +15,9 @@ import itertools
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from rtqa.case import Discovery, PlanSet, UnassignedFile
+from rtqa.case import Course, Discovery, PlanSet, UnassignedFile
 from rtqa.errors import InputError
 from rtqa.io.common import NotDicomError, file_kind
 from rtqa.io.header import read_header
@@ -234,11 +234,13 @@ def group_headers(
             u = parent[u]
         return u
 
-    def join(a: str, b: str) -> None:
+    def join(a: str, b: str) -> bool:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
+        return ra != rb
 
+    notes: list[tuple[str, str]] = []  # (plan UID, how it joined its course)
     for u, h in plans.items():
         for ref, rel in zip(
             h.referenced_plan_uids, h.referenced_plan_relationships or ("",) * len(h.referenced_plan_uids), strict=False
@@ -250,14 +252,28 @@ def group_headers(
                 and not _is_verification(plans[ref])
             ):
                 join(u, ref)
+                notes.append((u, f"{_name(h)} references {_name(plans[ref])} ({rel.upper() or 'no relationship'})"))
     for d in doses:
         if (d.dose_summation_type or "") == "MULTI_PLAN":
             refs = [r for r in d.referenced_plan_uids if r in plans]
             for a, b in itertools.pairwise(refs):
                 join(a, b)
+            if len(refs) > 1:
+                named = ", ".join(_name(plans[r]) for r in refs)
+                notes.append((refs[0], f"MULTI_PLAN dose {os.path.basename(d.path)} sums {named}"))
+    notes.extend(_join_unlinked(plans, join))
     groups: dict[str, list[str]] = defaultdict(list)
     for u in sorted(plans):
         groups[find(u)].append(u)
+    for members in groups.values():
+        # a course's plans in delivery order as far as the files tell: a plan that references
+        # another plan of the course after it, then by file path (deterministic, not by UID)
+        inside = set(members)
+        members.sort(key=lambda u: (any(r in inside for r in plans[u].referenced_plan_uids), plans[u].path))
+    course_notes: dict[str, list[str]] = defaultdict(list)
+    for u, note in notes:
+        if note not in course_notes[find(u)]:
+            course_notes[find(u)].append(note)
 
     # 2. doses to groups
     group_of = {u: find(u) for u in plans}
@@ -311,7 +327,10 @@ def group_headers(
         ss: FileHeader | None = None
         present = [u for u in sorted(ss_uids) if u in structure_sets]
         if len(ss_uids) > 1:
-            problems.append(f"the plans of this course reference {len(ss_uids)} different structure sets")
+            problems.append(
+                f"the plans of this course ({', '.join(_name(h) for h in heads)}) reference {len(ss_uids)} different "
+                "structure sets: the course's composite dose is graded on one set of contours"
+            )
         if present:
             ss = structure_sets[present[0]]
         else:
@@ -371,6 +390,13 @@ def group_headers(
                         f"FrameOfReferenceUID of dose {os.path.basename(d.path)} ({d.frame_of_reference_uid}) differs "
                         f"from the structure set's ({ss.frame_of_reference_uid})"
                     )
+        course = Course(
+            institution=next((h.institution_name for h in heads if h.institution_name), None) or "",
+            patient_id=pid,
+            frame_of_reference_uid=heads[0].frame_of_reference_uid,
+            plan_uids=tuple(h.sop_instance_uid for h in heads),
+            links=tuple(course_notes.get(root, ())),
+        )
         plan_sets.append(
             PlanSet(
                 patient_id=heads[0].patient_id,
@@ -379,6 +405,7 @@ def group_headers(
                 doses=tuple(dose_list),
                 inferred_links=tuple(links),
                 problems=tuple(problems),
+                course=course,
             )
         )
     for u, s in sorted(structure_sets.items(), key=lambda kv: kv[1].path):
@@ -419,6 +446,51 @@ def _ct_of(plan_set: PlanSet, series: dict[str, tuple[FileHeader, ...]]) -> tupl
         and hs[0].frame_of_reference_uid == ss.frame_of_reference_uid
     ]
     return candidates[0] if len(candidates) == 1 else ()
+
+
+def _join_unlinked(plans: Mapping[str, FileHeader], join: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+    """Join the treatment plans of one patient in one frame of reference into one course,
+    linked or not (a boost exported as a second, unlinked plan).
+
+    A patient is an institution + PatientID: plans whose InstitutionName differ (both present)
+    are never joined; a plan without one joins the patient's plans of the one institution
+    present. Plans without a FrameOfReferenceUID cannot be shown to share the frame and stay
+    apart; verification plans (PlanIntent VERIFICATION, or a plan that references another as
+    VERIFIED_PLAN) stay apart. Plans that reference each other as ALTERNATIVE
+    (alternatives for one treatment, not both delivered) are never joined by this rule.
+    """
+    by_frame: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for u, h in sorted(plans.items()):
+        # VERIFIED_PLAN is used only by a verification plan (PS3.3 C.8.8.9), whatever its PlanIntent
+        verifies = any(rel.upper() == "VERIFIED_PLAN" for rel in h.referenced_plan_relationships)
+        if h.frame_of_reference_uid and not _is_verification(h) and not verifies:
+            by_frame[(h.patient_id, h.frame_of_reference_uid)].append(u)
+    alternatives = {
+        frozenset((u, ref))
+        for u, h in plans.items()
+        for ref, rel in zip(h.referenced_plan_uids, h.referenced_plan_relationships, strict=False)
+        if rel.upper() == "ALTERNATIVE"
+    }
+    notes: list[tuple[str, str]] = []
+    for members in by_frame.values():
+        institutions = {(plans[u].institution_name or "").strip() for u in members} - {""}
+        parts: dict[str, list[str]] = defaultdict(list)
+        for u in members:
+            own = (plans[u].institution_name or "").strip()
+            parts[own or (next(iter(institutions)) if len(institutions) == 1 else "")].append(u)
+        for part in parts.values():
+            if any(frozenset((a, b)) in alternatives for a, b in itertools.combinations(part, 2)):
+                continue
+            joined = [join(a, b) for a, b in itertools.pairwise(part)]
+            if any(joined):
+                named = ", ".join(_name(plans[u]) for u in part)
+                unlinked = "treatment plans of one patient in one frame of reference, not linked by a plan reference"
+                notes.append((part[0], f"{named}: {unlinked}"))
+    return notes
+
+
+def _name(h: FileHeader) -> str:
+    return repr(h.plan_label) if h.plan_label else os.path.basename(h.path)
 
 
 def _is_verification(h: FileHeader) -> bool:

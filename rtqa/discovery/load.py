@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from rtqa.case import LoadedCase, PlanSet
+from rtqa.case import DoseChoice, LoadedCase, PlanDose, PlanSet, Prescription
 from rtqa.discovery.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
 from rtqa.discovery.grouping import file_sha256
-from rtqa.dvh.grid import resample, sum_doses
+from rtqa.dvh.budget import configured_budget_bytes, require_dose_budget
+from rtqa.dvh.grid import compute_common_grid, resample, sum_doses, sum_on_grid
 from rtqa.errors import InputError
 from rtqa.evaluation.prescription import derive_prescription
 from rtqa.io import read_dose, read_dose_info, read_plan, read_stored_dvhs, read_structure_set
-from rtqa.model import DoseGrid, StoredDVH
+from rtqa.model import DoseGrid, DoseInfo, DoseType, Heterogeneity, Plan, StoredDVH
 
 
 def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
@@ -33,16 +36,27 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
         warnings.extend(plan.warnings)
         warnings.extend(rx.warnings)
     dose = choice = None
+    plan_doses: tuple[PlanDose, ...] = ()
+    composite = None
     if with_dose and plans:
         infos = tuple(read_dose_info(h.path) for h in plan_set.doses)
         choice = choose_dose(plans, infos)
         warnings.extend(choice.warnings)
-        grids = [read_dose(info.path) for info, _ in choice.parts]
-        dose = (
-            grids[0]
-            if len(grids) == 1 and choice.parts[0][1] == 1.0
-            else sum_doses(grids, weights=[w for _, w in choice.parts])
-        )
+        if choice.per_plan:
+            dose, plan_doses, composite = _course_dose(plans, prescriptions, choice)
+        else:
+            grids = [read_dose(info.path) for info, _ in choice.parts]
+            dose = (
+                grids[0]
+                if len(grids) == 1 and choice.parts[0][1] == 1.0
+                else sum_doses(grids, weights=[w for _, w in choice.parts])
+            )
+            plan_doses = tuple(
+                PlanDose(p.sop_instance_uid, p.label, rx.fractions, dose if len(plans) == 1 else None, choice.source)
+                for p, rx in zip(plans, prescriptions, strict=True)
+            )
+            if len(plans) > 1:
+                composite = f"{choice.source}: one dose of the whole course, as exported"
         if choice.crosscheck:
             beam_sum = sum_doses([read_dose(i.path) for i in choice.crosscheck])
             diff = _relative_difference(dose, beam_sum)
@@ -51,24 +65,89 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
                     f"the sum of the BEAM doses differs from the PLAN dose by {diff:.1%} of its maximum "
                     f"(more than {BEAM_CROSSCHECK_LIMIT:.0%}); the PLAN dose is used"
                 )
-        if (
-            structure_set is not None
-            and dose.info is not None
-            and structure_set.frame_of_reference_uid
-            and dose.info.frame_of_reference_uid
-            and structure_set.frame_of_reference_uid != dose.info.frame_of_reference_uid
-        ):
-            raise InputError(
-                dose.info.path,
-                f"{dose.info.frame_of_reference_uid} differs from the structure set's "
-                f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
-                attribute="FrameOfReferenceUID (0020,0052)",
-            )
+        for grid in (dose, *(pd.dose for pd in plan_doses if pd.dose is not None and pd.dose is not dose)):
+            if (
+                structure_set is not None
+                and grid.info is not None
+                and structure_set.frame_of_reference_uid
+                and grid.info.frame_of_reference_uid
+                and structure_set.frame_of_reference_uid != grid.info.frame_of_reference_uid
+            ):
+                raise InputError(
+                    grid.info.path,
+                    f"{grid.info.frame_of_reference_uid} differs from the structure set's "
+                    f"{structure_set.frame_of_reference_uid}: dose and contours are not in one frame",
+                    attribute="FrameOfReferenceUID (0020,0052)",
+                )
     sha = {path: file_sha256(path) for path in plan_set.files}
     stored: tuple[StoredDVH, ...] = ()
     if choice is not None and len(choice.parts) == 1 and choice.parts[0][0].has_dvh_sequence:
         stored = read_stored_dvhs(choice.parts[0][0].path)
-    return LoadedCase(plan_set, plans, structure_set, dose, choice, prescriptions, tuple(warnings), sha, stored)
+    return LoadedCase(
+        plan_set,
+        plans,
+        structure_set,
+        dose,
+        choice,
+        prescriptions,
+        tuple(warnings),
+        sha,
+        stored,
+        plan_doses=plan_doses,
+        composite=composite,
+    )
+
+
+def _course_dose(
+    plans: tuple[Plan, ...], prescriptions: tuple[Prescription, ...], choice: DoseChoice
+) -> tuple[DoseGrid, tuple[PlanDose, ...], str]:
+    """The composite dose of a course summed from its plans' own doses, each plan's dose kept.
+
+    Each plan's dose is formed first (a PLAN dose, a BEAM sum, a session dose times its
+    fractions); the composite is their sum on a common grid (:func:`compute_common_grid`),
+    within the memory budget."""
+    by_uid = dict(choice.per_plan)
+    own: list[DoseGrid] = []
+    for plan in plans:
+        c = by_uid[plan.sop_instance_uid]
+        grids = [read_dose(info.path) for info, _ in c.parts]
+        single = len(grids) == 1 and c.parts[0][1] == 1.0
+        own.append(grids[0] if single else sum_doses(grids, weights=[w for _, w in c.parts]))
+    names = [p.label or p.sop_instance_uid for p in plans]
+    grid = compute_common_grid(own, names=names)
+    require_dose_budget(
+        rows=grid.y_mm.size,
+        columns=grid.x_mm.size,
+        frames=grid.z_mm.size,
+        path=plans[0].path,
+        budget_bytes=configured_budget_bytes(),
+    )
+    dose = sum_on_grid(own, grid)
+    if dose.info is not None:  # the composite is as trustworthy as its least trustworthy part
+        dose = DoseGrid(dose.dose_gy, dose.x_mm, dose.y_mm, dose.z_mm, info=_weakest_info(dose.info, own))
+    per_plan = tuple(
+        PlanDose(p.sop_instance_uid, p.label, rx.fractions, d, by_uid[p.sop_instance_uid].source)
+        for p, rx, d in zip(plans, prescriptions, own, strict=True)
+    )
+    return dose, per_plan, f"sum of the doses of {len(plans)} plans; {grid.statement}"
+
+
+_HETEROGENEITY_RANK = {Heterogeneity.ON: 0, Heterogeneity.UNKNOWN: 1, Heterogeneity.OFF: 2}
+
+
+def _weakest_info(info: DoseInfo, grids: list[DoseGrid]) -> DoseInfo:
+    """The header of a course's composite dose: the reference grid's, with the weakest
+    heterogeneity statement and a non-PHYSICAL DoseType of any plan's dose, so that a boost
+    calculated in water or exported as an EFFECTIVE dose is not hidden behind the primary."""
+    infos = [g.info for g in grids if g.info is not None]
+    weakest = max(infos, key=lambda i: _HETEROGENEITY_RANK[i.heterogeneity], default=info)
+    odd = next((i for i in infos if i.dose_type is not DoseType.PHYSICAL), info)
+    return dataclasses.replace(
+        info,
+        heterogeneity=weakest.heterogeneity,
+        heterogeneity_values=weakest.heterogeneity_values,
+        dose_type=odd.dose_type,
+    )
 
 
 def _relative_difference(a: DoseGrid, b: DoseGrid) -> float:

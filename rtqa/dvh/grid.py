@@ -248,3 +248,114 @@ def sum_doses(doses: list[DoseGrid], *, weights: list[float] | None = None) -> D
     for d, wi in zip(doses, w, strict=True):
         total += wi * resample(d, onto=ref)
     return DoseGrid(dose_gy=total, x_mm=ref.x_mm, y_mm=ref.y_mm, z_mm=ref.z_mm, info=ref.info)
+
+
+@dataclass(frozen=True)
+class CommonGrid:
+    """The nodes a course's doses are summed on, and what it took to get there."""
+
+    x_mm: FloatArray
+    y_mm: FloatArray
+    z_mm: FloatArray
+    resampled: tuple[int, ...]  # indices of the input grids that had to be resampled
+    statement: str  # for the report: the common grid and how each dose reached it
+    reference: int = 0  # the input grid whose nodes the common grid keeps
+
+
+def same_nodes(a: DoseGrid, b: DoseGrid, *, atol_mm: float = 1e-3) -> bool:
+    """True when two grids have the same nodes (to ``atol_mm``): summing needs no resampling."""
+    return all(
+        p.shape == q.shape and bool(np.allclose(p, q, atol=atol_mm))
+        for p, q in ((a.x_mm, b.x_mm), (a.y_mm, b.y_mm), (a.z_mm, b.z_mm))
+    )
+
+
+def compute_common_grid(doses: list[DoseGrid], *, names: list[str] | None = None) -> CommonGrid:
+    """The grid on which to sum several dose grids (a course's plans).
+
+    Grids with identical nodes are summed as they are. Otherwise the common grid takes, per
+    axis, the finest spacing of the inputs, anchored on the nodes of the finest grid (the one
+    of smallest voxel volume, whose own nodes are kept) and extended by whole steps until it
+    covers the union of every grid's extent (each grid covering whole voxels, half a step
+    beyond its outer nodes). No dose is then lost off the edge of the first grid, and a boost
+    on a finer grid keeps its resolution. Each other grid is resampled trilinearly onto it
+    (:func:`resample`; 0 Gy outside a grid's own extent).
+
+    Examples
+    --------
+    >>> a = DoseGrid(np.zeros((1, 1, 3)), np.array([0., 2., 4.]), np.array([0.]), np.array([0.]))
+    >>> b = DoseGrid(np.zeros((1, 1, 2)), np.array([5., 6.]), np.array([0.]), np.array([0.]))
+    >>> compute_common_grid([a, b]).x_mm.tolist()
+    [-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    """
+    if not doses:
+        raise ValueError("no dose grid")
+    labels = names or [f"dose {i + 1}" for i in range(len(doses))]
+    if all(same_nodes(doses[0], d) for d in doses[1:]):
+        return CommonGrid(doses[0].x_mm, doses[0].y_mm, doses[0].z_mm, (), "the doses share one grid: no resampling")
+    ref = min(range(len(doses)), key=lambda i: _voxel_volume(doses[i]))
+    axes = []
+    for name in _AXES:
+        own: FloatArray = getattr(doses[ref], name)
+        step = min(_axis_step(getattr(d, name)) for d in doses)
+        lo = min(float(getattr(d, name)[0]) - _axis_step(getattr(d, name)) / 2 for d in doses)
+        hi = max(float(getattr(d, name)[-1]) + _axis_step(getattr(d, name)) / 2 for d in doses)
+        below = max(0, int(np.floor((own[0] - lo) / step + 1e-6)))
+        above = max(0, int(np.floor((hi - own[-1]) / step + 1e-6)))
+        own_step = _axis_step(own)
+        if own.size > 1 and abs(own_step - step) > 1e-6:  # the finest grid is finer along another axis
+            inner = np.arange(own[0], own[-1] + step / 2, step)
+        else:
+            inner = own
+        before = inner[0] - step * np.arange(below, 0, -1)
+        after = inner[-1] + step * np.arange(1, above + 1)
+        axes.append(np.concatenate([before, inner, after]))
+    x, y, z = axes
+    # a grid whose nodes are all nodes of the common grid is placed on it, values unchanged
+    resampled = tuple(
+        i
+        for i, d in enumerate(doses)
+        if not all(_nodes_within(getattr(d, n), a) for n, a in zip(_AXES, axes, strict=True))
+    )
+    spacing = " x ".join(f"{_axis_step(a):g}" for a in (x, y, z))
+    extent = ", ".join(f"{n} {a[0]:.1f}..{a[-1]:.1f}" for n, a in zip("xyz", (x, y, z), strict=True))
+    moved = "; ".join(f"{labels[i]} ({' x '.join(f'{s:g}' for s in _spacing(doses[i]))} mm)" for i in resampled)
+    statement = (
+        f"summed on a common grid of {spacing} mm ({extent} mm, {x.size} x {y.size} x {z.size} voxels), "
+        f"the finest of the doses over the extent of all; resampled trilinearly onto it: {moved}"
+    )
+    return CommonGrid(x, y, z, resampled, statement, ref)
+
+
+_AXES = ("x_mm", "y_mm", "z_mm")
+
+
+def _nodes_within(nodes: FloatArray, axis: FloatArray, *, atol_mm: float = 1e-3) -> bool:
+    """True when every node is a node of ``axis`` (to ``atol_mm``)."""
+    k = np.clip(np.searchsorted(axis, nodes), 1, max(axis.size - 1, 1))
+    nearest = np.minimum(np.abs(axis[k - 1] - nodes), np.abs(axis[np.minimum(k, axis.size - 1)] - nodes))
+    return bool(np.all(nearest <= atol_mm))
+
+
+def _axis_step(axis: FloatArray) -> float:
+    return float(np.median(np.diff(axis))) if axis.size > 1 else 1.0
+
+
+def _spacing(dose: DoseGrid) -> tuple[float, float, float]:
+    return (_axis_step(dose.x_mm), _axis_step(dose.y_mm), _axis_step(dose.z_mm))
+
+
+def _voxel_volume(dose: DoseGrid) -> float:
+    sx, sy, sz = _spacing(dose)
+    return sx * sy * sz
+
+
+def sum_on_grid(doses: list[DoseGrid], grid: CommonGrid, *, weights: list[float] | None = None) -> DoseGrid:
+    """The weighted sum of dose grids on ``grid`` (each resampled onto it when its nodes differ)."""
+    w = weights or [1.0] * len(doses)
+    target = DoseGrid(np.zeros((grid.z_mm.size, grid.y_mm.size, grid.x_mm.size)), grid.x_mm, grid.y_mm, grid.z_mm)
+    total = target.dose_gy
+    for d, wi in zip(doses, w, strict=True):
+        total += wi * resample(d, onto=target)
+    # the DoseInfo (frame, dose type, heterogeneity) of the grid whose nodes the sum keeps
+    return DoseGrid(dose_gy=total, x_mm=grid.x_mm, y_mm=grid.y_mm, z_mm=grid.z_mm, info=doses[grid.reference].info)

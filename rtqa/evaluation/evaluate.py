@@ -9,6 +9,8 @@ order and assembles the report.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rtqa.case import LoadedCase
@@ -162,7 +164,47 @@ def _report(
         not_applicable=tuple(not_applicable),
         unmatched_rois=ctx.unmatched_rois(),
         stored_dvh=tuple(stored_dvh),
+        course=_course(ctx),
     )
+
+
+def _course(ctx: CaseContext) -> dict[str, Any] | None:
+    """The course in the report: each plan with its fractions, fraction groups and own dose, how
+    the plans were joined, and how the composite dose was formed (resampling included)."""
+    case = ctx.case
+    if not case.plans:
+        return None
+    course = case.plan_set.course
+    doses = {pd.plan_uid: pd for pd in case.plan_doses}
+    plans = []
+    for plan, rx in zip(case.plans, ctx.plan_rx, strict=True):
+        pd = doses.get(plan.sop_instance_uid)
+        plans.append(
+            {
+                "plan_uid": plan.sop_instance_uid,
+                "plan_label": plan.label,
+                "total_gy": None if rx.total_gy is None else round(rx.total_gy, 2),
+                "fractions": rx.fractions,
+                "fraction_groups": [
+                    {
+                        "number": g.number,
+                        "fractions": g.fractions,
+                        "per_fraction_gy": None if g.per_fraction_gy is None else round(g.per_fraction_gy, 2),
+                    }
+                    for g in rx.groups
+                ],
+                "dose_source": pd.dose_source if pd else None,
+                "own_dose": pd is not None and pd.dose is not None,
+            }
+        )
+    return {
+        "institution": course.institution if course else case.plans[0].institution_name,
+        "patient_id": case.plan_set.patient_id,
+        "frame_of_reference_uid": course.frame_of_reference_uid if course else case.plans[0].frame_of_reference_uid,
+        "plans": plans,
+        "links": list(course.links) if course else [],
+        "composite": case.composite,
+    }
 
 
 def _structures(

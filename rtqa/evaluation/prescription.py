@@ -10,7 +10,7 @@ labelled so. Sources that disagree by more than 2 % are reported.
 
 from __future__ import annotations
 
-from rtqa.case import Prescription, PrescriptionSource, TargetPrescription
+from rtqa.case import GroupPrescription, Prescription, PrescriptionSource, TargetPrescription
 from rtqa.model import Plan
 
 DISAGREEMENT_LIMIT = 0.02
@@ -25,7 +25,11 @@ def derive_prescription(
     clinical_targets: tuple[TargetPrescription, ...] = (),
     roi_names: dict[int, str] | None = None,
 ) -> Prescription:
-    """Derive the prescription of one plan (first fraction group) with its source.
+    """Derive the prescription of one plan with its source, over every fraction group.
+
+    The number of fractions is the sum over the fraction groups; the BeamDose source is the sum
+    over the groups of (fractions x the group's BeamDose per fraction). A disagreement between
+    sources names each group, so that a boost group left out of a prescription shows.
 
     Parameters
     ----------
@@ -38,19 +42,22 @@ def derive_prescription(
     """
     names = roi_names or {}
     warnings: list[str] = []
-    fractions = None
+    groups = tuple(
+        GroupPrescription(
+            fg.number,
+            fg.fractions_planned,
+            sum(b.beam_dose_gy for b in fg.beams if b.beam_dose_gy is not None)
+            if fg.beams and all(b.beam_dose_gy is not None for b in fg.beams)
+            else None,
+        )
+        for fg in plan.fraction_groups
+    )
+    counts = [g.fractions for g in groups]
+    fractions = sum(c for c in counts if c is not None) if counts and None not in counts else None
     beam_total = None
-    if plan.fraction_groups:
-        fg = plan.fraction_groups[0]
-        if len(plan.fraction_groups) > 1:
-            warnings.append(
-                f"plan has {len(plan.fraction_groups)} fraction groups; the prescription is read from group {fg.number}"
-            )
-        fractions = fg.fractions_planned
-        beam_doses = [b.beam_dose_gy for b in fg.beams]
-        if fractions and beam_doses and all(d is not None for d in beam_doses):
-            beam_total = sum(d for d in beam_doses if d is not None) * fractions
-
+    group_totals = [g.total_gy for g in groups]
+    if groups and all(t is not None for t in group_totals):
+        beam_total = sum(t for t in group_totals if t is not None)
     ref_targets = tuple(
         TargetPrescription(
             name=names.get(d.referenced_roi_number or -1) or d.description or f"DoseReference {d.number}",
@@ -81,6 +88,7 @@ def derive_prescription(
             fractions=fractions,
             source=None,
             warnings=(*warnings, "no prescription found: no clinical prescription, TARGET dose reference or BeamDose"),
+            groups=groups,
         )
     source, total = candidates[0]
     targets = clinical_targets if source is PrescriptionSource.CLINICAL else ref_targets
@@ -88,9 +96,10 @@ def derive_prescription(
         warnings.append("prescription taken from the sum of BeamDose values (a point dose, possibly a nominal split)")
     for other, value in candidates[1:]:
         if abs(value - total) > DISAGREEMENT_LIMIT * total:
+            per_group = f" ({describe_groups(groups)})" if PrescriptionSource.BEAM_DOSES in (source, other) else ""
             warnings.append(
                 f"prescription sources disagree: {source.value} gives {total:.2f} Gy, "
-                f"{other.value} gives {value:.2f} Gy (more than {DISAGREEMENT_LIMIT:.0%} apart)"
+                f"{other.value} gives {value:.2f} Gy (more than {DISAGREEMENT_LIMIT:.0%} apart){per_group}"
             )
     return Prescription(
         total_gy=total,
@@ -99,4 +108,10 @@ def derive_prescription(
         targets=targets,
         candidates=tuple(candidates),
         warnings=tuple(warnings),
+        groups=groups,
     )
+
+
+def describe_groups(groups: tuple[GroupPrescription, ...]) -> str:
+    """Each fraction group with its fractions and BeamDose per fraction, for messages."""
+    return "; ".join(g.describe() for g in groups)

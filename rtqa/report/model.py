@@ -183,6 +183,7 @@ class PlanReport:
     unmatched_rois: tuple[str, ...] = ()  # ROIs that match no protocol structure
     stored_dvh: tuple[str, ...] = ()  # the planning system's stored DVHs against rtqa's: warnings only
     views: tuple[SliceView, ...] = ()  # image views for the HTML page (not in JSON)
+    course: dict[str, Any] | None = None  # the treatment course: its plans, fraction groups, composite dose
 
     @property
     def not_evaluable(self) -> tuple[str, ...]:
@@ -271,6 +272,7 @@ class PlanReport:
                 "structures": {k: v.as_json() for k, v in self.structures.items()},
                 "warnings": list(self.warnings),
                 "errors": list(self.errors),
+                "course": self.course,
             }
         )
         return out

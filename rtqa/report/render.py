@@ -93,6 +93,33 @@ def _limits(f: Finding) -> str:
     return "; ".join(parts)
 
 
+def course_lines(course: dict[str, Any] | None) -> list[str]:
+    """The course of a report in text: its plans with their fraction groups, how they were joined
+    and how the composite dose was formed (nothing for a course of one plan of one group)."""
+    if not course:
+        return []
+    plans = course.get("plans", [])
+    groups = sum(len(p.get("fraction_groups", [])) for p in plans)
+    if len(plans) < 2 and groups < 2:
+        return []
+    lines = [f"  Course: {len(plans)} plan(s) of {clean(course.get('institution') or '(no institution)')} / "
+             f"{clean(course.get('patient_id', ''))}"]  # fmt: skip
+    for p in plans:
+        total = "?" if p.get("total_gy") is None else f"{p['total_gy']:.2f} Gy"
+        lines.append(
+            f"    plan {clean(p.get('plan_label') or p.get('plan_uid', ''))}: {total} in {p.get('fractions') or '?'} "
+            f"fractions; dose: {clean(p.get('dose_source') or 'none')}"
+        )
+        for g in p.get("fraction_groups", []):
+            per = "?" if g.get("per_fraction_gy") is None else f"{g['per_fraction_gy']:.2f} Gy"
+            lines.append(f"      fraction group {g['number']}: {g.get('fractions') or '?'} x {per} (BeamDose)")
+    for link in course.get("links", []):
+        lines.append(f"    joined: {clean(link)}")
+    if course.get("composite"):
+        lines.append(f"    composite dose: {clean(course['composite'])}")
+    return lines
+
+
 def render_text(
     result: CheckResult, *, paint: Callable[[str, Grade], str] | None = None, include_names: bool = False
 ) -> str:
@@ -132,6 +159,7 @@ def render_text(
             per = f"{rx['per_fraction_gy']:.2f} Gy x {rx['fractions']}" if rx.get("per_fraction_gy") else "?"
             total = "?" if rx.get("total_gy") is None else f"{rx['total_gy']:.2f}"
             lines.append(f"  Prescription: {total} Gy ({per}) from {rx['source']}; dose: {r.dose_source}")
+        lines.extend(course_lines(r.course))
         if r.findings or r.eligibility:
             lines.append(f"  {'rule':<20} {'structure -> ROI':<30} {'metric':<24} {'value':>10}  {'limits':<22} grade")
             for f in listed_findings(r):

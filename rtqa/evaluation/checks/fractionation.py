@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from rtqa.case import Prescription
 from rtqa.evaluation.context import CaseContext
 from rtqa.evaluation.grading import Measured, grade_measured, not_evaluable
+from rtqa.evaluation.prescription import describe_groups
 from rtqa.model import Plan
 from rtqa.protocol.loader import Rule
 from rtqa.report.model import Finding, NotApplicable
@@ -23,6 +24,9 @@ def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list
 def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
     out: list[Finding | NotApplicable] = []
     for plan, rx in zip(ctx.case.plans, ctx.plan_rx, strict=True):
+        if len(rx.groups) > 1:
+            out.extend(_per_group(plan.label, rx, rule, facts))
+            continue
         if rx.total_gy is None or not rx.fractions:
             out.append(
                 not_evaluable(rule, f"plan {plan.label}: {_missing(plan, rx)}", metric=_metric(rule), category="query")
@@ -44,6 +48,46 @@ def _per_fraction(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None])
     return out
 
 
+def _per_group(
+    label: str, rx: Prescription, rule: Rule, facts: Mapping[str, str | None]
+) -> list[Finding | NotApplicable]:
+    """Dose per fraction of each fraction group of a plan with several (a boost as a second group).
+
+    A group delivers its own dose per fraction: the plan's total over all its fractions is a
+    mean of the groups and no group's dose. Each group's dose per fraction is the sum of its
+    BeamDose values, scaled to the plan's prescription when the BeamDose total differs from it
+    (BeamDose may be a nominal split; the agreement of the two is the RX_AGREEMENT rule's)."""
+    out: list[Finding | NotApplicable] = []
+    beam_total = sum(g.total_gy or 0.0 for g in rx.groups)
+    complete = all(g.total_gy is not None for g in rx.groups) and beam_total > 0
+    scale = rx.total_gy / beam_total if complete and rx.total_gy else 1.0
+    for g in rx.groups:
+        if g.per_fraction_gy is None or not g.fractions:
+            out.append(
+                not_evaluable(
+                    rule,
+                    f"plan {label}, fraction group {g.number}: number of fractions or BeamDose unknown "
+                    "(a plan with several fraction groups is graded per group)",
+                    metric=_metric(rule),
+                    category="query",
+                )
+            )
+            continue
+        scaled = f", scaled by {scale:.4f} to the {rx.total_gy:.2f} Gy prescription" if abs(scale - 1) > 1e-6 else ""
+        measured = Measured(
+            None,
+            None,
+            None,
+            "dose per fraction",
+            g.per_fraction_gy * scale,
+            f"plan {label}, fraction group {g.number}: {g.fractions} fractions of "
+            + "{value}"
+            + f" (BeamDose per fraction{scaled})",
+        )
+        out.append(grade_measured(rule, measured, facts))
+    return out
+
+
 def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list[Finding | NotApplicable]:
     if ctx.total_gy is None:
         missing = "; ".join(
@@ -55,6 +99,9 @@ def _total(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> lis
     plans = " + ".join(f"{rx.total_gy:.2f} Gy" for rx in ctx.plan_rx)
     sources = ", ".join(sorted({rx.source.value for rx in ctx.plan_rx if rx.source}))
     detail = f"{plans} = " if len(ctx.plan_rx) > 1 else ""
+    groups = [g for rx in ctx.plan_rx for g in rx.groups]
+    if len(groups) > len(ctx.plan_rx):  # a plan of several fraction groups: the total is over all of them
+        detail += f"({describe_groups(tuple(groups))}) "
     measured = Measured(
         None, None, None, "total dose", ctx.total_gy, f"total dose {detail}" + "{value}" + f" (from {sources})"
     )

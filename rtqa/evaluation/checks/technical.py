@@ -44,31 +44,41 @@ def _needs_dose(func: Callable[[CaseContext, Rule, Mapping[str, str | None]], Ou
 @_needs_dose
 def dose_grid_spacing(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
     assert ctx.dose is not None
-    x, y, z = ctx.dose.x_mm, ctx.dose.y_mm, ctx.dose.z_mm
-    dx = float(x[1] - x[0]) if x.size > 1 else 0.0
-    dy = float(y[1] - y[0]) if y.size > 1 else 0.0
-    dz = float(np.max(np.diff(z))) if z.size > 1 else 0.0
-    flat = [
-        f"{axis} ({what})" for axis, n, what in (
-            ("x", x.size, "one column"), ("y", y.size, "one row"),
-            ("z", z.size, "one plane: GridFrameOffsetVector (3004,000C) gives no slice spacing"),
-        ) if n < 2
-    ]  # fmt: skip
-    if flat:
-        return [
-            not_evaluable(
-                rule,
-                f"the dose grid's spacing along {', '.join(flat)} cannot be measured; a grid with one voxel "
-                "along an axis has no spacing to grade",
-                category="query",
-                metric="largest voxel dimension",
+    # a course summed from its plans' own doses: each plan's grid is graded (the composite's grid
+    # is the finest of them and would hide a boost calculated on a coarse grid)
+    grids = [("", ctx.dose)]
+    if len(ctx.case.plans) > 1:
+        own = [(f"plan {pd.label}: ", pd.dose) for pd in ctx.case.plan_doses if pd.dose is not None]
+        grids = own if len(own) == len(ctx.case.plans) else grids
+    out: Outcome = []
+    for label, grid in grids:
+        x, y, z = grid.x_mm, grid.y_mm, grid.z_mm
+        dx = float(x[1] - x[0]) if x.size > 1 else 0.0
+        dy = float(y[1] - y[0]) if y.size > 1 else 0.0
+        dz = float(np.max(np.diff(z))) if z.size > 1 else 0.0
+        flat = [
+            f"{axis} ({what})" for axis, n, what in (
+                ("x", x.size, "one column"), ("y", y.size, "one row"),
+                ("z", z.size, "one plane: GridFrameOffsetVector (3004,000C) gives no slice spacing"),
+            ) if n < 2
+        ]  # fmt: skip
+        if flat:
+            out.append(
+                not_evaluable(
+                    rule,
+                    f"{label}the dose grid's spacing along {', '.join(flat)} cannot be measured; a grid with one "
+                    "voxel along an axis has no spacing to grade",
+                    category="query",
+                    metric="largest voxel dimension",
+                )
             )
-        ]
-    m = Measured(
-        None, None, None, "largest voxel dimension", max(dx, dy, dz),
-        f"dose grid {dx:.2f} x {dy:.2f} x {dz:.2f} mm: largest " + "{value}",
-    )  # fmt: skip
-    return [grade_measured(rule, m, facts)]
+            continue
+        m = Measured(
+            None, None, None, "largest voxel dimension", max(dx, dy, dz),
+            f"{label}dose grid {dx:.2f} x {dy:.2f} x {dz:.2f} mm: largest " + "{value}",
+        )  # fmt: skip
+        out.append(grade_measured(rule, m, facts))
+    return out
 
 
 def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
