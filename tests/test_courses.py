@@ -85,7 +85,8 @@ def test_doses_on_different_grids_sum_on_the_finest_grid_over_both_extents_exact
     assert "resampled trilinearly onto it: boost (3 x 3 x 3 mm)" in common.statement
     np.testing.assert_allclose(np.diff(common.x_mm), 2.0)
     # the common grid covers both grids' extents (whole voxels: half a step beyond the outer nodes)
-    for axis, f, c in zip("xyz", (fine.x_mm, fine.y_mm, fine.z_mm), (coarse.x_mm, coarse.y_mm, coarse.z_mm)):
+    pairs = zip("xyz", (fine.x_mm, fine.y_mm, fine.z_mm), (coarse.x_mm, coarse.y_mm, coarse.z_mm), strict=True)
+    for axis, f, c in pairs:
         ax = getattr(common, f"{axis}_mm")
         assert ax[0] <= min(f[0], c[0] - 1.5) + 2.0 and ax[-1] >= max(f[-1], c[-1] + 1.5) - 2.0
         assert np.isin(np.round(f, 6), np.round(ax, 6)).all()  # the fine grid's own nodes are kept

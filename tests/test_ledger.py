@@ -21,7 +21,8 @@ from rtqa.ledger.errors import LedgerError
 from rtqa.ledger.history import history
 from rtqa.ledger.record import record_result
 from rtqa.ledger.review import add_decision, view
-from rtqa.ledger.schema import decisions, findings, submissions
+from rtqa.ledger.schema import HEAD, decisions, findings, submissions
+from rtqa.ledger.stats import compute_stats
 from rtqa.ledger.verify import verify
 from tests.ledger_cases import check, make_patients
 
@@ -201,7 +202,7 @@ def test_a_ledger_from_a_newer_rtqa_is_refused(ledger):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     out = CliRunner().invoke(cli, ["stats", "--ledger", ledger_url_of(ledger)])
     assert out.exit_code == 2
-    assert "written by a newer rtqa (schema revision 9999; this rtqa knows up to 0004); upgrade rtqa" in out.output
+    assert f"written by a newer rtqa (schema revision 9999; this rtqa knows up to {HEAD}); upgrade rtqa" in out.output
     assert "Traceback" not in out.output
 
 
@@ -224,7 +225,7 @@ def test_an_older_ledger_is_upgraded_by_ledger_upgrade(ledger_url):
         and "rtqa ledger upgrade" in refused.output
     )
     up = CliRunner().invoke(cli, ["ledger", "upgrade", "--ledger", ledger_url])
-    assert up.exit_code == 0 and "upgraded from 0001 to revision 0004" in up.output
+    assert up.exit_code == 0 and f"upgraded from 0001 to revision {HEAD}" in up.output
     assert CliRunner().invoke(cli, ["stats", "--ledger", ledger_url]).exit_code == 0
 
 
@@ -234,11 +235,13 @@ def test_check_records_into_the_ledger_from_the_environment(results, tmp_path, m
     # with two worker processes: the plans are recorded once, by the coordinating process
     first = CliRunner().invoke(cli, [*args, "--workers", "2"])
     assert first.exit_code == 0, first.output
-    assert "ledger: P1: recorded as submission 1, version 1" in first.stderr
-    assert "ledger: P2: recorded as submission 2, version 1" in first.stderr
+    assert "ledger: P1 (Centre A): recorded as submission 1, version 1" in first.stderr
+    assert "ledger: P2 (Centre B): recorded as submission 2, version 1" in first.stderr
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0
-    repeat = "ledger: P1: same input files, protocol and verdict as submission 1 (version 1); not recorded again"
+    repeat = (
+        "ledger: P1 (Centre A): same input files, protocol and verdict as submission 1 (version 1); not recorded again"
+    )
     assert repeat in again.stderr
     # the report on stdout is unchanged by the ledger
     assert json.loads(first.stdout)["plans"] == json.loads(again.stdout)["plans"]
@@ -321,14 +324,25 @@ def test_the_migrations_build_the_schema_the_code_queries(ledger):
 # -- found by the second independent review ---------------------------------------------------------
 
 
-def test_same_files_with_other_clinical_facts_are_a_new_version(ledger, results, tmp_path):
+def test_same_files_with_other_clinical_facts_are_a_re_evaluation_never_a_new_version(ledger, results, tmp_path):
     record_result(ledger, results["first"])
     corrected = tmp_path / "crf.csv"  # the case-report form corrected: P1 is Child-Pugh C10 (ineligible)
     corrected.write_text("patient_id,child_pugh,dose_algorithm\nP1,C10,AAA\nP2,A5,AAA\n")
     again = record_result(ledger, check([results["tree"]], corrected))
     by_patient = {r.patient_id: r for r in again}
-    assert by_patient["P1"].new and by_patient["P1"].version == 2  # the verdict changed: never dropped as a repeat
+    p1 = by_patient["P1"]
+    # the verdict changed: recorded (never dropped as a repeat), as a re-evaluation of version 1
+    assert p1.new and p1.kind == "re-evaluation" and p1.version == 1 and p1.evaluates == 1 and p1.supersedes is None
     assert not by_patient["P2"].new  # same files, same facts, same verdict: a repeat
+    views = history(ledger, "P1")
+    assert [(v.id, v.version, v.kind, v.evaluates) for v in views] == [
+        (1, 1, "version", None),
+        (3, 1, "re-evaluation", 1),
+    ]
+    # the current state of the case is the re-evaluation; stats count one plan and no resubmission
+    stats = compute_stats(ledger)
+    assert stats.total.plans == 2 and stats.total.resubmissions == 0
+    assert verify(ledger).ok
 
 
 def test_an_incomplete_plan_cannot_be_accepted(ledger, results, tmp_path):

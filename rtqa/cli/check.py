@@ -91,6 +91,12 @@ from rtqa.protocol.limits import Grade
     metavar="FILE",
     help="The ledger key (HMAC of every recorded row) read from FILE; or the key itself in $RTQA_LEDGER_KEY.",
 )
+@click.option(
+    "--resubmission",
+    is_flag=True,
+    help="With --ledger: record every plan as a new version of its case (replacing the current one), "
+    "whatever its plans.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def check(
     paths: tuple[str, ...],
@@ -106,6 +112,7 @@ def check(
     force: bool,
     ledger_url: str | None,
     ledger_key_file: str | None,
+    resubmission: bool,
     debug: bool,
 ) -> None:
     """Check every plan found under PATHS against the protocol and report deviations."""
@@ -125,6 +132,7 @@ def check(
             ledger_key_file=ledger_key_file,
             debug=debug,
             names_path=names_path,
+            resubmission=resubmission,
         ),
         debug,
     )
@@ -146,6 +154,7 @@ def _check(
     ledger_key_file: str | None = None,
     debug: bool = False,
     names_path: str | None = None,
+    resubmission: bool = False,
 ) -> int:
     from rtqa.discovery.batch import plan_work, run_batch
     from rtqa.discovery.grouping import discover
@@ -157,6 +166,8 @@ def _check(
     from rtqa.report.render import render_json as check_json
     from rtqa.report.render import render_text as check_text
 
+    if resubmission and not ledger_url:
+        raise click.UsageError("--resubmission says how to record the plans in a ledger: give --ledger URL")
     protocol = _load_protocol(protocol_name)
     if ledger_url:
         from rtqa.cli.ledger import check_ledger_options
@@ -249,7 +260,9 @@ def _check(
     if ledger_url:  # after the reports, by the coordinating process (never by the workers)
         from rtqa.cli.ledger import record_check
 
-        ledger_code = record_check(ledger_url, result, key_file=ledger_key_file, debug=debug)
+        ledger_code = record_check(
+            ledger_url, result, key_file=ledger_key_file, debug=debug, force_version=resubmission
+        )
     if not reports and not skipped:
         click.echo("rtqa: no plan found under " + ", ".join(paths), err=True)
     for w in warnings:

@@ -101,35 +101,56 @@ def check_ledger_options(url: str, key_file: str | None) -> None:
         raise click.UsageError(f"--ledger: {exc}") from None
 
 
-def record_check(url: str, result: CheckResult, *, key_file: str | None = None, debug: bool = False) -> int | None:
+def record_check(
+    url: str,
+    result: CheckResult,
+    *,
+    key_file: str | None = None,
+    debug: bool = False,
+    force_version: bool = False,
+) -> int | None:
     """Record a check's plans as submissions (called by ``rtqa check --ledger`` once the reports
     are written): None when done, else the exit code, after saying why on stderr.
 
-    A run is one transaction: when anything fails, no plan of the run is recorded."""
+    A run is one transaction: when anything fails, no plan of the run is recorded.
+    ``force_version`` (``--resubmission``) records every plan as a new version of its case."""
 
     def run() -> None:
-        from rtqa.ledger.record import record_result
+        from rtqa.ledger.record import ADDITION, RE_EVALUATION, record_result
 
         ledger = _open(url, create=True, key_file=key_file)
         try:
-            recorded = record_result(ledger, result)
+            recorded = record_result(ledger, result, force_version=force_version)
         finally:
             ledger.dispose()
         for r in recorded:
+            who = f"{r.patient_id} ({r.institution})" if r.institution else r.patient_id
             if not r.new:
                 click.echo(
-                    f"ledger: {r.patient_id}: same input files, protocol and verdict as submission {r.submission_id} "
+                    f"ledger: {who}: same input files, protocol and verdict as submission {r.submission_id} "
                     f"(version {r.version}); not recorded again",
+                    err=True,
+                )
+            elif r.kind == RE_EVALUATION:
+                click.echo(
+                    f"ledger: {who}: recorded as submission {r.submission_id}, a re-evaluation of submission "
+                    f"{r.evaluates} (version {r.version}: the same input files, other facts or protocol)",
+                    err=True,
+                )
+            elif r.kind == ADDITION:
+                click.echo(
+                    f"ledger: {who}: recorded as submission {r.submission_id}, plan(s) added to the course of "
+                    f"version {r.version} (submission {r.evaluates}); not a new version",
                     err=True,
                 )
             elif r.supersedes:
                 click.echo(
-                    f"ledger: {r.patient_id}: recorded as submission {r.submission_id}, version {r.version} "
+                    f"ledger: {who}: recorded as submission {r.submission_id}, version {r.version} "
                     f"(supersedes submission {r.supersedes})",
                     err=True,
                 )
             else:
-                click.echo(f"ledger: {r.patient_id}: recorded as submission {r.submission_id}, version 1", err=True)
+                click.echo(f"ledger: {who}: recorded as submission {r.submission_id}, version 1", err=True)
 
     code = _attempt(run, debug)
     if code is not None:
@@ -220,9 +241,12 @@ def review(
 @cli.command()
 @click.argument("patient")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--institution", metavar="NAME", help="Only the case of this institution (the same PatientID at two "
+              "centres is two cases).")  # fmt: skip
 @ledger_option
-def history(patient: str, fmt: str, ledger_url: str) -> None:
-    """List the versions of PATIENT's case with grades and decisions."""
+def history(patient: str, fmt: str, institution: str | None, ledger_url: str) -> None:
+    """List PATIENT's cases (one per institution): the courses, plans and versions of each, additions
+    to a course and re-evaluations, with grades and decisions."""
 
     def run() -> None:
         import json
@@ -232,7 +256,7 @@ def history(patient: str, fmt: str, ledger_url: str) -> None:
 
         ledger = _open(ledger_url)
         try:
-            views = read_history(ledger, patient)
+            views = read_history(ledger, patient, institution=institution)
         finally:
             ledger.dispose()
         if fmt == "json":

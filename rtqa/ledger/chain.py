@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Table, func, select
 
 from rtqa.ledger.errors import LedgerError
-from rtqa.ledger.schema import decisions, submissions
+from rtqa.ledger.schema import LATER_COLUMNS, decisions, submissions
 
 if TYPE_CHECKING:
     from rtqa.ledger.db import Ledger
@@ -52,7 +52,11 @@ def sha256_text(text: str) -> str:
 
 def row_hash(table: Table, row: Mapping[str, Any]) -> str:
     """The hash of one row of ``table`` (every column but ``hash`` itself)."""
-    content = {c.name: row[c.name] for c in table.columns if c.name not in UNHASHED}
+    content = {
+        c.name: row[c.name]
+        for c in table.columns
+        if c.name not in UNHASHED and not (c.name in LATER_COLUMNS and row[c.name] is None)
+    }
     return sha256_text(table.name + "\n" + canonical(content))
 
 

@@ -1,18 +1,34 @@
-"""Writing a check result into the ledger: one submission per plan, idempotent and versioned.
+"""Writing a check result into the ledger: one submission per course, idempotent and versioned.
 
-The same inputs again (the same file checksums, plan UIDs and protocol checksum) are not a new
-submission. A new plan for a patient already in the ledger is the next version of that patient's
-case and names the version it supersedes; nothing is ever deleted or updated.
+A *case* is one patient of one institution (InstitutionName, or the clinical CSV's institution,
++ PatientID): the same PatientID at two centres is two cases. Each report (a course: every plan
+of the patient in one frame of reference) is recorded as one of:
+
+- a *repeat*: the same input files, plans, protocol and verdict as a submission already
+  recorded: not recorded again;
+- a *re-evaluation* of a version: the same input files (checksums) and plans, checked with other
+  clinical facts or another protocol: recorded, with the version number of the submission it
+  re-evaluates, never a new version;
+- an *addition* to the current version: its plans are every plan of the case's current version
+  and more (a boost added to the course): recorded with the current version number;
+- a new *version* otherwise (a plan of the current version is missing: it was replaced, or the
+  same plans come with other files, a corrected export): the next version number, superseding
+  the current one. ``force_version`` (``rtqa check --resubmission``) records every report as a
+  new version whatever its plans.
+
+The current state of a case is its highest version's latest record. Nothing is ever deleted or
+updated.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from rtqa.ledger.chain import canonical, read_tail, sha256_text
 from rtqa.ledger.db import Ledger, writing
@@ -30,6 +46,9 @@ class Recorded:
     version: int
     supersedes: int | None
     new: bool
+    kind: str = "version"  # version | addition | re-evaluation
+    evaluates: int | None = None  # the submission an addition extends or a re-evaluation re-evaluates
+    institution: str = ""
 
 
 def now_utc() -> str:
@@ -65,8 +84,20 @@ def input_key(plan: dict[str, Any], protocol_sha256: str) -> str:
     )
 
 
+def files_key(plan: dict[str, Any]) -> str:
+    """What makes two submissions the same inputs: the plan UIDs and the input checksums."""
+    return sha256_text(
+        canonical({"plan_uids": sorted(plan["plan_uids"]), "inputs": sorted(i["sha256"] for i in plan["inputs"])})
+    )
+
+
 def record_result(
-    ledger: Ledger, result: CheckResult, *, submitted_at: str | None = None, user: str | None = None
+    ledger: Ledger,
+    result: CheckResult,
+    *,
+    submitted_at: str | None = None,
+    user: str | None = None,
+    force_version: bool = False,
 ) -> list[Recorded]:
     """Record every plan of ``result``, in one transaction, in the order of the report.
 
@@ -80,6 +111,8 @@ def record_result(
         ISO 8601 time in UTC (default: now); for imports of past submissions and for tests.
     user
         The OS user recorded (default: the login name).
+    force_version
+        Record every report as a new version of its case (``rtqa check --resubmission``).
 
     Returns
     -------
@@ -93,31 +126,23 @@ def record_result(
     out: list[Recorded] = []
     with writing(ledger) as conn:
         tail = read_tail(conn, ledger)
-        latest: dict[str, tuple[int, int]] = {}
         for plan in doc["plans"]:
             key = input_key(plan, doc["protocol"]["sha256"])
             pid = plan["patient_id"]
+            institution = plan.get("institution") or ""
             same = conn.execute(
                 select(submissions.c.id, submissions.c.version).where(submissions.c.input_key == key)
             ).first()
             if same is not None:
-                out.append(Recorded(same.id, pid, same.version, None, False))
+                out.append(Recorded(same.id, pid, same.version, None, False, institution=institution))
                 continue
-            if pid not in latest:
-                last = conn.execute(
-                    select(submissions.c.id, submissions.c.version)
-                    .where(submissions.c.patient_id == pid)
-                    .order_by(submissions.c.version.desc())
-                    .limit(1)
-                ).first()
-                latest[pid] = (last.id, last.version) if last is not None else (0, 0)
-            prev_id, prev_version = latest[pid]
+            kind, version, supersedes, evaluates = _place(conn, plan, institution, force_version)
             sub_id = tail.next_submission
             tail.next_submission += 1
             row: dict[str, Any] = {
                 "id": sub_id,
                 "patient_id": pid,
-                "institution": plan.get("institution") or "",
+                "institution": institution,
                 "plan_uid": plan["plan_uid"],
                 "plan_label": plan["plan_label"] or "",
                 "protocol_id": doc["protocol"]["id"],
@@ -125,21 +150,50 @@ def record_result(
                 "protocol_sha256": doc["protocol"]["sha256"],
                 "rtqa_version": doc["rtqa_version"],
                 "input_key": key,
-                "version": prev_version + 1,
-                "supersedes": prev_id or None,
+                "version": version,
+                "supersedes": supersedes,
                 "grade": plan["grade"],
                 "complete": bool(plan["complete"]),
                 "submitted_at": when,
                 "os_user": who,
                 "report": canonical({**head, "plan": plan}),
+                "kind": kind,
+                "evaluates": evaluates,
             }
             conn.execute(insert(submissions), tail.link(submissions, row))
             rows = [finding_row(sub_id, i, f) for i, f in enumerate(plan["findings"])]
             if rows:
                 conn.execute(insert(findings), rows)
-            latest[pid] = (sub_id, prev_version + 1)
-            out.append(Recorded(sub_id, pid, prev_version + 1, prev_id or None, True))
+            out.append(Recorded(sub_id, pid, version, supersedes, True, kind, evaluates, institution))
     return out
+
+
+def _place(
+    conn: Connection, plan: dict[str, Any], institution: str, force_version: bool
+) -> tuple[str, int, int | None, int | None]:
+    """Where a new report goes in its case: ``(kind, version, supersedes, evaluates)``."""
+    s = submissions.c
+    rows = conn.execute(
+        select(s.id, s.version, s.report)
+        .where(s.patient_id == plan["patient_id"], s.institution == institution)
+        .order_by(s.version.desc(), s.id.desc())
+    ).all()
+    if not rows:
+        return VERSION, 1, None, None
+    current = rows[0]
+    if not force_version:
+        mine = files_key(plan)
+        for r in rows:  # the same files and plans, graded again: a re-evaluation of that version
+            if files_key(json.loads(r.report)["plan"]) == mine:
+                return RE_EVALUATION, r.version, None, r.id
+        before = set(json.loads(current.report)["plan"]["plan_uids"])
+        now = set(plan["plan_uids"])
+        if before and before < now:  # every plan of the current version, and more: the course grew
+            return ADDITION, current.version, None, current.id
+    return VERSION, current.version + 1, current.id, None
+
+
+VERSION, ADDITION, RE_EVALUATION = "version", "addition", "re-evaluation"
 
 
 def finding_row(submission_id: int, idx: int, f: dict[str, Any]) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def submission_json(v: SubmissionView) -> dict[str, Any]:
         "os_user": v.os_user,
         "supersedes": v.supersedes,
         "superseded_by": v.superseded_by,
+        "kind": v.kind,
+        "evaluates": v.evaluates,
         "automatic_grade": v.auto_grade,
         "final_grade": v.final_grade,
         "complete": v.complete,
@@ -170,20 +172,55 @@ def submission_html(v: SubmissionView) -> str:
 
 
 def history_text(views: list[SubmissionView]) -> str:
-    first = views[0]
-    lines = [f"Patient {first.patient_id}: {len(views)} version(s)"]
-    lines.append(f"  {'ver':>3} {'subm.':>6}  {'submitted':<21} {'automatic':<23} {'final':<23} {'':<10} decision")
+    """Each case (institution + PatientID) of the patient: its versions, the plans of each
+    record's course, additions to a course and re-evaluations."""
+    lines: list[str] = []
+    cases: dict[str, list[SubmissionView]] = {}
     for v in views:
-        state = "complete" if v.complete else "incomplete"
+        cases.setdefault(v.institution, []).append(v)
+    for institution, records in cases.items():
+        first = records[0]
+        n = len({v.version for v in records})
         lines.append(
-            f"  {v.version:>3} {v.id:>6}  {_when(v.submitted_at):<21} {LABEL[v.auto_grade]:<23} "
-            f"{_final(v):<23} {state:<10} {v.status}" + (" (superseded)" if v.superseded_by else "")
+            f"Patient {_clean(first.patient_id)} of {_clean(institution or '(no institution)')}: {n} version(s), "
+            f"{len(records)} record(s)"
         )
-        for d in v.decisions:
-            lines.append(f"        #{d.id} {d.text()}")
-        for n, d in v.earlier:
-            lines.append(f"        to confirm, decided on version {n}: {d.text()}")
+        lines.append(
+            f"  {'ver':>3} {'subm.':>6}  {'record':<14} {'submitted':<21} {'automatic':<23} {'final':<23} "
+            f"{'':<10} decision"
+        )
+        for v in records:
+            state = "complete" if v.complete else "incomplete"
+            kind = v.kind if v.evaluates is None else f"{v.kind} of {v.evaluates}"
+            lines.append(
+                f"  {v.version:>3} {v.id:>6}  {kind:<14} {_when(v.submitted_at):<21} {LABEL[v.auto_grade]:<23} "
+                f"{_final(v):<23} {state:<10} {v.status}" + (" (superseded)" if v.superseded_by else "")
+            )
+            lines.append(f"        course: {_course(v.plan)}")
+            for d in v.decisions:
+                lines.append(f"        #{d.id} {d.text()}")
+            for n_, d in v.earlier:
+                lines.append(f"        to confirm, decided on version {n_}: {d.text()}")
     return "\n".join(lines) + "\n"
+
+
+def _course(plan: dict[str, Any]) -> str:
+    """The plans of a recorded course with their fractions (reports before courses: the label)."""
+    course = plan.get("course") or {}
+    plans = course.get("plans") or []
+    if not plans:
+        return _clean(plan.get("plan_label") or "")
+    shown = []
+    for p in plans:
+        total = "?" if p.get("total_gy") is None else f"{p['total_gy']:g} Gy"
+        fx = p.get("fractions") or "?"
+        shown.append(f"{_clean(p.get('plan_label') or p.get('plan_uid', ''))} ({total} / {fx} fx)")
+    return " + ".join(shown)
+
+
+def _clean(text: str) -> str:
+    """Control characters shown escaped: a name never forges a line of the history."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def diff_text(d: Diff) -> str:

@@ -118,6 +118,8 @@ class SubmissionView:
     findings: tuple[ReviewedFinding, ...]
     decisions: tuple[Decision, ...]
     earlier: tuple[tuple[int, Decision], ...]  # (version decided on, decision) to confirm
+    kind: str = "version"  # version | addition | re-evaluation (rtqa.ledger.record)
+    evaluates: int | None = None  # the submission an addition extends or a re-evaluation re-evaluates
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -286,11 +288,12 @@ def load_view(conn: Connection, submission_id: int) -> SubmissionView | None:
         return None
     versions = conn.execute(
         select(submissions.c.id, submissions.c.version, submissions.c.supersedes)
-        .where(submissions.c.patient_id == sub.patient_id)
-        .order_by(submissions.c.version)
+        .where(submissions.c.patient_id == sub.patient_id, submissions.c.institution == sub.institution)
+        .order_by(submissions.c.version, submissions.c.id)
     ).all()
     version_of = {v.id: v.version for v in versions}
-    superseded_by = next((v.id for v in versions if v.supersedes == sub.id), None)
+    # a record is superseded by the first record of a later version of its case
+    superseded_by = next((v.id for v in versions if v.version > sub.version), None)
     trail = [
         _decision(r)
         for r in conn.execute(
@@ -301,7 +304,10 @@ def load_view(conn: Connection, submission_id: int) -> SubmissionView | None:
     decided_here = {d.key for d in mine}
     earlier: dict[tuple[str | None, str | None], tuple[int, Decision]] = {}
     for d in trail:
-        if version_of[d.submission_id] < sub.version and d.key not in decided_here:
+        # decisions on an earlier version, or on an earlier record of this version (before a boost
+        # was added or the facts corrected), are shown to confirm, never applied
+        earlier_record = version_of[d.submission_id] == sub.version and d.submission_id < sub.id
+        if (version_of[d.submission_id] < sub.version or earlier_record) and d.key not in decided_here:
             earlier[d.key] = (version_of[d.submission_id], d)
     document = json.loads(sub.report)
     return SubmissionView(
@@ -318,6 +324,8 @@ def load_view(conn: Connection, submission_id: int) -> SubmissionView | None:
         findings=apply_decisions(document["plan"]["findings"], mine),
         decisions=mine,
         earlier=tuple(earlier.values()),
+        kind=sub.kind or "version",
+        evaluates=sub.evaluates,
     )
 
 

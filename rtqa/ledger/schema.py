@@ -15,9 +15,9 @@ queries. A change here needs a new migration.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-HEAD = "0004"
+HEAD = "0005"
 
 metadata = MetaData()
 
@@ -45,7 +45,17 @@ submissions = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("hmac", String(64)),
+    # revision 0005: "version" (NULL in older rows), "addition" (a plan added to the version's
+    # course) or "re-evaluation" (the same files checked again); the submission it extends or
+    # re-evaluates
+    Column("kind", String(16)),
+    Column("evaluates", Integer, ForeignKey("submissions.id", name="fk_evaluates")),
+    Index("ix_submissions_case", "institution", "patient_id"),
 )
+
+# columns added after the first rows were written: hashed only when set, so that the rows
+# written before them keep their hashes
+LATER_COLUMNS = frozenset({"kind", "evaluates"})
 
 findings = Table(
     "findings",

@@ -2,7 +2,10 @@
 
 Definitions (also printed with every report):
 
-- a *plan* is a patient's current (latest) submission; earlier versions count as resubmissions;
+- a *plan* is a case's current record: a case is one patient of one institution (the same
+  PatientID at two centres is two cases), its current record the latest record of its highest
+  version; earlier versions count as resubmissions (additions to a course and re-evaluations of
+  a version do not);
 - its *final grade* uses the reviewed grades (the automatic grade where no decision stands);
 - an ineligible patient's plan (an eligibility rule failed) counts only as ineligible, whatever
   its grade, so never as a pass; the eligibility columns count eligible, ineligible and unknown
@@ -127,20 +130,24 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
     """Statistics over the ledger (see the module docstring for the definitions)."""
     s = submissions.c
     status = eligibility_status(ledger.engine.dialect.name).label("eligibility")
-    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at)
+    query = select(s.id, s.patient_id, s.institution, s.version, s.grade, s.complete, s.submitted_at, s.kind)
     if since:
         query = query.where(s.submitted_at >= since)
     with reading(ledger) as conn:
         rows = conn.execute(query).all()
-        current: dict[str, Any] = {}
-        first: dict[str, str] = {}
-        count: dict[str, int] = defaultdict(int)
+        # a case is one patient of one institution; its current record is the latest record of
+        # its highest version (an addition or re-evaluation of that version included)
+        current: dict[tuple[str, str], Any] = {}
+        first: dict[tuple[str, str], str] = {}
+        versions: dict[tuple[str, str], set[int]] = defaultdict(set)
         for row in rows:
-            count[row.patient_id] += 1
-            if row.patient_id not in current or row.version > current[row.patient_id].version:
-                current[row.patient_id] = row
-            if row.patient_id not in first or row.submitted_at < first[row.patient_id]:
-                first[row.patient_id] = row.submitted_at
+            case = (row.institution, row.patient_id)
+            versions[case].add(row.version)
+            if case not in current or (row.version, row.id) > (current[case].version, current[case].id):
+                current[case] = row
+            if case not in first or row.submitted_at < first[case]:
+                first[case] = row.submitted_at
+        count = {case: len(v) for case, v in versions.items()}
         current_ids = {r.id for r in current.values()}
         # the eligibility of the current versions only, from the hashed report itself (never a
         # copy that could disagree with it); the database reads it, in chunks of ids
@@ -176,14 +183,14 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
     total = GroupStats("all")
     groups: dict[str, GroupStats] = {}
     rules: dict[str, RuleStats] = {}
-    for pid, r in sorted(current.items()):
+    for case, r in sorted(current.items()):
         grade, complete = final.get(r.id, (r.grade, bool(r.complete)))
-        key = r.institution if by != "month" else first[pid][:7]
+        key = r.institution if by != "month" else first[case][:7]
         targets = [total] + ([groups.setdefault(key, GroupStats(key))] if by != "rule" else [])
         plan_ds = [d for d in trail.get(r.id, []) if d.action != GRADE_DECISION]
         for g in targets:
             g.plans += 1
-            g.submissions += count[pid]
+            g.submissions += count[case]
             status_r = eligibility.get(r.id)
             status_r = status_r if status_r in ELIGIBILITY else "unknown"
             g.eligibility[status_r] += 1
@@ -194,7 +201,7 @@ def compute_stats(ledger: Ledger, *, by: str = "institution", since: str | None 
             if plan_ds:
                 if plan_ds[-1].action in ACCEPTS:
                     g.accepted += 1
-                    g.days_to_acceptance.append(_days(first[pid], plan_ds[-1].decided_at))
+                    g.days_to_acceptance.append(_days(first[case], plan_ds[-1].decided_at))
                 else:
                     g.rejected += 1
         for rule in sorted({rule for rule, _ in off.get(r.id, [])}):
