@@ -340,7 +340,12 @@ def test_dose_with_a_broken_reference_is_linked_only_when_one_plan_fits():
     (ps,) = [p for p in one.plan_sets if p.plans]
     assert [d.path for d in ps.doses] == ["/d/RD.dcm"] and any("PatientID" in s for s in ps.inferred_links)
     assert one.unassigned == ()
-    # two candidate plans: ambiguous, so neither gets the dose and the file is listed with the reason
+    # two plans of the patient in the frame are one course: the dose goes to the course
+    (course,) = [p for p in group_headers([ss, p1, p2, orphan]).plan_sets if p.plans]
+    assert len(course.plans) == 2 and [d.path for d in course.doses] == ["/d/RD.dcm"]
+    # two candidate courses (the same PatientID at two centres): ambiguous, so neither gets the
+    # dose and the file is listed with the reason
+    p1, p2 = replace(p1, institution_name="Centre A"), replace(p2, institution_name="Centre B")
     two = group_headers([ss, p1, p2, orphan])
     assert all(p.doses == () for p in two.plan_sets)
     (u,) = two.unassigned
