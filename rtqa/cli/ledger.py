@@ -117,6 +117,7 @@ def record_check(
 
     def run() -> None:
         from rtqa.ledger.record import ADDITION, RE_EVALUATION, record_result
+        from rtqa.report.render import clean
 
         ledger = _open(url, create=True, key_file=key_file)
         try:
@@ -124,7 +125,7 @@ def record_check(
         finally:
             ledger.dispose()
         for r in recorded:
-            who = f"{r.patient_id} ({r.institution})" if r.institution else r.patient_id
+            who = clean(f"{r.patient_id} ({r.institution})" if r.institution else r.patient_id)
             if not r.new:
                 click.echo(
                     f"ledger: {who}: same input files, protocol and verdict as submission {r.submission_id} "

@@ -11,6 +11,7 @@ from typing import Any
 from rtqa.ledger.diff import Diff
 from rtqa.ledger.review import SubmissionView
 from rtqa.ledger.stats import CATEGORIES, GroupStats, Stats
+from rtqa.report.render import clean
 
 LABEL = {
     "ineligible": "INELIGIBLE",
@@ -182,7 +183,7 @@ def history_text(views: list[SubmissionView]) -> str:
         first = records[0]
         n = len({v.version for v in records})
         lines.append(
-            f"Patient {_clean(first.patient_id)} of {_clean(institution or '(no institution)')}: {n} version(s), "
+            f"Patient {clean(first.patient_id)} of {clean(institution or '(no institution)')}: {n} version(s), "
             f"{len(records)} record(s)"
         )
         lines.append(
@@ -209,18 +210,13 @@ def _course(plan: dict[str, Any]) -> str:
     course = plan.get("course") or {}
     plans = course.get("plans") or []
     if not plans:
-        return _clean(plan.get("plan_label") or "")
+        return clean(plan.get("plan_label") or "")
     shown = []
     for p in plans:
         total = "?" if p.get("total_gy") is None else f"{p['total_gy']:g} Gy"
         fx = p.get("fractions") or "?"
-        shown.append(f"{_clean(p.get('plan_label') or p.get('plan_uid', ''))} ({total} / {fx} fx)")
+        shown.append(f"{clean(p.get('plan_label') or p.get('plan_uid', ''))} ({total} / {fx} fx)")
     return " + ".join(shown)
-
-
-def _clean(text: str) -> str:
-    """Control characters shown escaped: a name never forges a line of the history."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def diff_text(d: Diff) -> str:
