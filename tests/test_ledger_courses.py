@@ -138,3 +138,17 @@ def test_resubmission_forces_a_new_version(ledger_url, boost_tree, tmp_path):
 
 def _url(ledger) -> str:
     return ledger.engine.url.render_as_string(hide_password=False)
+
+
+def test_making_a_version_an_addition_breaks_the_chain(ledger, three_versions):
+    """The record kind is hashed whenever it says more than an older row would (a version): turning
+    the second version into an addition (it would vanish from the resubmission count) is named."""
+    from sqlalchemy import update
+
+    from rtqa.ledger.db import writing
+
+    ids = [record_result(ledger, r)[0].submission_id for r in three_versions[:2]]
+    assert verify(ledger).ok
+    with writing(ledger, lock=False) as conn:
+        conn.execute(update(submissions).where(submissions.c.id == ids[1]).values(kind="addition"))
+    assert not verify(ledger).ok

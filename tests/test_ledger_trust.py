@@ -28,7 +28,7 @@ from rtqa.ledger.db import open_ledger, parse_url, reading, writing
 from rtqa.ledger.errors import LedgerError
 from rtqa.ledger.record import finding_row, record_result
 from rtqa.ledger.review import add_decision
-from rtqa.ledger.schema import decisions, findings, metadata, submissions
+from rtqa.ledger.schema import HEAD, decisions, findings, metadata, submissions
 from rtqa.ledger.verify import verify
 from tests.ledger_cases import check, make_patients
 
@@ -381,7 +381,7 @@ def test_a_70_character_patient_id_and_a_158_character_roi_name_are_recorded(led
     args = ["check", str(tree), "--clinical", str(clinical), "--protocol", str(protocol), "--format", "json"]
     out = invoke(*args, "--ledger", ledger_url)
     assert out.exit_code == 0, out.output
-    assert f"ledger: {LONG_ID}: recorded as submission 1, version 1" in out.stderr
+    assert f"ledger: {LONG_ID} (Centre A): recorded as submission 1, version 1" in out.stderr
     led = open_ledger(ledger_url)
     with reading(led) as conn:
         assert conn.execute(select(submissions.c.patient_id)).scalar_one() == LONG_ID
@@ -400,6 +400,7 @@ BOUNDED = {
     ("submissions", "hmac"),
     ("submissions", "grade"),  # a Grade value
     ("submissions", "submitted_at"),  # ISO 8601 UTC
+    ("submissions", "kind"),  # version / addition / re-evaluation
     ("decisions", "action"),  # grade / accept_plan / reject_plan
     ("decisions", "grade"),  # validated Grade value
     ("decisions", "decided_at"),
@@ -443,7 +444,7 @@ def test_an_older_ledger_with_rows_upgrades_and_still_verifies(ledger_url, resul
         assert "hmac" not in {c["name"] for c in inspect(conn).get_columns("submissions")}
     engine.dispose()
     up = invoke("ledger", "upgrade", "--ledger", ledger_url)
-    assert up.exit_code == 0 and "upgraded from 0002 to revision 0004" in up.output, up.output
+    assert up.exit_code == 0 and f"upgraded from 0002 to revision {HEAD}" in up.output, up.output
     out = invoke("ledger", "verify", "--ledger", ledger_url)
     assert out.exit_code == 0 and "2 submissions and 1 decisions, chain intact" in out.output, out.output
 

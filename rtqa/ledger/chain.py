@@ -55,7 +55,7 @@ def row_hash(table: Table, row: Mapping[str, Any]) -> str:
     content = {
         c.name: row[c.name]
         for c in table.columns
-        if c.name not in UNHASHED and not (c.name in LATER_COLUMNS and row[c.name] is None)
+        if c.name not in UNHASHED and not (c.name in LATER_COLUMNS and row[c.name] in LATER_COLUMNS[c.name])
     }
     return sha256_text(table.name + "\n" + canonical(content))
 

@@ -53,9 +53,11 @@ submissions = Table(
     Index("ix_submissions_case", "institution", "patient_id"),
 )
 
-# columns added after the first rows were written: hashed only when set, so that the rows
-# written before them keep their hashes
-LATER_COLUMNS = frozenset({"kind", "evaluates"})
+# columns added after the first rows were written, with the values that mean what an older row
+# without them means (a NULL kind reads as a version): hashed only when they say something else,
+# so that rows written before them (or taken back through a downgrade and upgrade) keep their
+# hashes, while an edit that changes what a row is (a version made an addition) breaks its hash
+LATER_COLUMNS: dict[str, tuple[object, ...]] = {"kind": (None, "version"), "evaluates": (None,)}
 
 findings = Table(
     "findings",
