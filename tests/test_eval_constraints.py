@@ -51,7 +51,7 @@ def ctx(dvhs: dict, **kw) -> SimpleNamespace:
     """``dvhs`` maps (structure, rois) as the check asks for them to a DVH (or an RtqaError)."""
     base = dict(
         dose=object(),
-        protocol=SimpleNamespace(structures=STRUCTURES, end_cap=EndCap.HALF_SLAB),
+        protocol=SimpleNamespace(structures=STRUCTURES, end_cap=EndCap.HALF_SLAB, alpha_beta_for=lambda s: None),
         unavailable={},
         ambiguous={},
         structure_rois={"PTV": [0, 1, 2], "Liver": [3], "Stomach": [5]},

@@ -14,8 +14,9 @@ from rtqa.errors import RtqaError
 if TYPE_CHECKING:
     from rtqa.case import PlanSet
     from rtqa.discovery.planless import PlanlessCase
+    from rtqa.model import DoseGrid
     from rtqa.protocol.loader import Protocol
-    from rtqa.report.dvh_tables import DvhResult
+    from rtqa.report.dvh_tables import DvhResult, StructureDVH
 
 # The library is imported inside the command, not here: ``rtqa --help`` imports this module
 # to list the command and must stay fast (issue 10).
@@ -62,6 +63,14 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@click.option(
+    "--alpha-beta",
+    "alpha_beta",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="GY",
+    help="Add EQD2 statistics with this α/β (Gy): each voxel converted with its plan's fractions, a course's "
+    "plans converted one by one and summed.",
+)
 @max_memory_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def dvh(
@@ -73,6 +82,7 @@ def dvh(
     rx: float | None,
     fmt: str,
     output: str | None,
+    alpha_beta: float | None,
     debug: bool,
 ) -> None:
     """Dose-volume statistics of every structure of every plan found under PATHS.
@@ -81,7 +91,7 @@ def dvh(
     (said in the output); give their prescription with --rx.
     """
     protocol = _load_protocol(protocol_name) if protocol_name else None
-    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output, rx), debug)
+    _run(lambda: _dvh(paths, protocol, structures, derived, EndCap(end_cap), fmt, output, rx, alpha_beta), debug)
 
 
 def _dvh(
@@ -93,6 +103,7 @@ def _dvh(
     fmt: str,
     output: str | None,
     rx: float | None = None,
+    alpha_beta: float | None = None,
 ) -> int:
     from rtqa.discovery.grouping import discover
     from rtqa.discovery.planless import pair_planless
@@ -112,7 +123,7 @@ def _dvh(
         )
         not_evaluable = True
     for plan_set in plan_sets:
-        result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
+        result = _case_dvh(plan_set, protocol, structures, derived, end_cap, alpha_beta)
         not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
         results.append(result)
     for pair in pairs:
@@ -139,9 +150,12 @@ def _case_dvh(
     structures: tuple[str, ...],
     derived: list[tuple[str, str]],
     end_cap: EndCap,
+    alpha_beta: float | None = None,
 ) -> DvhResult:
     from rtqa.discovery.load import load_case
+    from rtqa.dvh.radiobiology import Measure, compute_equivalent_dose
     from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
+    from rtqa.evaluation.radiobiology import dose_parts
     from rtqa.io import read_stored_dvhs
     from rtqa.report.dvh_tables import DvhResult
 
@@ -169,9 +183,29 @@ def _case_dvh(
         if protocol is not None:
             end_cap = protocol.end_cap
             facts.append(("protocol", f"{protocol.id} v{protocol.version} (structure names and derived structures)"))
-            dvhs = compute_protocol_dvhs(case.structure_set, case.dose, protocol, names=structures)
-        else:
-            dvhs = compute_case_dvhs(case.structure_set, case.dose, names=structures, derived=derived, end_cap=end_cap)
+
+        structure_set = case.structure_set
+
+        def tables(dose: DoseGrid) -> list[StructureDVH]:
+            if protocol is not None:
+                return compute_protocol_dvhs(structure_set, dose, protocol, names=structures)
+            return compute_case_dvhs(structure_set, dose, names=structures, derived=derived, end_cap=end_cap)
+
+        dvhs = tables(case.dose)
+        equivalent: list[tuple[str, tuple[StructureDVH, ...]]] = []
+        if alpha_beta is not None:
+            parts = dose_parts(case, case.prescriptions)
+            if isinstance(parts, str):
+                facts.append(("EQD2", f"not computed: {parts}"))
+            else:
+                eq = compute_equivalent_dose(parts, measure=Measure.EQD2, alpha_beta_gy=alpha_beta)
+                facts.append(("EQD2", f"α/β {alpha_beta:g} Gy (given with --alpha-beta); {eq.statement}"))
+                eq_label = f"EQD2, α/β {alpha_beta:g} Gy"
+                ends = [(eq_label, eq.low)] if eq.exact else [
+                    (f"{eq_label}, each voxel's dose per fraction at its lowest", eq.low),
+                    (f"{eq_label}, each voxel's dose per fraction at its highest", eq.high),
+                ]  # fmt: skip
+                equivalent.extend((name, tuple(tables(grid))) for name, grid in ends)
         facts.append(("DVH settings", f"end cap {end_cap.value}, bins 0.01 Gy"))
         warnings = list(case.warnings) + [w for s in dvhs if s.dvh for w in s.dvh.warnings]
         if len(case.dose_choice.parts) == 1 and case.dose_choice.parts[0][0].has_dvh_sequence:
@@ -185,7 +219,15 @@ def _case_dvh(
                 dose=case.dose,
                 prescription_gy=rx_gy,
             )
-        return DvhResult(plan_set.patient_id, plan_uid, label, tuple(facts), tuple(dvhs), tuple(warnings))
+        return DvhResult(
+            plan_set.patient_id,
+            plan_uid,
+            label,
+            tuple(facts),
+            tuple(dvhs),
+            tuple(warnings),
+            equivalent=tuple(equivalent),
+        )
     except RtqaError as exc:
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ COMPOSITE_TOLERANCE_PCT = 5.0  # a site's composite ROI and the computed structu
 
 FRAME_RULE = "FRAME_OF_REFERENCE"  # the finding that says why dose and contours are not graded together
 FRAME_UNPROVEN = "the dose and the contours are not proven to share a frame of reference"
+
+if TYPE_CHECKING:
+    from rtqa.evaluation.radiobiology import Radiobiology
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class CaseContext:
         self.frames: FrameLink = link_frames(case.structure_set, doses, case.plans)
         if self.frames.proof is not None and not self.frames.proof.startswith("declared"):
             self.warnings.append(f"frame of reference: {self.frames.proof}")
+        self.radiobiology: Radiobiology | None = None  # EQD2/BED doses and DVHs, made on first use
         self._build_roi_stacks()
         self._resolve()
         self._prescriptions()

@@ -77,6 +77,28 @@ class LowerDoseRing:
 
 
 @dataclass(frozen=True)
+class AlphaBeta:
+    """The α/β (Gy) a protocol uses for a tissue, with its source."""
+
+    value_gy: float
+    source: str
+    unconfirmed: bool
+    line: int = 0
+
+    def describe(self) -> str:
+        return f"α/β {self.value_gy:g} Gy{' †' if self.unconfirmed else ''} ({self.source})"
+
+
+@dataclass(frozen=True)
+class DoseMeasure:
+    """A constraint stated in a radiobiological dose: ``measure`` "eqd2" or "bed", converted
+    per voxel with ``alpha_beta`` (:mod:`rtqa.dvh.radiobiology`)."""
+
+    measure: str
+    alpha_beta: AlphaBeta
+
+
+@dataclass(frozen=True)
 class Rule:
     """One graded item: a DVH constraint, an eligibility check or a technical check.
 
@@ -106,6 +128,7 @@ class Rule:
     grades_by: Mapping[str, str] = field(default_factory=dict)  # technical: found value -> grade name
     lower_dose_ring: LowerDoseRing | None = None  # constraint graded against the highest prescription
     line: int = 0
+    dose: DoseMeasure | None = None  # limits stated in EQD2 or BED; None: physical dose
 
     def facts(self) -> dict[str, tuple[str, ...]]:
         """Each clinical fact the rule depends on, with the values the rule applies to."""
@@ -142,6 +165,14 @@ class Protocol:
     constraints: tuple[Rule, ...]
     eligibility: tuple[Rule, ...]
     technical: tuple[Rule, ...]
+    # the α/β of each structure ("default": every other one), for EQD2 shown beside physical doses
+    alpha_beta: Mapping[str, AlphaBeta] = field(default_factory=dict)
+
+    def alpha_beta_for(self, structure: str | None) -> AlphaBeta | None:
+        """The α/β the protocol states for a structure, else its default, else None."""
+        if structure is not None and structure in self.alpha_beta:
+            return self.alpha_beta[structure]
+        return self.alpha_beta.get("default")
 
     @property
     def rules(self) -> tuple[Rule, ...]:

@@ -26,7 +26,9 @@ from rtqa.protocol.model import (
     GRADE_NAMES,
     KNOWN_FACTS,
     TECHNICAL_CHECKS,
+    AlphaBeta,
     DerivedSpec,
+    DoseMeasure,
     LimitSet,
     LowerDoseRing,
     Protocol,
@@ -69,6 +71,7 @@ class Validator:
         self.path = path
         self.read_table = read_table
         self.errors: list[str] = []
+        self.alpha_betas: dict[str, AlphaBeta] = {}
 
     def err(self, line: int, rule: str | None, message: str) -> None:
         where = f"{os.path.basename(self.path)}:{line}"
@@ -141,6 +144,7 @@ class Validator:
             "constraints",
             "eligibility",
             "technical",
+            "alpha_beta",
         }
         if not self.keys(data, top, {"protocol", "structures", "fractionation"}, None, "the protocol file"):
             return None
@@ -157,6 +161,7 @@ class Validator:
         structures = self.structures(data.get("structures"), aliases)
         derived = self.derived(data.get("derived") or LineMap(), structures)
         names = set(structures) | set(derived)
+        self.alpha_betas = self.alpha_beta(data, names)
         fractionation = self.fractionation(data.get("fractionation"))
         constraints = tuple(self.rule_list(data, "constraints", self.constraint, names, structures))
         eligibility = tuple(self.rule_list(data, "eligibility", self.eligibility, names, structures))
@@ -179,7 +184,87 @@ class Validator:
             constraints=constraints,
             eligibility=eligibility,
             technical=technical,
+            alpha_beta=self.alpha_betas,
         )
+
+    def alpha_beta(self, data: Mapping[str, Any], names: set[str]) -> dict[str, AlphaBeta]:
+        """``alpha_beta: {default: {value, source, unconfirmed}, <structure>: {...}}``."""
+        m = data.get("alpha_beta")
+        if m is None:
+            return {}
+        if not isinstance(m, dict) or not m:
+            self.err(_line(data, "alpha_beta"), None, "'alpha_beta' must map structures (or 'default') to α/β values")
+            return {}
+        out: dict[str, AlphaBeta] = {}
+        for name, spec in m.items():
+            where = f"alpha_beta {name}"
+            if name != "default" and name not in names:
+                self.err(_line(m, name), where, f"{name!r} is not 'default' or a structure of the protocol")
+                continue
+            ab = self.alpha_beta_spec(spec, where, _line(m, name), {"value", "source", "unconfirmed"}, "value")
+            if ab is not None:
+                out[str(name)] = ab
+        return out
+
+    def alpha_beta_spec(self, spec: Any, rid: str, line: int, allowed: set[str], key: str) -> AlphaBeta | None:
+        """An α/β with its source: a positive number of Gy, a non-empty source."""
+        if not self.keys(spec, allowed, {key, "source"}, rid, f"the α/β of {rid}"):
+            return None
+        value = _number(spec.get(key))
+        if value is None or value <= 0:
+            self.err(_line(spec, key), rid, f"{key} {_quote(spec.get(key))}: expected a positive number of Gy")
+            return None
+        source = self.text(spec, "source", rid)
+        if not source:
+            self.err(_line(spec, "source") or line, rid, "an α/β needs a 'source'")
+            return None
+        return AlphaBeta(value, source, self.flag(spec, "unconfirmed", rid), getattr(spec, "line", line))
+
+    def dose_measure(
+        self, item: Mapping[str, Any], rid: str, structure: str | None, metric: Metric | None
+    ) -> DoseMeasure | None:
+        """A constraint's ``dose``: physical (absent or ``physical``), ``eqd2`` / ``bed`` with the
+        protocol's α/β for the structure, or ``{eqd2: {alpha_beta: 3, source: "..."}}``."""
+        if "dose" not in item:
+            return None
+        spec = item["dose"]
+        line = _line(item, "dose")
+        expected = "expected physical, eqd2, bed, or {eqd2: {alpha_beta: <Gy>, source: <text>}} (or bed)"
+        measure: str | None = None
+        ab: AlphaBeta | None = None
+        if isinstance(spec, str):
+            if spec == "physical":
+                return None
+            if spec not in ("eqd2", "bed"):
+                self.err(line, rid, f"dose {_quote(spec)}; {expected}")
+                return None
+            measure = spec
+            ab = self.alpha_betas.get(structure or "") or self.alpha_betas.get("default")
+            if ab is None:
+                self.err(
+                    line,
+                    rid,
+                    f"dose {spec}: the protocol states no α/β for {structure!r} and no default "
+                    "(add one under 'alpha_beta', or give {" + spec + ": {alpha_beta: ..., source: ...}})",
+                )
+                return None
+        elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("eqd2", "bed"):
+            ((measure, inner),) = spec.items()
+            ab = self.alpha_beta_spec(inner, rid, line, {"alpha_beta", "source", "unconfirmed"}, "alpha_beta")
+            if ab is None:
+                return None
+        else:
+            self.err(line, rid, f"dose {_quote(spec)}; {expected}")
+            return None
+        if metric is not None and (metric.is_relative or metric.kind == "Volume"):
+            self.err(
+                line,
+                rid,
+                f"dose {measure}: metric {metric.text!r} is relative to the prescription or not a dose; a limit in "
+                f"{str(measure).upper()} needs an absolute dose metric (e.g. Mean[Gy], D0.03cc[Gy], V20Gy[%])",
+            )
+            return None
+        return DoseMeasure(str(measure), ab)
 
     def alias_table(self, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         name = data.get("alias_table")
@@ -478,6 +563,7 @@ class Validator:
             "limits_by",
             "lower_dose_ring",
             "note",
+            "dose",
         }
         required = {"id", "structure", "metric", "source"} | (set() if "limits_by" in item else {"per_protocol"})
         if not self.keys(item, allowed, required, rid, "a constraint"):
@@ -523,6 +609,7 @@ class Validator:
             limits_by=limits_by,
             lower_dose_ring=ring,
             line=item.line,
+            dose=self.dose_measure(item, rid, structure, metric),
         )
 
     def _lower_dose_ring(

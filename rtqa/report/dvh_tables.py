@@ -55,6 +55,9 @@ class DvhResult:
     structures: tuple[StructureDVH, ...]
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    # ``--alpha-beta``: (label, structures) on the EQD2 per voxel; two tables (lowest and highest
+    # dose per fraction) when one dose holds several fraction counts
+    equivalent: tuple[tuple[str, tuple[StructureDVH, ...]], ...] = ()
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:
@@ -72,25 +75,32 @@ def render_text(results: list[DvhResult]) -> str:
             lines.append(f"  NOT EVALUABLE: {res.error}")
             lines.append("")
             continue
-        header = (
-            f"  {'structure':<18}{'volume cc':>11}{'uncov cc':>10}{'min Gy':>9}{'mean Gy':>9}{'max Gy':>9}"
-            f"{'D98%':>8}{'D95%':>8}{'D2%':>8}{'D0.03cc':>9}"
-        )
-        lines.append(header)
-        for s in res.structures:
-            if s.dvh is None:
-                lines.append(f"  {s.name:<18}  missing: {s.problem}")
-                continue
-            stats = s.statistics()
-            cells = [stats[k] for k in TEXT_COLUMNS]
-            widths = (11, 10, 9, 9, 9, 8, 8, 8, 9)
-            text = "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, widths, strict=True))
-            flag = "  (small)" if s.dvh.is_small else ""
-            lines.append(f"  {s.name:<18}{text}{flag}")
+        lines.extend(_table(res.structures))
+        for label, structures in res.equivalent:
+            lines.append(f"  {label}:")
+            lines.extend(_table(structures))
         for w in res.warnings:
             lines.append(f"  warning: {w}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(structures: tuple[StructureDVH, ...]) -> list[str]:
+    lines = [
+        f"  {'structure':<18}{'volume cc':>11}{'uncov cc':>10}{'min Gy':>9}{'mean Gy':>9}{'max Gy':>9}"
+        f"{'D98%':>8}{'D95%':>8}{'D2%':>8}{'D0.03cc':>9}"
+    ]
+    for s in structures:
+        if s.dvh is None:
+            lines.append(f"  {s.name:<18}  missing: {s.problem}")
+            continue
+        stats = s.statistics()
+        cells = [stats[k] for k in TEXT_COLUMNS]
+        widths = (11, 10, 9, 9, 9, 8, 8, 8, 9)
+        text = "".join(f"{'-' if v is None else f'{v:.2f}':>{w}}" for v, w in zip(cells, widths, strict=True))
+        flag = "  (small)" if s.dvh.is_small else ""
+        lines.append(f"  {s.name:<18}{text}{flag}")
+    return lines
 
 
 def _structure_json(s: StructureDVH) -> dict[str, object]:
@@ -127,6 +137,10 @@ def render_json(results: list[DvhResult]) -> str:
                 "error": res.error,
                 "warnings": list(res.warnings),
                 "structures": {s.name: _structure_json(s) for s in res.structures},
+                "equivalent": [
+                    {"label": label, "structures": {s.name: _structure_json(s) for s in structures}}
+                    for label, structures in res.equivalent
+                ],
             }
         )
     return json.dumps({"plans": plans}, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
@@ -160,10 +174,12 @@ def render_csv(results: list[DvhResult]) -> str:
     for res in results:
         if res.error:
             rows.append([res.patient_id, res.plan_uid, None, None, *blank, res.error])
-        for s in res.structures:
-            if s.dvh is None:
-                rows.append([res.patient_id, res.plan_uid, s.name, s.roi, *blank, s.problem])
-                continue
-            values: list[Cell] = [_r(v) for v in s.statistics().values()]
-            rows.append([res.patient_id, res.plan_uid, s.name, s.roi, *values, None])
+        tables = [("", res.structures), *((f" [{label}]", structures) for label, structures in res.equivalent)]
+        for suffix, structures in tables:
+            for s in structures:
+                if s.dvh is None:
+                    rows.append([res.patient_id, res.plan_uid, s.name + suffix, s.roi, *blank, s.problem])
+                    continue
+                values: list[Cell] = [_r(v) for v in s.statistics().values()]
+                rows.append([res.patient_id, res.plan_uid, s.name + suffix, s.roi, *values, None])
     return csv_text(DVH_CSV_COLUMNS, rows)

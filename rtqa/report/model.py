@@ -16,6 +16,67 @@ CATEGORIES = ("plan_quality", "resubmit", "query", "eligibility")
 
 
 @dataclass(frozen=True)
+class EquivalentValue:
+    """A finding's value in a radiobiological dose (EQD2 or BED), per voxel before the DVH.
+
+    ``graded`` is true when the rule is stated in that dose (the finding's value is then this
+    value, and ``physical_value`` the physical one beside it); otherwise it is shown beside the
+    physical value for information. ``value`` is None with ``interval`` when the dose per
+    fraction of each voxel is only bounded, and None with ``note`` saying why when it cannot be
+    computed (number of fractions unknown)."""
+
+    measure: str  # eqd2 | bed
+    graded: bool
+    metric: str  # the metric evaluated on the equivalent dose (D95%[Gy] for a D95%[%] rule)
+    value: float | None
+    unit: str
+    alpha_beta_gy: float | None
+    source: str
+    unconfirmed: bool
+    physical_value: float | None = None
+    physical_unit: str = ""
+    interval: tuple[float, float] | None = None
+    note: str = ""  # about this value: the volume outside the grid, or why there is no value
+    basis: str = ""  # why it is shown, and how each dose was converted (fractions, sum)
+
+    @property
+    def label(self) -> str:
+        return "EQD2" if self.measure == "eqd2" else "BED"
+
+    @property
+    def shown(self) -> str:
+        if self.value is not None:
+            return format_value(self.value, self.unit)
+        if self.interval is not None:
+            lo, hi = self.interval
+            return f"{format_value(lo, self.unit).split()[0]}–{format_value(hi, self.unit)}"
+        return "-"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "measure": self.measure,
+            "graded": self.graded,
+            "metric": self.metric,
+            "value": _round(self.value, self.unit),
+            "unit": self.unit,
+            "interval": None
+            if self.interval is None
+            else {
+                "low": _round(self.interval[0], self.unit),
+                "high": _round(self.interval[1], self.unit),
+                "unit": self.unit,
+            },
+            "alpha_beta_gy": self.alpha_beta_gy,
+            "source": self.source,
+            "unconfirmed": self.unconfirmed,
+            "physical_value": _round(self.physical_value, self.physical_unit),
+            "physical_unit": self.physical_unit,
+            "note": self.note,
+            "basis": self.basis,
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """The result of one rule on one structure (or on the plan).
 
@@ -50,6 +111,7 @@ class Finding:
     possible_grades: tuple[tuple[Grade, str], ...] = ()  # (grade, the condition that gives it)
     # (end-cap convention, value, grade) under every convention, for a graded DVH value
     by_end_cap: tuple[tuple[str, float | None, Grade], ...] = ()
+    equivalent: EquivalentValue | None = None  # EQD2/BED: graded, or shown beside the physical value
 
     @property
     def convention_sensitive(self) -> bool:
@@ -110,6 +172,7 @@ class Finding:
                 "unit": self.unit,
             },
             "possible_grades": [{"grade": g.value, "condition": c} for g, c in self.possible_grades],
+            "equivalent_dose": None if self.equivalent is None else self.equivalent.as_json(),
         }
         if self.by_end_cap:
             out["by_end_cap"] = {

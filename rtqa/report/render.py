@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rtqa import __version__
-from rtqa.protocol.limits import Grade
+from rtqa.protocol.limits import Grade, format_value
 from rtqa.report.csv_cells import csv_text
 from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding, PlanReport
 
@@ -120,6 +120,42 @@ def course_lines(course: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def equivalent_lines(r: PlanReport) -> list[str]:
+    """Why EQD2 values are shown and how they were converted, and each α/β with its source,
+    once per plan (the rows show the values)."""
+    eqs = [(f.structure or "", f.equivalent) for f in r.findings if f.equivalent is not None]
+    if not eqs:
+        return []
+    graded_only = all(e.graded for _, e in eqs)
+    head = "graded where a rule is stated in it" if graded_only else "beside the physical values, for information"
+    lines = [f"  EQD2/BED ({head}):"]
+    for basis in dict.fromkeys(e.basis for _, e in eqs if e.basis):
+        lines.append(f"    {clean(basis)}")
+    by_ab: dict[tuple[float | None, str, bool], list[str]] = {}
+    for structure, e in eqs:
+        names = by_ab.setdefault((e.alpha_beta_gy, e.source, e.unconfirmed), [])
+        if structure not in names:
+            names.append(structure)
+    for (ab, source, unconfirmed), names in by_ab.items():
+        dagger = " †" if unconfirmed else ""
+        lines.append(f"    α/β {ab:g} Gy{dagger} for {', '.join(clean(n) for n in names)}: {clean(source)}")
+    return lines
+
+
+def _equivalent_row(f: Finding) -> str | None:
+    e = f.equivalent
+    if e is None:
+        return None
+    dagger = " †" if e.unconfirmed else ""
+    ab = f"α/β {e.alpha_beta_gy:g} Gy{dagger}"
+    if e.graded:
+        physical = "-" if e.physical_value is None else format_value(e.physical_value, e.physical_unit)
+        return f"  {'':<20} graded in {e.label} ({ab}): {e.shown}; physical {physical}"
+    if e.value is None and e.interval is None:
+        return f"  {'':<20} {e.label} ({ab}): {clean(e.note)}"
+    return f"  {'':<20} {e.label} {e.metric} ({ab}): {e.shown} (informational; physical {f.shown_value})"
+
+
 def render_text(
     result: CheckResult, *, paint: Callable[[str, Grade], str] | None = None, include_names: bool = False
 ) -> str:
@@ -160,6 +196,7 @@ def render_text(
             total = "?" if rx.get("total_gy") is None else f"{rx['total_gy']:.2f}"
             lines.append(f"  Prescription: {total} Gy ({per}) from {rx['source']}; dose: {r.dose_source}")
         lines.extend(course_lines(r.course))
+        lines.extend(equivalent_lines(r))
         if r.findings or r.eligibility:
             lines.append(f"  {'rule':<20} {'structure -> ROI':<30} {'metric':<24} {'value':>10}  {'limits':<22} grade")
             for f in listed_findings(r):
@@ -189,6 +226,8 @@ def render_text(
                     or f.convention_sensitive
                 ):
                     lines.append(f"  {'':<20} {clean(f.message)}")
+                if (row := _equivalent_row(f)) is not None:
+                    lines.append(row)
         for n in r.not_applicable:
             lines.append(f"  {n.rule:<20} {clean(n.structure or ''):<30} NOT APPLICABLE: {clean(n.reason)}")
         if r.unmatched_rois:

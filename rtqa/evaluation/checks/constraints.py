@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -29,6 +29,7 @@ from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
 from rtqa.evaluation.grading import Measured, grade_label, grade_measured, not_applicable, not_evaluable, worst
+from rtqa.evaluation.radiobiology import beside, grade_equivalent
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
 from rtqa.report.model import Finding, NotApplicable
@@ -82,10 +83,35 @@ def _one(
     except RtqaError as exc:
         return not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched, how=how)
     reference, ref_target = _reference(ctx, rule, structure, rois)
-    return _grade_dvh(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target)
+    key = structure if whole else f"{structure} {rois}"
+    shape = (key, lambda: ctx.stack(structure, () if whole else rois))
+    return _grade_dvh(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target, shape)
 
 
 def _grade_dvh(
+    ctx: CaseContext,
+    rule: Rule,
+    facts: Mapping[str, str | None],
+    dvhs: dict[EndCap, DVH],
+    label: str,
+    structure: str,
+    matched: str | None,
+    how: str | None,
+    reference: float | None,
+    ref_target: str | None,
+    shape: tuple[str, Callable[[], SlabStack]],
+) -> Finding:
+    """The finding of a rule on one DVH, with its EQD2 beside the physical value when the plan is
+    not at 2 Gy per fraction; a rule stated in EQD2 or BED is graded on that dose instead."""
+    key, stack = shape
+    if rule.dose is not None:  # graded in the protocol's end-cap convention
+        physical = dvhs[ctx.protocol.end_cap]
+        return grade_equivalent(ctx, rule, facts, key, stack, physical, label, structure, matched, how)
+    finding = _grade_physical(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target)
+    return beside(ctx, rule, finding, key, stack, structure)
+
+
+def _grade_physical(
     ctx: CaseContext,
     rule: Rule,
     facts: Mapping[str, str | None],
@@ -233,9 +259,9 @@ def _lower_levels(
         primary = stacks.pop(ctx.protocol.end_cap)
         ctx.dvh_of(label, primary, stacks)
         dvhs = ctx.dvh_by_end_cap(label)
-        out.append(
-            _grade_dvh(ctx, graded_rule, facts, dvhs, label, structure, matched, None, rx, f"{ctx.label(i)}, {source}")
-        )
+        ref = f"{ctx.label(i)}, {source}"
+        shape = (label, lambda primary=primary: primary)
+        out.append(_grade_dvh(ctx, graded_rule, facts, dvhs, label, structure, matched, None, rx, ref, shape))
     return out
 
 
