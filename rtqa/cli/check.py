@@ -22,6 +22,7 @@ from rtqa.cli.app import (
     _run,
     cli,
     max_memory_option,
+    max_seconds_option,
 )
 from rtqa.errors import RtqaError
 from rtqa.protocol.limits import Grade
@@ -69,6 +70,7 @@ from rtqa.protocol.limits import Grade
     help="The QA office's name map: per institution, site ROI name -> protocol structure (null: none of them).",
 )
 @max_memory_option
+@max_seconds_option
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
 @click.option(
     "--force",

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli, max_memory_option
+from rtqa.cli.app import (
+    EXIT_NOT_EVALUABLE,
+    EXIT_OK,
+    _load_protocol,
+    _run,
+    cli,
+    max_memory_option,
+    max_seconds_option,
+)
 from rtqa.dvh.expression import EndCap
 from rtqa.errors import RtqaError
 
@@ -63,6 +71,7 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
 @max_memory_option
+@max_seconds_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def dvh(
     paths: tuple[str, ...],
@@ -94,9 +103,10 @@ def _dvh(
     output: str | None,
     rx: float | None = None,
 ) -> int:
+    from rtqa.deadline import TimeBudgetExceeded, configured_seconds, time_budget
     from rtqa.discovery.grouping import discover
     from rtqa.discovery.planless import pair_planless
-    from rtqa.report.dvh_tables import render_csv, render_json, render_text
+    from rtqa.report.dvh_tables import DvhResult, render_csv, render_json, render_text
 
     found = discover(paths)
     pairs, unassigned = pair_planless(found)
@@ -112,7 +122,13 @@ def _dvh(
         )
         not_evaluable = True
     for plan_set in plan_sets:
-        result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
+        try:
+            with time_budget(configured_seconds()):
+                result = _case_dvh(plan_set, protocol, structures, derived, end_cap)
+        except TimeBudgetExceeded as exc:
+            result = DvhResult(
+                plan_set.patient_id, plan_set.plans[0].sop_instance_uid, plan_set.label, (), (), error=str(exc)
+            )
         not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
         results.append(result)
     for pair in pairs:

@@ -26,6 +26,7 @@ import shapely.affinity
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from rtqa.deadline import check_time
 from rtqa.dvh.expression import EndCap as EndCap  # re-exported: where callers have always found it
 from rtqa.dvh.expression import Margin, Name, Node, SetOp, parse_expression
 from rtqa.dvh.expression import expression_names as expression_names
@@ -288,6 +289,7 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
     typical = float(np.median(np.diff(grid)))
     slabs = []
     for n, (plane, kk) in enumerate(zip(roi.planes, k, strict=True)):
+        check_time()  # the plan's time budget, for threads that no timer signal reaches
         z = plane.z_mm
         below = grid[kk - 1] if kk > 0 else None
         above = grid[kk + 1] if kk + 1 < grid.size else None
