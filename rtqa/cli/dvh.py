@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -108,6 +109,12 @@ def _dvh(
     from rtqa.discovery.planless import pair_planless
     from rtqa.report.dvh_tables import DvhResult, render_csv, render_json, render_text
 
+    if output:
+        from rtqa.cli.check import _is_input
+        from rtqa.discovery.grouping import iter_files
+
+        if _is_input(output, tuple(os.path.realpath(f) for f in iter_files(paths))):
+            raise click.UsageError(f"--output {output} is an input file; rtqa never writes over its inputs")
     found = discover(paths)
     pairs, unassigned = pair_planless(found)
     results = []

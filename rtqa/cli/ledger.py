@@ -261,7 +261,7 @@ def history(patient: str, fmt: str, institution: str | None, ledger_url: str) ->
         finally:
             ledger.dispose()
         if fmt == "json":
-            click.echo(json.dumps([submission_json(v) for v in views], indent=1, ensure_ascii=False))
+            click.echo(json.dumps([submission_json(v) for v in views], indent=1, ensure_ascii=False, allow_nan=False))
         else:
             click.echo(history_text(views), nl=False)
 
@@ -289,7 +289,7 @@ def diff(submission_a: int, submission_b: int, fmt: str, ledger_url: str) -> Non
         finally:
             ledger.dispose()
         if fmt == "json":
-            click.echo(json.dumps(diff_json(d), indent=1, ensure_ascii=False))
+            click.echo(json.dumps(diff_json(d), indent=1, ensure_ascii=False, allow_nan=False))
         else:
             click.echo(diff_text(d), nl=False)
 

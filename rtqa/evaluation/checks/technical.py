@@ -215,6 +215,10 @@ def prescription_agreement(ctx: CaseContext, rule: Rule, facts: Mapping[str, str
                 )
             )
             continue
+        if rx.absurd:
+            listed = ", ".join(f"{s.value} {v:.4g} Gy" for s, v in rx.absurd)
+            out.append(not_evaluable(rule, f"plan {plan.label}: a prescription source gives no treatment ({listed})"))
+            continue
         if len(rx.candidates) < 2:
             out.append(
                 plain(
