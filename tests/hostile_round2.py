@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from hostile_edits import FILES, edit
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
-
-from tests.hostile_edits import FILES, edit
 
 
 def deflated_with_pad(case: Path) -> Path:

@@ -10,6 +10,8 @@ labelled so. Sources that disagree by more than 2 % are reported.
 
 from __future__ import annotations
 
+import math
+
 from rtqa.case import GroupPrescription, Prescription, PrescriptionSource, TargetPrescription
 from rtqa.model import Plan
 
@@ -95,7 +97,7 @@ def derive_prescription(
     absurd = [(src, v) for src, v in candidates if not _plausible(v)]
     for src, value in absurd:
         warnings.append(
-            f"the prescription from {src.value} ({value:.4g} Gy) is outside {MIN_PRESCRIPTION_GY:g}-"
+            f"the prescription from {src.value} ({show_gy(value)}) is outside {MIN_PRESCRIPTION_GY:g}-"
             f"{MAX_PRESCRIPTION_GY:g} Gy, no treatment: not used"
             + (
                 "; the rules relative to the prescription are not evaluable"
@@ -154,3 +156,8 @@ def describe_groups(groups: tuple[GroupPrescription, ...]) -> str:
 def _plausible(total_gy: float) -> bool:
     """Whether a total prescription is a treatment (NaN and infinity are not)."""
     return MIN_PRESCRIPTION_GY <= total_gy <= MAX_PRESCRIPTION_GY
+
+
+def show_gy(value: float) -> str:
+    """``"5000 Gy"``, or words for a value that is not a number a report may print."""
+    return f"{value:.4g} Gy" if math.isfinite(value) else "not a finite number"
