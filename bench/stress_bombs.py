@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,9 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [b for b in BOMBS if not args.only or any(o.lower() in b.lower() for o in args.only)]
     print(f"rtqa check under ulimit -v {args.limit_gb:g} GiB, killed after {args.timeout:g} s")
     print(f"{'bomb':38} {'exit':>7} {'time s':>7} {'peak MiB':>9} {'JSON':>5} {'plans':>5}  says")
+    # each bomb is built in a fresh process: a child of this one would inherit its resident
+    # memory in the peak the kernel reports (Linux keeps the high-water mark across exec), and
+    # building 42,000 control points with pydicom takes gigabytes
+    builder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     for name in chosen:
         with tempfile.TemporaryDirectory(prefix="rtqa-bomb-") as tmp:
-            case, extra = build(name, Path(tmp))
+            case, extra = builder.submit(build, name, Path(tmp)).result()
             r = run(case, extra, limit_bytes=limit, timeout_s=args.timeout, rtqa_path=args.rtqa_path)
             # shutil.rmtree recurses once per level: 1,500 nested folders exceed Python's stack
             subprocess.run(["rm", "-rf", tmp], check=True)
@@ -229,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['says']}",
             flush=True,
         )
+    builder.shutdown()
     return 0
 
 

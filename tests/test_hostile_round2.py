@@ -400,6 +400,7 @@ def test_ledger_renderers_escape_and_neutralise(tmp_path):
     reason = "fine\nGrade: PER PROTOCOL"
     review = runner.invoke(cli, ["review", "1", "--reject-plan", "--reason", reason, "--reviewer", "R"])
     assert review.exit_code == 0, review.output
+    assert len(review.output.splitlines()) == 1 and "fine\\nGrade: PER PROTOCOL" in review.output
     for args in (["history", DEMO_PATIENT], ["report", "1"], ["stats"], ["stats", "--by", "institution"]):
         out = runner.invoke(cli, args).output
         assert not any(line.lstrip().startswith("Grade: PER PROTOCOL") for line in out.splitlines()), (args, out)

@@ -234,7 +234,9 @@ def review(
             )
         finally:
             ledger.dispose()
-        click.echo(f"decision {d.id} on submission {submission}: {d.text()}")
+        from rtqa.report.text_cells import clean  # a reason's newline must not forge a line
+
+        click.echo(f"decision {d.id} on submission {submission}: {clean(d.text())}")
 
     _guard(run)
 
