@@ -1,20 +1,24 @@
-"""Run every bomb input of issue 9 through ``rtqa check`` under an address-space limit and
-print the time and peak memory of each.
+"""Run every bomb input of issues 9 and 18 through ``rtqa check`` under an address-space limit
+and print the time and peak memory of each.
 
 Usage::
 
     python bench/stress_bombs.py [--limit-gb 4] [--timeout 120] [--rtqa-path DIR] [--only NAME]
 
-Each bomb is the generated demo plan with one edit (tests/hostile_edits.py), run as
+Each bomb is the generated demo plan with one edit (tests/hostile_edits.py, and
+tests/hostile_round2.py for issue 18's inputs at the sizes of its findings), run as
 ``python -m rtqa check CASE --format json`` in its own subprocess under ``ulimit -v``
 (RLIMIT_AS). ``--rtqa-path`` puts another checkout first on PYTHONPATH, to measure it
-(e.g. an export of main before issue 9). Not part of the test run: timings belong here.
+(e.g. an export of main before issue 9). Issue 18's inputs run beside a second, clean patient
+in the same folder: the column ``plans`` says how many plans the JSON report holds (2: the
+batch went on). Not part of the test run: timings belong here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -23,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +42,18 @@ from hostile_edits import (  # noqa: E402
     demo_copy,
     edit,
     nest,
+    reidentify,
     write_deflate_bomb,
+)
+from hostile_round2 import (  # noqa: E402
+    beam_dose_edit,
+    beam_doses,
+    deflated_with_pad,
+    mlc_control_points,
+    rx_edit,
+    squares_on_cord,
+    stored_dvh_items,
+    zeros_file,
 )
 from pydicom.dataset import Dataset  # noqa: E402
 
@@ -82,8 +99,26 @@ def _pattern_protocol(case: Path) -> list[str]:
     return ["--protocol", str(rules / "nct03535259.yaml")]
 
 
+ROUND2: dict[str, Callable[[Path], object]] = {
+    "deflated RS, pad byte after the stream": deflated_with_pad,
+    "64 MiB file of zeros in the tree": lambda case: zeros_file(case, 64 * 1024**2),
+    "2,000 rings on one cord plane": lambda case: squares_on_cord(case, 2_000, one_plane=True),
+    "100,000 squares over the cord": lambda case: squares_on_cord(case, 100_000, one_plane=False),
+    "400 stored DVHs naming Body": lambda case: stored_dvh_items(case, 400, "Body"),
+    "14 BEAM doses of 25M voxels": lambda case: beam_doses(case, 14, shape=(100, 500, 500)),
+    "20 BEAM doses of 25M voxels": lambda case: beam_doses(case, 20, shape=(100, 500, 500)),
+    "42,000 MLC control points": lambda case: mlc_control_points(case, 42_000),
+    "BeamDose 1e308": lambda case: beam_dose_edit(case, "1e308"),
+    "TargetPrescriptionDose 1e-320": lambda case: rx_edit(case, "1e-320"),
+}
+
+
 def build(name: str, work: Path) -> tuple[Path, list[str]]:
     """The input folder of one bomb and extra arguments for ``rtqa check``."""
+    if name in ROUND2:
+        ROUND2[name](demo_copy(work / "batch" / "case"))
+        reidentify(demo_copy(work / "batch" / "other"), "HCC-OTHER")
+        return work / "batch", []
     case = demo_copy(work / "case")
     extra: list[str] = []
     if name in BOMB_EDITS:
@@ -111,6 +146,7 @@ BOMBS = [
     "deflated 3 MB -> 3 GiB",
     "20,000 ROIs",
     "pattern (a|a)*b, 40-character ROI",
+    *ROUND2,
 ]
 
 
@@ -157,14 +193,16 @@ def run(
         report = json.loads(out_file.read_bytes())
         json_ok = True
         errors = [e["message"] for p in report.get("plans", []) for e in p.get("errors", [])]
+        plans = len(report.get("plans", []))
     except ValueError:
-        json_ok, errors = False, []
+        json_ok, errors, plans = False, [], 0
     first = (errors or [line for line in err.splitlines() if line.strip()] or [""])[0]
     return {
         "exit": "timeout" if timed_out else proc.returncode,
         "seconds": seconds,
         "peak_mib": rusage.ru_maxrss / 1024 if rusage else float("nan"),
         "json": json_ok,
+        "plans": plans,
         "says": first[-160:],
     }
 
@@ -179,19 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     limit = int(args.limit_gb * 1024**3)
     chosen = [b for b in BOMBS if not args.only or any(o.lower() in b.lower() for o in args.only)]
     print(f"rtqa check under ulimit -v {args.limit_gb:g} GiB, killed after {args.timeout:g} s")
-    print(f"{'bomb':38} {'exit':>7} {'time s':>7} {'peak MiB':>9} {'JSON':>5}  says")
+    print(f"{'bomb':38} {'exit':>7} {'time s':>7} {'peak MiB':>9} {'JSON':>5} {'plans':>5}  says")
+    # each bomb is built in a fresh process: a child of this one would inherit its resident
+    # memory in the peak the kernel reports (Linux keeps the high-water mark across exec), and
+    # building 42,000 control points with pydicom takes gigabytes
+    builder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     for name in chosen:
         with tempfile.TemporaryDirectory(prefix="rtqa-bomb-") as tmp:
-            case, extra = build(name, Path(tmp))
+            case, extra = builder.submit(build, name, Path(tmp)).result()
             r = run(case, extra, limit_bytes=limit, timeout_s=args.timeout, rtqa_path=args.rtqa_path)
             # shutil.rmtree recurses once per level: 1,500 nested folders exceed Python's stack
             subprocess.run(["rm", "-rf", tmp], check=True)
             os.makedirs(tmp)
         print(
-            f"{name:38} {r['exit']!s:>7} {r['seconds']:7.1f} {r['peak_mib']:9.0f} {'yes' if r['json'] else 'no':>5}  "
+            f"{name:38} {r['exit']!s:>7} {r['seconds']:7.1f} {r['peak_mib']:9.0f} {'yes' if r['json'] else 'no':>5} "
+            f"{r['plans']:>5}  "
             f"{r['says']}",
             flush=True,
         )
+    builder.shutdown()
     return 0
 
 

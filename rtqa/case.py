@@ -71,6 +71,9 @@ class Prescription:
     candidates: tuple[tuple[PrescriptionSource, float], ...] = ()
     warnings: tuple[str, ...] = ()
     groups: tuple[GroupPrescription, ...] = ()
+    # sources whose value is no treatment (outside 0.01-100 Gy, or infinite): not candidates,
+    # but never taken as agreeing either
+    absurd: tuple[tuple[PrescriptionSource, float], ...] = ()
 
     @property
     def per_fraction_gy(self) -> float | None:

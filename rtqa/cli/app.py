@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rtqa import __version__
+from rtqa.deadline import DEFAULT_SECONDS, SECONDS_ENV, parse_seconds
 from rtqa.dvh.sizes import BUDGET_ENV, DEFAULT_BUDGET_BYTES, format_size, parse_size
 from rtqa.errors import ProtocolError, RtqaError
 from rtqa.protocol.limits import Grade
@@ -90,6 +91,29 @@ max_memory_option = click.option(
     expose_value=False,
     help=f"Memory budget per plan for reading doses and sampling DVHs, e.g. 8G "
     f"(default {format_size(DEFAULT_BUDGET_BYTES)}, or ${BUDGET_ENV}); larger inputs are refused.",
+)
+
+
+def _max_seconds(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    """Parse ``--max-seconds`` and put it in force through ``RTQA_MAX_SECONDS`` (inherited by
+    worker processes, like the memory budget)."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_seconds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    os.environ[SECONDS_ENV] = repr(seconds)
+    return seconds
+
+
+max_seconds_option = click.option(
+    "--max-seconds",
+    metavar="SECONDS",
+    callback=_max_seconds,
+    expose_value=False,
+    help=f"Time budget per plan (default {DEFAULT_SECONDS:g}, or ${SECONDS_ENV}; 0 for none); a plan that takes "
+    "longer is reported not evaluable and the others are checked.",
 )
 
 

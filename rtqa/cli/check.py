@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from rtqa.cli.app import (
     _run,
     cli,
     max_memory_option,
+    max_seconds_option,
 )
 from rtqa.errors import RtqaError
 from rtqa.protocol.limits import Grade
@@ -69,6 +71,7 @@ from rtqa.protocol.limits import Grade
     help="The QA office's name map: per institution, site ROI name -> protocol structure (null: none of them).",
 )
 @max_memory_option
+@max_seconds_option
 @click.option("--include-names", is_flag=True, help="Include patient names (identifying) in the report.")
 @click.option(
     "--force",
@@ -356,7 +359,7 @@ def _output_target(fmt: str, output: str | None, n_plans: int, *, force: bool, i
 def _require_outside_inputs(
     shown: str, real: str, files: tuple[str, ...], dirs: tuple[str, ...], *, force: bool
 ) -> None:
-    if real in files:
+    if _is_input(real, files):
         raise click.UsageError(f"--output {shown} is an input file; rtqa never writes over its inputs")
     inside = [d for d in dirs if real == d or real.startswith(d.rstrip(os.sep) + os.sep)]
     if inside and not force:
@@ -366,11 +369,35 @@ def _require_outside_inputs(
         )
 
 
+def _is_input(path: str, inputs: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of the input files: by its real path, or by its inode (a hard
+    link to an input has another path but the same file: overwriting it rewrites the input)."""
+    if os.path.realpath(path) in inputs:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # a new file is no input
+    return (st.st_dev, st.st_ino) in _inodes(inputs)
+
+
+@functools.lru_cache(maxsize=4)
+def _inodes(files: tuple[str, ...]) -> frozenset[tuple[int, int]]:
+    out = set()
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
+
+
 def _require_writable(path: str, inputs: tuple[str, ...], *, force: bool) -> None:
     """A report file may be written at ``path``: not a link, not an input, new or ``--force``."""
     if os.path.islink(path):
         raise click.UsageError(f"{path} is a symbolic link; rtqa does not write through links")
-    if os.path.realpath(path) in inputs:
+    if _is_input(path, inputs):
         raise click.UsageError(f"{path} is an input file; rtqa never writes over its inputs")
     if os.path.exists(path) and not force:
         raise click.UsageError(f"{path} exists; add --force to overwrite it")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
-from rtqa.cli.app import EXIT_NOT_EVALUABLE, EXIT_OK, _load_protocol, _run, cli, max_memory_option
+from rtqa.cli.app import (
+    EXIT_NOT_EVALUABLE,
+    EXIT_OK,
+    _load_protocol,
+    _run,
+    cli,
+    max_memory_option,
+    max_seconds_option,
+)
 from rtqa.dvh.expression import EndCap
 from rtqa.errors import RtqaError
 
@@ -72,6 +81,7 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     "plans converted one by one and summed.",
 )
 @max_memory_option
+@max_seconds_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 def dvh(
     paths: tuple[str, ...],
@@ -105,10 +115,17 @@ def _dvh(
     rx: float | None = None,
     alpha_beta: float | None = None,
 ) -> int:
+    from rtqa.deadline import TimeBudgetExceeded, configured_seconds, time_budget
     from rtqa.discovery.grouping import discover
     from rtqa.discovery.planless import pair_planless
-    from rtqa.report.dvh_tables import render_csv, render_json, render_text
+    from rtqa.report.dvh_tables import DvhResult, render_csv, render_json, render_text
 
+    if output:
+        from rtqa.cli.check import _is_input
+        from rtqa.discovery.grouping import iter_files
+
+        if _is_input(output, tuple(os.path.realpath(f) for f in iter_files(paths))):
+            raise click.UsageError(f"--output {output} is an input file; rtqa never writes over its inputs")
     found = discover(paths)
     pairs, unassigned = pair_planless(found)
     results = []
@@ -123,7 +140,13 @@ def _dvh(
         )
         not_evaluable = True
     for plan_set in plan_sets:
-        result = _case_dvh(plan_set, protocol, structures, derived, end_cap, alpha_beta)
+        try:
+            with time_budget(configured_seconds()):
+                result = _case_dvh(plan_set, protocol, structures, derived, end_cap, alpha_beta)
+        except TimeBudgetExceeded as exc:
+            result = DvhResult(
+                plan_set.patient_id, plan_set.plans[0].sop_instance_uid, plan_set.label, (), (), error=str(exc)
+            )
         not_evaluable |= result.error is not None or any(s.dvh is None for s in result.structures)
         results.append(result)
     for pair in pairs:

@@ -234,7 +234,9 @@ def review(
             )
         finally:
             ledger.dispose()
-        click.echo(f"decision {d.id} on submission {submission}: {d.text()}")
+        from rtqa.report.text_cells import clean  # a reason's newline must not forge a line
+
+        click.echo(f"decision {d.id} on submission {submission}: {clean(d.text())}")
 
     _guard(run)
 
@@ -261,7 +263,7 @@ def history(patient: str, fmt: str, institution: str | None, ledger_url: str) ->
         finally:
             ledger.dispose()
         if fmt == "json":
-            click.echo(json.dumps([submission_json(v) for v in views], indent=1, ensure_ascii=False))
+            click.echo(json.dumps([submission_json(v) for v in views], indent=1, ensure_ascii=False, allow_nan=False))
         else:
             click.echo(history_text(views), nl=False)
 
@@ -289,7 +291,7 @@ def diff(submission_a: int, submission_b: int, fmt: str, ledger_url: str) -> Non
         finally:
             ledger.dispose()
         if fmt == "json":
-            click.echo(json.dumps(diff_json(d), indent=1, ensure_ascii=False))
+            click.echo(json.dumps(diff_json(d), indent=1, ensure_ascii=False, allow_nan=False))
         else:
             click.echo(diff_text(d), nl=False)
 

@@ -23,8 +23,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rtqa.case import LoadedCase, PlanSet
+from rtqa.deadline import TimeBudgetExceeded, configured_seconds, time_budget
 from rtqa.discovery.grouping import file_sha256
 from rtqa.discovery.load import load_case
+from rtqa.dvh.budget import BUDGET_ENV, configured_budget_bytes, format_size
 from rtqa.errors import CourseDoseError, RtqaError
 from rtqa.evaluation.evaluate import evaluate
 from rtqa.evaluation.views import compute_plan_views
@@ -244,6 +246,8 @@ def _sha256_or_reason(path: str) -> str:
         return file_sha256(path)
     except OSError as exc:
         return f"(not readable: {exc.strerror or exc})"
+    except MemoryError:  # the report of a plan that ran out of memory must still be written
+        return "(not computed: out of memory)"
 
 
 def run_batch(
@@ -285,17 +289,30 @@ def run_batch(
 
 
 def _guarded(job: Job) -> PlanReport:
-    """run_job, turning an unexpected exception into a not-evaluable report that says it is a bug."""
+    """run_job under the plan's time budget (:mod:`rtqa.deadline`), turning a plan over budget,
+    out of memory, or hitting an unexpected exception into a not-evaluable report that says which
+    (a bug is said to be one). The batch goes on with the next plan."""
+    failure: tuple[str, str]
     try:
-        return run_job(job)
+        with time_budget(configured_seconds()):
+            return run_job(job)
+    except TimeBudgetExceeded as exc:
+        failure = (str(exc), "TimeBudgetExceeded")
+    except MemoryError:
+        # nothing is formatted here: the frames of the failed plan, and the memory they hold,
+        # are released when this clause ends; the report is built after it
+        failure = ("", "MemoryError")
     except Exception as exc:  # a bug must not stop the batch; it is reported as one
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return error_report(
-            job.plan_set,
-            f"internal error (a bug in rtqa, please report it): {detail}",
-            "InternalError",
-            clinical=job.clinical,
+        failure = (f"internal error (a bug in rtqa, please report it): {detail}", "InternalError")
+    message, kind = failure
+    if kind == "MemoryError":
+        message = (
+            f"not evaluated: this plan ran out of memory (memory budget {format_size(configured_budget_bytes())} "
+            f"per plan; with --workers N, N plans share the machine: give fewer workers or more memory, "
+            f"or raise --max-memory or {BUDGET_ENV} if the machine has it)"
         )
+    return error_report(job.plan_set, message, kind, clinical=job.clinical)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from rtqa.case import DoseChoice, LoadedCase, PlanDose, PlanSet, Prescription
 from rtqa.discovery.dose_selection import BEAM_CROSSCHECK_LIMIT, choose_dose
 from rtqa.discovery.grouping import file_sha256
 from rtqa.dvh.budget import configured_budget_bytes, require_dose_budget
-from rtqa.dvh.grid import compute_common_grid, resample, sum_doses, sum_on_grid
+from rtqa.dvh.grid import add_dose, compute_common_grid, resample, sum_on_grid
 from rtqa.errors import InputError
 from rtqa.evaluation.prescription import derive_prescription
 from rtqa.io import read_dose, read_dose_info, read_plan, read_stored_dvhs, read_structure_set
@@ -45,11 +45,10 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
         if choice.per_plan:
             dose, plan_doses, composite = _course_dose(plans, prescriptions, choice)
         else:
-            grids = [read_dose(info.path) for info, _ in choice.parts]
             dose = (
-                grids[0]
-                if len(grids) == 1 and choice.parts[0][1] == 1.0
-                else sum_doses(grids, weights=[w for _, w in choice.parts])
+                read_dose(choice.parts[0][0].path)
+                if len(choice.parts) == 1 and choice.parts[0][1] == 1.0
+                else read_dose_sum([(info.path, w) for info, w in choice.parts])
             )
             plan_doses = tuple(
                 PlanDose(p.sop_instance_uid, p.label, rx.fractions, dose if len(plans) == 1 else None, choice.source)
@@ -58,7 +57,7 @@ def load_case(plan_set: PlanSet, *, with_dose: bool = True) -> LoadedCase:
             if len(plans) > 1:
                 composite = f"{choice.source}: one dose of the whole course, as exported"
         if choice.crosscheck:
-            beam_sum = sum_doses([read_dose(i.path) for i in choice.crosscheck])
+            beam_sum = read_dose_sum([(i.path, 1.0) for i in choice.crosscheck], held_bytes=dose.dose_gy.nbytes)
             diff = _relative_difference(dose, beam_sum)
             if diff > BEAM_CROSSCHECK_LIMIT:
                 warnings.append(
@@ -110,9 +109,10 @@ def _course_dose(
     own: list[DoseGrid] = []
     for plan in plans:
         c = by_uid[plan.sop_instance_uid]
-        grids = [read_dose(info.path) for info, _ in c.parts]
-        single = len(grids) == 1 and c.parts[0][1] == 1.0
-        own.append(grids[0] if single else sum_doses(grids, weights=[w for _, w in c.parts]))
+        # each plan's dose is kept (its own findings), and is read beside the ones before it
+        own.append(
+            read_dose_sum([(info.path, w) for info, w in c.parts], held_bytes=sum(g.dose_gy.nbytes for g in own))
+        )
     names = [p.label or p.sop_instance_uid for p in plans]
     grid = compute_common_grid(own, names=names)
     require_dose_budget(
@@ -148,6 +148,33 @@ def _weakest_info(info: DoseInfo, grids: list[DoseGrid]) -> DoseInfo:
         heterogeneity_values=weakest.heterogeneity_values,
         dose_type=odd.dose_type,
     )
+
+
+def read_dose_sum(parts: list[tuple[str, float]], *, held_bytes: int = 0) -> DoseGrid:
+    """The weighted sum of dose files on the grid of the first, read one file at a time.
+
+    The plan holds the float64 sum and the one dose being read, never every dose: each read is
+    checked against what the memory budget leaves beside the sum (and ``held_bytes``, a dose
+    the plan already holds), so 20 BEAM doses take the memory of two. The sum is the one
+    :func:`~rtqa.dvh.grid.sum_doses` forms, to the last bit (same additions, same order).
+
+    Raises
+    ------
+    RtqaError
+        As :func:`~rtqa.io.read_dose`, a dose over what the budget leaves included.
+    """
+    total: DoseGrid | None = None
+    for path, weight in parts:
+        held = held_bytes + (total.dose_gy.nbytes if total is not None else 0)
+        grid = read_dose(path, held_bytes=held)
+        if total is None:  # 0 + w x d is w x d: the sum starts as the first dose itself
+            total = grid if weight == 1.0 else dataclasses.replace(grid, dose_gy=grid.dose_gy * weight)
+        else:
+            add_dose(total, grid, weight=weight)
+        del grid
+    if total is None:
+        raise ValueError("no dose to sum")
+    return total
 
 
 def _relative_difference(a: DoseGrid, b: DoseGrid) -> float:

@@ -198,8 +198,11 @@ def estimate_dose_bytes(*, rows: int, columns: int, frames: int) -> int:
     return rows * columns * frames * _BYTES_PER_VOXEL
 
 
-def require_dose_budget(*, rows: int, columns: int, frames: int, path: str, budget_bytes: int) -> None:
-    """Refuse a dose grid too large to read and prepare within the budget.
+def require_dose_budget(
+    *, rows: int, columns: int, frames: int, path: str, budget_bytes: int, held_bytes: int = 0
+) -> None:
+    """Refuse a dose grid too large to read and prepare within what the budget leaves beside
+    ``held_bytes`` (the sum of a plan's doses read before this one): the budget is the plan's.
 
     Raises
     ------
@@ -207,11 +210,12 @@ def require_dose_budget(*, rows: int, columns: int, frames: int, path: str, budg
         Naming Rows, Columns and NumberOfFrames and the memory needed.
     """
     need = estimate_dose_bytes(rows=rows, columns=columns, frames=frames)
-    if need <= budget_bytes:
+    if need + held_bytes <= budget_bytes:
         return
+    held = f" beside the {format_size(held_bytes)} the plan already holds (its other doses)" if held_bytes else ""
     raise DoseGridError(
         path,
-        f"{rows} x {columns} x {frames} voxels would need {format_size(need)} to read and prepare, over the "
+        f"{rows} x {columns} x {frames} voxels would need {format_size(need)} to read and prepare{held}, over the "
         f"memory budget of {format_size(budget_bytes)} (raise it with --max-memory or {BUDGET_ENV})",
         attribute="Rows (0028,0010) x Columns (0028,0011) x NumberOfFrames (0028,0008)",
     )

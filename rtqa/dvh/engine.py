@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from rtqa.deadline import check_time
 from rtqa.dvh.budget import require_sampling_budget
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
 from rtqa.errors import GeometryError
@@ -271,6 +272,7 @@ def compute_dvhs(
     for owners_of, slabs in groups.items():
         slabs.sort(key=lambda sl: sl.z_lo_mm)
         for first in range(0, len(slabs), step):
+            check_time()  # the plan's time budget, for threads that no timer signal reaches
             chunk = _sample(tuple(slabs[first : first + step]), dose, pd, rows, cols, k, max_subslab_mm)
             if chunk.dmid.size:
                 chunk = chunk._replace(below=_below_edges(chunk.dmid, chunk.width, chunk.v, bin_width_gy))

@@ -20,11 +20,13 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 import shapely.affinity
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from rtqa.deadline import check_time
 from rtqa.dvh.expression import EndCap as EndCap  # re-exported: where callers have always found it
 from rtqa.dvh.expression import Margin, Name, Node, SetOp, parse_expression
 from rtqa.dvh.expression import expression_names as expression_names
@@ -49,10 +51,16 @@ class Slab:
         polys = [shapely.make_valid(Polygon(r)) for r in self.rings if len(r) >= 3]
         if not polys:
             return Polygon()
-        geom = polys[0]
-        for p in polys[1:]:
-            geom = geom.symmetric_difference(p)
-        return geom
+        # parity folds only rings that overlap: each group of rings whose bounding boxes touch
+        # is folded alone, and the groups, disjoint, are joined in one union (folding every ring
+        # into one growing geometry is quadratic: 100,000 squares on a plane took minutes)
+        parts = []
+        for group in _overlap_groups(polys):
+            geom = polys[group[0]]
+            for k in group[1:]:
+                geom = geom.symmetric_difference(polys[k])
+            parts.append(geom)
+        return parts[0] if len(parts) == 1 else shapely.union_all(parts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,19 +93,53 @@ def _rings_area(rings: tuple[FloatArray, ...]) -> float:
     if not rings:
         return 0.0
     polys = [Polygon(r) for r in rings if len(r) >= 3]
-    # parity of nesting: a ring inside an odd number of others is a hole
-    area = 0.0
-    for i, p in enumerate(polys):
-        rp = p.representative_point()
-        # of two rings of equal area (one outline drawn twice) the first encloses the second, so
-        # that they cancel as parity says
-        depth = sum(
-            1
-            for j, q in enumerate(polys)
-            if j != i and q.contains(rp) and (q.area > p.area or (q.area == p.area and j < i))
-        )
-        area += -abs(p.area) if depth % 2 else abs(p.area)
-    return area
+    if not polys:
+        return 0.0
+    # parity of nesting: a ring inside an odd number of others is a hole; the rings that may
+    # hold a ring's representative point come from a spatial index, not from every other ring
+    # a hostile ring (1e300 mm across, or degenerate) gives inf or no point, as the scalar
+    # Polygon.area and representative_point did, without the ufuncs' floating-point warnings
+    with np.errstate(all="ignore"):
+        areas = np.abs(shapely.area(polys))
+        points = shapely.point_on_surface(polys)
+        inner, outer = shapely.STRtree(polys).query(points, predicate="within")
+    # of two rings of equal area (one outline drawn twice) the first encloses the second, so
+    # that they cancel as parity says
+    encloses = (outer != inner) & ((areas[outer] > areas[inner]) | ((areas[outer] == areas[inner]) & (outer < inner)))
+    depth = np.bincount(inner[encloses], minlength=len(polys))
+    return float(np.where(depth % 2 == 1, -areas, areas).sum())
+
+
+def _overlap_groups(polys: list[BaseGeometry]) -> list[list[int]]:
+    """The indices of ``polys`` in groups whose bounding boxes touch (transitively), each
+    group in input order, found with a spatial index (no pairwise loop)."""
+    first, second = _overlapping_pairs(polys)
+    parent = list(range(len(polys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(first.tolist(), second.tolist(), strict=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(polys)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _overlapping_pairs(polys: list[BaseGeometry]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Index pairs ``(i, j)``, ``i < j``, of polygons whose bounding boxes touch (STRtree)."""
+    if len(polys) < 2:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty
+    first, second = shapely.STRtree(polys).query(polys)
+    keep = first < second
+    return first[keep], second[keep]
 
 
 # Two rings on one plane whose even-odd difference is on average thinner than this are one
@@ -250,6 +292,7 @@ def roi_stack(roi: Roi, plane_positions_mm: FloatArray, *, end_cap: EndCap = End
     typical = float(np.median(np.diff(grid)))
     slabs = []
     for n, (plane, kk) in enumerate(zip(roi.planes, k, strict=True)):
+        check_time()  # the plan's time budget, for threads that no timer signal reaches
         z = plane.z_mm
         below = grid[kk - 1] if kk > 0 else None
         above = grid[kk + 1] if kk + 1 < grid.size else None

@@ -244,10 +244,10 @@ def sum_doses(doses: list[DoseGrid], *, weights: list[float] | None = None) -> D
         raise ValueError("no dose to sum")
     w = weights or [1.0] * len(doses)
     ref = doses[0]
-    total = np.zeros_like(ref.dose_gy)
+    total = DoseGrid(dose_gy=np.zeros_like(ref.dose_gy), x_mm=ref.x_mm, y_mm=ref.y_mm, z_mm=ref.z_mm, info=ref.info)
     for d, wi in zip(doses, w, strict=True):
-        total += wi * resample(d, onto=ref)
-    return DoseGrid(dose_gy=total, x_mm=ref.x_mm, y_mm=ref.y_mm, z_mm=ref.z_mm, info=ref.info)
+        add_dose(total, d, weight=wi)
+    return total
 
 
 @dataclass(frozen=True)
@@ -359,3 +359,35 @@ def sum_on_grid(doses: list[DoseGrid], grid: CommonGrid, *, weights: list[float]
         total += wi * resample(d, onto=target)
     # the DoseInfo (frame, dose type, heterogeneity) of the grid whose nodes the sum keeps
     return DoseGrid(dose_gy=total, x_mm=grid.x_mm, y_mm=grid.y_mm, z_mm=grid.z_mm, info=doses[grid.reference].info)
+
+
+# nodes of the target grid resampled at once: the trilinear weights take about 20 float64
+# arrays of this many items, so a resampling never needs more than ~100 MB beside the grids
+RESAMPLE_CHUNK_NODES = 1 << 19
+
+
+def add_dose(total: DoseGrid, dose: DoseGrid, *, weight: float = 1.0) -> None:
+    """Add ``weight`` x ``dose``, resampled onto the grid of ``total``, into ``total`` in place.
+
+    A sum of many doses (a plan's BEAM doses) is formed by reading one dose at a time and adding
+    it here, so that the plan holds the sum and one dose, never every dose. The additions are
+    the ones :func:`sum_doses` always made, in the same order and in float64: the sum is the same
+    to the last bit. A dose on another grid is resampled a few frames of ``total`` at a time
+    (each node's value depends on that node alone, so the chunks change no bit either).
+    """
+    onto = total.dose_gy
+    if (
+        dose.x_mm.shape == total.x_mm.shape
+        and dose.y_mm.shape == total.y_mm.shape
+        and dose.z_mm.shape == total.z_mm.shape
+        and np.allclose(dose.x_mm, total.x_mm, atol=1e-3)
+        and np.allclose(dose.y_mm, total.y_mm, atol=1e-3)
+        and np.allclose(dose.z_mm, total.z_mm, atol=1e-3)
+    ):
+        onto += weight * dose.dose_gy
+        return
+    per_frame = max(1, total.y_mm.size * total.x_mm.size)
+    step = max(1, RESAMPLE_CHUNK_NODES // per_frame)
+    for k in range(0, total.z_mm.size, step):
+        z, y, x = np.meshgrid(total.z_mm[k : k + step], total.y_mm, total.x_mm, indexing="ij")
+        onto[k : k + step] += weight * interpolate_trilinear(dose, x, y, z, outside=0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from rtqa.dvh.engine import compute_dvh, prepare_dose
@@ -71,8 +71,13 @@ def review_stored_dvhs(
     grid_max_gy: float,
     dose: DoseGrid | None = None,
     prescription_gy: float | None = None,
+    roi_numbers: Collection[int] | None = None,
 ) -> list[str]:
     """Warnings from comparing the planning system's stored DVHs with rtqa's. Never grades.
+
+    Only the ROIs in ``roi_numbers`` are compared (all when ``None``: the report uses them),
+    and each ROI at most once: an export with 400 stored items naming one ROI costs one
+    comparison, not 400 DVHs (the others are counted in a warning).
 
     Like is compared with like: the dose unit of the stored values is inferred once for the
     file (Gy, or percent of the prescription under a GY label); the end-cap convention the
@@ -88,7 +93,17 @@ def review_stored_dvhs(
     decoded_items = []
     volumes: list[tuple[float, float, float]] = []
     skipped = 0
+    unused = repeated = 0
+    seen: set[int] = set()
     for item in stored:
+        if len(item.roi_numbers) == 1:
+            number = item.roi_numbers[0]
+            if roi_numbers is not None and number not in roi_numbers:
+                unused += 1
+                continue
+            if number in seen:
+                repeated += 1
+                continue
         decoded = (
             None
             if units.curve_gy_per_unit is None
@@ -103,6 +118,7 @@ def review_stored_dvhs(
         if decoded is None or roi is None:
             skipped += 1
             continue
+        seen.add(roi.number)
         if units.stats_gy_per_unit is None:
             decoded = replace(decoded, stated_mean_gy=None)
         decoded_items.append((roi, item, decoded))
@@ -127,6 +143,12 @@ def review_stored_dvhs(
             warnings.extend(compare_with_stored(roi.name, computed, decoded, volume_units=item.volume_units))
     if skipped:
         warnings.append(f"{skipped} stored DVH(s) not compared (several ROIs, relative dose or volume per unit)")
+    if repeated:
+        warnings.append(
+            f"{repeated} stored DVH(s) name an ROI an earlier stored DVH already names: only the first compared"
+        )
+    if unused:
+        warnings.append(f"{unused} stored DVH(s) of ROIs this report does not use: not compared")
     verdict = infer_end_cap(volumes)
     if verdict:
         warnings.append(verdict)

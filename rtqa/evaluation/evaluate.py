@@ -139,7 +139,13 @@ def _report(
     stored_dvh: list[str] = []
     if case.stored_dvhs and ss is not None and ctx.dose is not None and ctx.frames.problem is None:
         stored_dvh = review_stored_dvhs(
-            ss, [], case.stored_dvhs, grid_max_gy=ctx.dose.max_gy, dose=ctx.dose, prescription_gy=ctx.highest_gy
+            ss,
+            [],
+            case.stored_dvhs,
+            grid_max_gy=ctx.dose.max_gy,
+            dose=ctx.dose,
+            prescription_gy=ctx.highest_gy,
+            roi_numbers={ctx.rois[i].number for i in ctx.roi_stacks},  # the ROIs this report grades
         )
     if plans and plans[0].is_verification:
         warnings.insert(0, "this is a VERIFICATION plan: it is not graded against the protocol")

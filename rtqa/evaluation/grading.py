@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -109,6 +110,18 @@ def grade_measured(rule: Rule, m: Measured, facts: Mapping[str, str | None]) -> 
     branches that give it (the plan then takes the best of them).
     """
     unit = m.unit if m.unit is not None else rule.unit
+    numbers = [v for v in (m.value, *(m.interval or ())) if v is not None]
+    if not all(math.isfinite(v) for v in numbers):
+        # an infinite or NaN value reaches no report and grades nothing (a prescription of 1e-320
+        # once gave a coverage of "inf %" graded per protocol)
+        return not_evaluable(
+            rule,
+            f"{m.metric} is not a finite number ({', '.join(f'{v:g}' for v in numbers)})",
+            structure=m.structure,
+            roi=m.roi,
+            how=m.how,
+            metric=m.metric,
+        )
     rounded = None if m.value is None else round_value(m.value, unit)
     interval = None if m.interval is None else (round_value(m.interval[0], unit), round_value(m.interval[1], unit))
     if interval is not None and interval[0] == interval[1]:
@@ -247,6 +260,8 @@ def plain(
     structure: str | None = None,
 ) -> Finding:
     """A finding graded by a check of its own (an allowed list, a status), not by limits."""
+    if value is not None and not math.isfinite(value):  # never shown, never graded
+        return not_evaluable(rule, f"{metric} is not a finite number ({value:g})", structure=structure, metric=metric)
     return Finding(
         rule.id,
         structure,

@@ -10,6 +10,8 @@ labelled so. Sources that disagree by more than 2 % are reported.
 
 from __future__ import annotations
 
+import math
+
 from rtqa.case import GroupPrescription, Prescription, PrescriptionSource, TargetPrescription
 from rtqa.model import Plan
 
@@ -17,6 +19,12 @@ DISAGREEMENT_LIMIT = 0.02
 # Dose references that prescribe: a site or a volume. POINT and COORDINATES references are
 # calculation or reference points (Eclipse exports a "CALC POINT"): informational only.
 PRESCRIPTION_TYPES = ("SITE", "VOLUME")
+# A total prescription outside these bounds is no treatment (the highest external-beam courses,
+# SBRT included, stay below 100 Gy; under 0.01 Gy is below the reports' rounding): it is not
+# graded against, and the rules relative to it are not evaluable. A DS of 1e-320 would otherwise
+# give a coverage of "inf %", and a BeamDose of 1e308 an infinite total.
+MIN_PRESCRIPTION_GY = 0.01
+MAX_PRESCRIPTION_GY = 100.0
 
 
 def derive_prescription(
@@ -74,13 +82,40 @@ def derive_prescription(
                 f"{d.target_prescription_dose_gy:.2f} Gy) is a reference point: informational, not a prescription"
             )
 
+    def highest(targets: tuple[TargetPrescription, ...]) -> float:
+        # one target prescribed no treatment makes the source absurd: its value stands for it
+        bad = [t.total_gy for t in targets if not _plausible(t.total_gy)]
+        return bad[0] if bad else max(t.total_gy for t in targets)
+
     candidates: list[tuple[PrescriptionSource, float]] = []
     if clinical_targets:
-        candidates.append((PrescriptionSource.CLINICAL, max(t.total_gy for t in clinical_targets)))
+        candidates.append((PrescriptionSource.CLINICAL, highest(clinical_targets)))
     if ref_targets:
-        candidates.append((PrescriptionSource.DOSE_REFERENCE, max(t.total_gy for t in ref_targets)))
+        candidates.append((PrescriptionSource.DOSE_REFERENCE, highest(ref_targets)))
     if beam_total is not None and beam_total > 0:
         candidates.append((PrescriptionSource.BEAM_DOSES, beam_total))
+    absurd = [(src, v) for src, v in candidates if not _plausible(v)]
+    for src, value in absurd:
+        warnings.append(
+            f"the prescription from {src.value} ({show_gy(value)}) is outside {MIN_PRESCRIPTION_GY:g}-"
+            f"{MAX_PRESCRIPTION_GY:g} Gy, no treatment: not used"
+            + (
+                "; the rules relative to the prescription are not evaluable"
+                if candidates and src is candidates[0][0]
+                else ""
+            )
+        )
+    if absurd and absurd[0][0] is candidates[0][0]:
+        # the most trusted source is absurd: a less trusted one must not stand in for it
+        return Prescription(
+            total_gy=None,
+            fractions=fractions,
+            source=None,
+            warnings=tuple(warnings),
+            groups=groups,
+            absurd=tuple(absurd),
+        )
+    candidates = [c for c in candidates if c not in absurd]
 
     if not candidates:
         return Prescription(
@@ -109,9 +144,20 @@ def derive_prescription(
         candidates=tuple(candidates),
         warnings=tuple(warnings),
         groups=groups,
+        absurd=tuple(absurd),
     )
 
 
 def describe_groups(groups: tuple[GroupPrescription, ...]) -> str:
     """Each fraction group with its fractions and BeamDose per fraction, for messages."""
     return "; ".join(g.describe() for g in groups)
+
+
+def _plausible(total_gy: float) -> bool:
+    """Whether a total prescription is a treatment (NaN and infinity are not)."""
+    return MIN_PRESCRIPTION_GY <= total_gy <= MAX_PRESCRIPTION_GY
+
+
+def show_gy(value: float) -> str:
+    """``"5000 Gy"``, or words for a value that is not a number a report may print."""
+    return f"{value:.4g} Gy" if math.isfinite(value) else "not a finite number"

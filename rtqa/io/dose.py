@@ -43,7 +43,7 @@ def read_dose_info(path: str | os.PathLike[str]) -> DoseInfo:
 
 
 @quiet_pydicom
-def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
+def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
     """Read an RT Dose into a canonical grid in Gy (``[z, y, x]``, axes increasing).
 
     Raises
@@ -51,7 +51,9 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     DoseGridError, InputError
         As :func:`read_dose_info`, and when the pixel data is truncated or undecodable, the
         grid is over the memory budget (:mod:`rtqa.dvh.budget`), or the doses are negative or
-        implausibly high (DoseGridScaling off by orders of magnitude).
+        implausibly high (DoseGridScaling off by orders of magnitude). ``held_bytes`` is what
+        the plan already holds (the sum of the doses read before this one): the grid must fit
+        in what the budget leaves.
     """
     spath = os.fspath(path)
     ds, _ = open_dataset(spath)
@@ -62,7 +64,14 @@ def read_dose(path: str | os.PathLike[str]) -> DoseGrid:
     frames = info.z_mm.size
     rows, cols = info.y_mm.size, info.x_mm.size
     # pixel data is deferred by open_dataset: nothing of it is read or decoded before this check
-    require_dose_budget(rows=rows, columns=cols, frames=frames, path=spath, budget_bytes=configured_budget_bytes())
+    require_dose_budget(
+        rows=rows,
+        columns=cols,
+        frames=frames,
+        path=spath,
+        budget_bytes=configured_budget_bytes(),
+        held_bytes=held_bytes,
+    )
     try:
         pixels = ds.pixel_array
     except Exception as exc:

@@ -6,8 +6,10 @@ import datetime as dt
 import os
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from rtqa.deadline import check_time
 from rtqa.errors import InputError, UnsupportedObjectError
 from rtqa.io.common import (
     RT_ION_PLAN,
@@ -20,7 +22,7 @@ from rtqa.io.common import (
     text,
     uid_list,
 )
-from rtqa.model import Beam, DoseReference, FractionGroup, Plan, ReferencedBeam
+from rtqa.model import Beam, DoseReference, FloatArray, FractionGroup, Plan, ReferencedBeam
 
 
 @quiet_pydicom
@@ -146,14 +148,33 @@ def _mlc_modulated(control_points: list[Dataset]) -> bool:
     """True when MLC leaf positions differ between control points (step-and-shoot or dynamic).
 
     Control points carry only the devices that change (PS3.3 C.8.8.14.5), so a device missing
-    from a later control point keeps its earlier positions.
+    from a later control point keeps its earlier positions. Each control point is compared with
+    the first as it is read, its LeafJawPositions split from the raw bytes with numpy: a plan of
+    40,000 control points never holds a Python number per leaf, nor every control point's
+    positions at once.
     """
-    positions: list[np.ndarray] = []
+    first: FloatArray | None = None
     for cp in control_points:
+        check_time()  # the plan's time budget, for threads that no timer signal reaches
         for dev in cp.get("BeamLimitingDevicePositionSequence") or []:
-            if "MLC" in text(dev, "RTBeamLimitingDeviceType").upper():
-                positions.append(np.asarray(dev.LeafJawPositions, dtype=float))
-    if len(positions) < 2:
-        return False
-    first = positions[0]
-    return any(p.shape != first.shape or not np.allclose(p, first, atol=0.01) for p in positions[1:])
+            if "MLC" not in text(dev, "RTBeamLimitingDeviceType").upper():
+                continue
+            positions = _leaf_positions(dev)
+            if first is None:
+                first = positions
+            elif positions.shape != first.shape or not np.allclose(positions, first, atol=0.01):
+                return True
+    return False
+
+
+_LEAF_JAW_POSITIONS = 0x300A011C
+
+
+def _leaf_positions(dev: Dataset) -> FloatArray:
+    """LeafJawPositions as floats, from the raw bytes when pydicom has not decoded them yet."""
+    elem = dev.get_item(_LEAF_JAW_POSITIONS)
+    if elem is None:
+        return np.zeros(0)
+    if isinstance(elem, RawDataElement):
+        return np.array((elem.value or b"").replace(b"\\", b" ").split(), dtype=np.float64)
+    return np.asarray(elem.value, dtype=np.float64)

@@ -15,6 +15,7 @@ import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from rtqa.deadline import check_time
 from rtqa.errors import InputError, UnsupportedObjectError
 from rtqa.io.charset import declared_charsets, text_problem
 from rtqa.io.common import RT_STRUCT, as_int, open_dataset, quiet_pydicom, text
@@ -162,6 +163,7 @@ def _roi(number: int, name: str, interpreted: str, items: list[Dataset], path: s
             color = (int(raw_color[0]), int(raw_color[1]), int(raw_color[2]))
         non_axial = 0
         for contour in item.get("ContourSequence") or []:
+            check_time()  # the plan's time budget, for threads that no timer signal reaches
             kind = text(contour, "ContourGeometricType").upper()
             if kind not in (ContourType.CLOSED_PLANAR.value, ContourType.CLOSEDPLANAR_XOR.value):
                 skipped[kind or "untyped"] += 1

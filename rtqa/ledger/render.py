@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 from typing import Any
 
 from rtqa.ledger.diff import Diff
 from rtqa.ledger.review import SubmissionView
 from rtqa.ledger.stats import CATEGORIES, GroupStats, Stats
+from rtqa.report.csv_cells import csv_text
 from rtqa.report.render import clean
+from rtqa.report.text_cells import clean_lines
 
 LABEL = {
     "ineligible": "INELIGIBLE",
@@ -87,7 +87,7 @@ def submission_text(v: SubmissionView) -> str:
         lines.append(f"  ERROR: {e.get('message')}")
     lines.append("  Input files:")
     lines.extend(f"    {i['modality']:<8} {i['sha256'][:16]}  {i['path']}" for i in plan["inputs"])
-    return "\n".join(lines) + "\n"
+    return clean_lines(lines) + "\n"
 
 
 def submission_json(v: SubmissionView) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def history_text(views: list[SubmissionView]) -> str:
                 lines.append(f"        #{d.id} {d.text()}")
             for n_, d in v.earlier:
                 lines.append(f"        to confirm, decided on version {n_}: {d.text()}")
-    return "\n".join(lines) + "\n"
+    return clean_lines(lines) + "\n"
 
 
 def _course(plan: dict[str, Any]) -> str:
@@ -236,7 +236,7 @@ def diff_text(d: Diff) -> str:
     lines.append(f"  input files changed: {len(d.inputs_removed)} removed, {len(d.inputs_added)} added")
     lines.extend(f"    - {i['modality']:<8} {i['sha256'][:16]}  {i['path']}" for i in d.inputs_removed)
     lines.extend(f"    + {i['modality']:<8} {i['sha256'][:16]}  {i['path']}" for i in d.inputs_added)
-    return "\n".join(lines) + "\n"
+    return clean_lines(lines) + "\n"
 
 
 def diff_json(d: Diff) -> dict[str, Any]:
@@ -292,22 +292,21 @@ def stats_text(s: Stats) -> str:
         lines.append(f"  {r.rule:<28} {r.deviation_unacceptable:>5} {r.variation_acceptable:>5} {r.not_evaluable:>5}")
     if not rules:
         lines.append("  none")
-    return "\n".join(lines) + "\n"
+    return clean_lines(lines) + "\n"
 
 
 def stats_csv(s: Stats) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    """Statistics as CSV; an institution name (chosen by the centre) is neutralised against
+    formula injection like every CSV cell (:mod:`rtqa.report.csv_cells`)."""
     if s.by == "rule":
-        w.writerow(["rule", "deviation_unacceptable", "variation_acceptable", "not_evaluable"])
-        for r in s.rules:
-            w.writerow([r.rule, r.deviation_unacceptable, r.variation_acceptable, r.not_evaluable])
-        return buf.getvalue()
-    w.writerow([s.by, *_GROUP_COLUMNS])
-    for g in [*s.groups, s.total]:
-        j = g.as_json()
-        w.writerow([g.key, *("" if j[c] is None else j[c] for c in _GROUP_COLUMNS)])
-    return buf.getvalue()
+        return csv_text(
+            ["rule", "deviation_unacceptable", "variation_acceptable", "not_evaluable"],
+            ([r.rule, r.deviation_unacceptable, r.variation_acceptable, r.not_evaluable] for r in s.rules),
+        )
+    return csv_text(
+        [s.by, *_GROUP_COLUMNS],
+        ([g.key, *(g.as_json()[c] for c in _GROUP_COLUMNS)] for g in [*s.groups, s.total]),
+    )
 
 
 def stats_json(s: Stats) -> str:

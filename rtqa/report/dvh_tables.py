@@ -11,6 +11,7 @@ import numpy as np
 from rtqa.dvh.engine import DVH
 from rtqa.dvh.metrics import evaluate_metric
 from rtqa.report.csv_cells import Cell, csv_text
+from rtqa.report.text_cells import clean_lines
 
 CURVE_STEP_GY = 0.1
 SUMMARY_METRICS = ("D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]", "D0.03cc[Gy]")
@@ -82,7 +83,7 @@ def render_text(results: list[DvhResult]) -> str:
         for w in res.warnings:
             lines.append(f"  warning: {w}")
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return clean_lines(lines).rstrip() + "\n"
 
 
 def _table(structures: tuple[StructureDVH, ...]) -> list[str]:

@@ -11,6 +11,7 @@ from rtqa import __version__
 from rtqa.protocol.limits import Grade, format_value
 from rtqa.report.csv_cells import csv_text
 from rtqa.report.model import SCHEMA_VERSION, CheckResult, Finding, PlanReport
+from rtqa.report.text_cells import clean as clean  # the one cleaner of every text renderer
 
 GRADE_LABEL = {
     Grade.PER_PROTOCOL: "PER PROTOCOL",
@@ -26,14 +27,6 @@ VERDICT_LABEL = {
     "incomplete": "incomplete",
     "not_evaluable": "not evaluable",
 }
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F)}
-_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
-
-
-def clean(text: object) -> str:
-    """DICOM text made safe for a line-based report: control characters (a newline in
-    RTPlanLabel could forge a line such as ``Grade: PER PROTOCOL``) are shown escaped."""
-    return str(text).translate(_CONTROL) if text is not None else ""
 
 
 def headline(r: PlanReport) -> str:

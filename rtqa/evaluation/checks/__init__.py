@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from rtqa.deadline import check_time
 from rtqa.evaluation.checks import constraints, eligibility, fractionation, technical
 from rtqa.evaluation.context import CaseContext
 from rtqa.evaluation.grading import applicability, not_applicable
@@ -29,6 +30,7 @@ BY_KIND: dict[str, Check] = {
 
 def run_rule(ctx: CaseContext, rule: Rule) -> Outcome:
     """The findings of one rule (or why it does not apply)."""
+    check_time()  # the plan's time budget, for threads that no timer signal reaches
     facts = {f: ctx.fact(f) for f in rule.facts()}
     why = applicability(rule, facts)
     if why is None:

@@ -23,6 +23,7 @@ from rtqa.errors import RtqaError
 from rtqa.evaluation.checks.constraints import UNCOVERED_CC
 from rtqa.evaluation.context import FRAME_RULE, FRAME_UNPROVEN, CaseContext
 from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, plain
+from rtqa.evaluation.prescription import show_gy
 from rtqa.model import Heterogeneity
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
@@ -214,6 +215,10 @@ def prescription_agreement(ctx: CaseContext, rule: Rule, facts: Mapping[str, str
                     category="query",
                 )
             )
+            continue
+        if rx.absurd:
+            listed = ", ".join(f"{s.value} {show_gy(v)}" for s, v in rx.absurd)
+            out.append(not_evaluable(rule, f"plan {plan.label}: a prescription source gives no treatment ({listed})"))
             continue
         if len(rx.candidates) < 2:
             out.append(
