@@ -573,10 +573,7 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
     ln = hi - lo
     lo2, hi2 = lo * lo, hi * hi
     lny = ln * yv
-    sums = [
-        np.bincount(pos, w, minlength=nb)
-        for w in (ln, (hi2 - lo2) / 2, (hi2 * hi - lo2 * lo) / 3, lny, lny * yv)
-    ]
+    sums = [np.bincount(pos, w, minlength=nb) for w in (ln, (hi2 - lo2) / 2, (hi2 * hi - lo2 * lo) / 3, lny, lny * yv)]
     n_full = n_full_all[cells]
     y_full = run_sum(ylin[o])[cells]
     yy_full = run_sum(ylin[o] ** 2)[cells]
