@@ -20,6 +20,16 @@ check`` of the large plan at four dose-grid sizes (same anatomy, grid spacing 8,
 rtqa (``git archive COMMIT | tar -x -C DIR``), interleaved with these, for a before/after
 comparison on an equally busy machine.
 
+Issue 21 adds, measured in the same alternating rounds: the ratio of the demo check to
+dicompyler-core's DVHs of the same plan (medians of wall and of CPU time), and a batch of
+``--batch-plans`` copies of the demo patient (``fixtures/batch.py``) checked by one process with
+``--workers 1`` and ``--workers 2``: seconds per plan per core = wall x workers / plans. The load
+average (``os.getloadavg``) is printed at the start and at the end: on a shared machine the
+ratios and CPU columns are the comparable figures, not the wall times.
+
+The child processes run without ``PYTHONDONTWRITEBYTECODE``: an installed rtqa has its bytecode
+compiled, so the warm-up run writes it for the source tree as an installation would.
+
 With ``--readme`` the tables replace the block between the ``bench_cli`` markers of that
 file (bench/README.md).
 """
@@ -64,8 +74,11 @@ class Runs:
         # its high-water mark (fork copies it) once the large plan has been generated here.
         timed = os.path.exists(TIME)
         args = [TIME, "-f", f"{MARK} %M %U %S", *self.args] if timed else self.args
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.cwd, text=True)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.cwd, text=True, env=env
+        )
         _, err = proc.communicate()
         self.wall.append(time.perf_counter() - t0)
         line = next((ln for ln in reversed(err.splitlines()) if ln.startswith(MARK)), None) if timed else None
@@ -103,6 +116,31 @@ def check_args(case: Path, clinical: Path) -> list[str]:
     return [sys.executable, "-m", "rtqa", "check", str(case), "--clinical", str(clinical), "--format", "json"]
 
 
+def demo_batch(root: Path, n: int) -> tuple[Path, Path]:
+    """``n`` copies of the demo patient (new IDs and UIDs) and their clinical CSV."""
+    from fixtures.batch import copy_case
+
+    tree = root / "batch"
+    rows = ["patient_id,child_pugh,dose_algorithm"]
+    for i in range(n):
+        copy_case(str(DEMO / "liver_clean"), str(tree / f"p{i:03d}"), f"B{i:03d}")
+        rows.append(f"B{i:03d},A5,AAA")
+    clinical = root / "batch.clinical.csv"
+    clinical.write_text("\n".join(rows) + "\n")
+    return tree, clinical
+
+
+def batch_args(tree: Path, clinical: Path, workers: int, out: Path) -> list[str]:
+    return [
+        *check_args(tree, clinical),
+        "--workers",
+        str(workers),
+        "--output",
+        str(out / f"batch-w{workers}.json"),
+        "--force",
+    ]
+
+
 def in_process_dvhs(repeats: int) -> tuple[float, float, float, float, int]:
     """Median, min and max seconds for every ROI's DVH plus Liver-GTV of the demo plan."""
     from rtqa.evaluation.casedvh import compute_case_dvhs
@@ -122,6 +160,25 @@ def in_process_dvhs(repeats: int) -> tuple[float, float, float, float, int]:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return statistics.median(times), min(times), max(times), statistics.median(cpu), n
+
+
+def ratios(check: Runs, before: Runs | None, dicompyler: Runs | None, batch: dict[int, Runs], plans: int) -> list[str]:
+    """The figures of issue 21 from runs of one session: the check against dicompyler-core's
+    DVHs of the same plan, and the batch's seconds per plan per core."""
+    med = statistics.median
+    rows = ["| figure | wall (medians) | CPU (medians) | target |", "|---|---|---|---|"]
+    for label, r in (("", check), (", before", before)):
+        if dicompyler is not None and r is not None:
+            rows.append(
+                f"| `rtqa check` demo{label} / dicompyler-core DVHs of the same plan | "
+                f"{med(r.wall) / med(dicompyler.wall):.2f}x | {med(r.cpu) / med(dicompyler.cpu):.2f}x | ≤ 0.25x |"
+            )
+    for workers, r in sorted(batch.items()):
+        rows.append(
+            f"| batch, s per plan per core, `--workers {workers}` ({plans} plans) | "
+            f"{med(r.wall) * workers / plans:.3f} | {med(r.cpu) / plans:.3f} (CPU per plan) | ≤ 0.3 s |"
+        )
+    return rows
 
 
 def scaling(root: Path, repeats: int) -> list[str]:
@@ -175,47 +232,60 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables (several minutes)")
     parser.add_argument("--readme", help="write the tables into this file between the bench_cli markers")
+    parser.add_argument("--no-large", action="store_true", help="skip the large plan's row (minutes on a busy machine)")
+    parser.add_argument("--batch-plans", type=int, default=8, help="copies of the demo patient in the batch rows")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="rtqa-bench-cli-"))
-    large = Path(cases.write_large_case(str(root)))
     demo_clinical = DEMO / "clinical.csv"
-    runs = [
-        Runs("`rtqa --version`", [sys.executable, "-m", "rtqa", "--version"], "≤ 0.15 s"),
-        Runs(
-            "`rtqa check` demo liver plan (json)", check_args(DEMO / "liver_clean", demo_clinical), "≤ 0.5 s, ≤ 150 MiB"
-        ),
-        Runs("`rtqa check` large plan (json)", check_args(large, clinical_csv(root, "LARGE")), "(measured)"),
-    ]
+    demo_check = Runs(
+        "`rtqa check` demo liver plan (json)", check_args(DEMO / "liver_clean", demo_clinical), "≤ 0.5 s, ≤ 150 MiB"
+    )
+    runs = [Runs("`rtqa --version`", [sys.executable, "-m", "rtqa", "--version"], "≤ 0.15 s"), demo_check]
+    if not args.no_large:
+        large = Path(cases.write_large_case(str(root)))
+        runs.append(
+            Runs("`rtqa check` large plan (json)", check_args(large, clinical_csv(root, "LARGE")), "(measured)")
+        )
+    before_check = None
     if args.baseline:
         base = Path(args.baseline).resolve()
         label = f"before ({base.name})"
+        before_check = Runs(
+            f"`rtqa check` demo liver plan (json), {label}", check_args(DEMO / "liver_clean", demo_clinical), "", base
+        )
         runs[1:1] = [Runs(f"`rtqa --version`, {label}", [sys.executable, "-m", "rtqa", "--version"], "", base)]
-        runs[3:3] = [
-            Runs(
-                f"`rtqa check` demo liver plan (json), {label}",
-                check_args(DEMO / "liver_clean", demo_clinical),
-                "",
-                base,
-            )
-        ]
+        runs[3:3] = [before_check]
+    tree, batch_clinical = demo_batch(root, args.batch_plans)
+    batch_runs = {
+        w: Runs(
+            f"`rtqa check` batch of {args.batch_plans} demo plans, `--workers {w}`",
+            batch_args(tree, batch_clinical, w, root),
+            "≤ 0.3 s per plan per core",
+        )
+        for w in (1, 2)
+    }
+    runs += list(batch_runs.values())
+    dicompyler = None
     if args.dicompyler_python:
         rs, rd = DEMO / "liver_clean" / "RS.dcm", DEMO / "liver_clean" / "RD_PLAN.dcm"
-        runs.append(
-            Runs(
-                "dicompyler-core 0.5.6, every ROI of the demo plan",
-                [args.dicompyler_python, str(ROOT / "bench" / "dicompyler_plan.py"), str(rs), str(rd)],
-                "(reference)",
-            )
+        dicompyler = Runs(
+            "dicompyler-core 0.5.6, every ROI of the demo plan",
+            [args.dicompyler_python, str(ROOT / "bench" / "dicompyler_plan.py"), str(rs), str(rd)],
+            "(reference)",
         )
+        runs.append(dicompyler)
     alternate(runs, args.repeats)
     bad = [f"{r.label}: exit {sorted(r.codes)}" for r in runs if r.codes - {0}]
     table = [
         f"Whole processes, {args.repeats} rounds alternating after a warm-up; "
-        f"{os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f}.",
+        f"{os.cpu_count()} cores; load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| command | median s | min s | max s | CPU s (median) | peak RSS MiB | target |",
         "|---|---|---|---|---|---|---|",
         *(r.row() for r in runs),
+        "",
+        *ratios(demo_check, before_check, dicompyler, batch_runs, args.batch_plans),
     ]
     med, lo, hi, cpu, n = in_process_dvhs(args.repeats)
     table += [

@@ -497,17 +497,22 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
 
     Sparse: the pieces of scan line at the ends of each inside interval are accumulated
     only into the occupied cells, not into dense (slab, row, column) arrays; the lines that
-    cross a pixel whole are counted with difference arrays along each row. The arithmetic
-    (and its order) is that of the dense version, so the values are the same bit for bit.
+    cross a pixel whole are counted with difference arrays along each row. The pieces of all
+    three kinds are summed in one pass and cubes are products (``x**3`` is a slow ``pow``):
+    the values agree with the dense version to rounding (about 1e-9 cc on a liver plan).
     """
     ns, nr, nc = len(slabs), yc.size, xc.size
     rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
     if not rings:
         empty = np.zeros(0)
         return _Coverage(np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
+    lengths = np.array([len(r) for _, r in rings])
     pts0 = np.concatenate([r for _, r in rings])
-    pts1 = np.concatenate([np.roll(r, -1, axis=0) for _, r in rings])
-    slab_of = np.concatenate([np.full(len(r), i) for i, r in rings])
+    ends = np.cumsum(lengths)
+    following = np.arange(1, pts0.shape[0] + 1)
+    following[ends - 1] = ends - lengths  # each ring closes on its first point
+    pts1 = pts0[following]
+    slab_of = np.repeat(np.array([i for i, _ in rings]), lengths)
     xa, ya, xb, yb = pts0[:, 0], pts0[:, 1], pts1[:, 0], pts1[:, 1]
     h = dy / k
     per_slab = nr * k
@@ -557,18 +562,20 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
 
     n_full_all = run_sum(np.ones(start_idx.size))  # scan lines crossing each pixel from side to side
     occupied = n_full_all > 0
-    for idx, _, _, _ in pieces:
-        occupied[idx] = True
+    idx = np.concatenate([p[0] for p in pieces])
+    occupied[idx] = True
     cells = np.flatnonzero(occupied)  # ascending, as np.nonzero of a dense array would give
 
-    # moments of the pieces (three sums per cell, added in this order) and of the whole lines
+    # moments of the pieces (one pass over the pieces of all three kinds) and of the whole lines
     nb = cells.size
-    sums = np.zeros((5, nb))
-    for idx, lo, hi, yv in pieces:
-        pos = np.searchsorted(cells, idx)
-        ln = hi - lo
-        for n, w in enumerate((ln, (hi**2 - lo**2) / 2, (hi**3 - lo**3) / 3, ln * yv, ln * yv**2)):
-            sums[n] += np.bincount(pos, w, minlength=nb)
+    pos = (np.cumsum(occupied) - 1)[idx]  # each piece's cell, as an index into ``cells``
+    lo = np.concatenate([p[1] for p in pieces])
+    hi = np.concatenate([p[2] for p in pieces])
+    yv = np.concatenate([p[3] for p in pieces])
+    ln = hi - lo
+    lo2, hi2 = lo * lo, hi * hi
+    lny = ln * yv
+    sums = [np.bincount(pos, w, minlength=nb) for w in (ln, (hi2 - lo2) / 2, (hi2 * hi - lo2 * lo) / 3, lny, lny * yv)]
     n_full = n_full_all[cells]
     y_full = run_sum(ylin[o])[cells]
     yy_full = run_sum(ylin[o] ** 2)[cells]

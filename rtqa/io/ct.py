@@ -15,6 +15,7 @@ import numpy as np
 
 from rtqa.errors import InputError
 from rtqa.io.common import as_float, attr_name, open_dataset, quiet_pydicom, require
+from rtqa.io.deferred import materialize
 from rtqa.model import CtVolume
 
 # a CT series beyond this many voxels is not worth a report picture (about 1 GB as float64)
@@ -63,6 +64,7 @@ def read_ct_series(paths: Sequence[str | os.PathLike[str]]) -> CtVolume:
                 attribute=attr_name("ImagePositionPatient"),
             )
         try:
+            materialize()  # pydicom's pixel decoders, imported on first use (rtqa.io.deferred)
             pixels = ds.pixel_array.astype(np.float64)
         except Exception as exc:
             raise InputError(

@@ -22,6 +22,7 @@ from rtqa.io.common import (
     text,
     uid_list,
 )
+from rtqa.io.deferred import materialize
 from rtqa.model import DoseGrid, DoseInfo, DoseSummationType, DoseType, Heterogeneity, StoredDVH
 
 
@@ -73,7 +74,10 @@ def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
         held_bytes=held_bytes,
     )
     try:
-        pixels = ds.pixel_array
+        pixels = _native_pixels(ds)
+        if pixels is None:  # encapsulated, big endian, packed bits: pydicom's decoders
+            materialize()
+            pixels = ds.pixel_array
     except Exception as exc:
         raise DoseGridError(
             spath,
@@ -97,6 +101,46 @@ def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
     grid = _grid(ds, spath, frames)
     dose = grid.apply(pixels.astype(np.float64) * scaling)
     return DoseGrid(dose_gy=dose, x_mm=info.x_mm, y_mm=info.y_mm, z_mm=info.z_mm, info=info)
+
+
+# Transfer syntaxes whose Pixel Data is stored natively, little endian (a deflated data set is
+# inflated whole by pydicom before its elements are read)
+_NATIVE_LITTLE_ENDIAN = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+)
+_NATIVE_DTYPES = {(16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+
+
+def _native_pixels(ds: Dataset) -> np.ndarray | None:
+    """The stored integers of natively encoded RT Dose pixel data, without pydicom's decoders.
+
+    Only for the layouts RT Dose uses (PS3.3 C.8.8.3.4.1: one sample per pixel, 16 or 32 bits
+    allocated and stored, unsigned or two's complement) in a little-endian native transfer
+    syntax, and a Pixel Data length of exactly Rows x Columns x frames x bytes per value; any
+    other file (encapsulated, big endian, fewer bits stored, padded or short) returns None and
+    goes to pydicom's own decoding, which raises or decodes as before. The values equal
+    ``ds.pixel_array`` for these layouts (tests/test_native_dose.py).
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
+        return None
+    try:
+        bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        samples, representation = int(ds.SamplesPerPixel), int(ds.PixelRepresentation)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    dtype = _NATIVE_DTYPES.get((bits, representation))
+    if dtype is None or stored != bits or samples != 1 or min(rows, cols, frames) < 1:
+        return None
+    raw = ds.PixelData
+    if not isinstance(raw, bytes) or len(raw) != rows * cols * frames * (bits // 8):
+        return None
+    return np.frombuffer(raw, dtype=dtype)
 
 
 @quiet_pydicom
