@@ -50,15 +50,18 @@ def derive_prescription(
     """
     names = roi_names or {}
     warnings: list[str] = []
-    groups = tuple(
-        GroupPrescription(
-            fg.number,
-            fg.fractions_planned,
-            sum(b.beam_dose_gy for b in fg.beams if b.beam_dose_gy is not None)
-            if fg.beams and all(b.beam_dose_gy is not None for b in fg.beams)
-            else None,
-        )
+    per_fraction = [
+        sum(b.beam_dose_gy for b in fg.beams if b.beam_dose_gy is not None)
+        if fg.beams and all(b.beam_dose_gy is not None for b in fg.beams)
+        else None
         for fg in plan.fraction_groups
+    ]
+    # a BeamDose sum that overflows (1e308 per beam) reaches no report: the group shows none,
+    # and the BeamDose source below is infinite, hence absurd and said so
+    overflow = any(v is not None and not math.isfinite(v) for v in per_fraction)
+    groups = tuple(
+        GroupPrescription(fg.number, fg.fractions_planned, v if v is None or math.isfinite(v) else None)
+        for fg, v in zip(plan.fraction_groups, per_fraction, strict=True)
     )
     counts = [g.fractions for g in groups]
     fractions = sum(c for c in counts if c is not None) if counts and None not in counts else None
@@ -66,6 +69,8 @@ def derive_prescription(
     group_totals = [g.total_gy for g in groups]
     if groups and all(t is not None for t in group_totals):
         beam_total = sum(t for t in group_totals if t is not None)
+    if overflow:
+        beam_total = math.inf
     ref_targets = tuple(
         TargetPrescription(
             name=names.get(d.referenced_roi_number or -1) or d.description or f"DoseReference {d.number}",
