@@ -97,17 +97,19 @@ def _rings_area(rings: tuple[FloatArray, ...]) -> float:
         return 0.0
     # parity of nesting: a ring inside an odd number of others is a hole; the rings that may
     # hold a ring's representative point come from a spatial index, not from every other ring
-    # a hostile ring (1e300 mm across, or degenerate) gives inf or no point, as the scalar
-    # Polygon.area and representative_point did, without the ufuncs' floating-point warnings
+    # a hostile ring (1e300 mm across, or degenerate) gives inf, NaN or no point, as the scalar
+    # Polygon.area, representative_point and float sums did, without the ufuncs' warnings
     with np.errstate(all="ignore"):
         areas = np.abs(shapely.area(polys))
         points = shapely.point_on_surface(polys)
         inner, outer = shapely.STRtree(polys).query(points, predicate="within")
-    # of two rings of equal area (one outline drawn twice) the first encloses the second, so
-    # that they cancel as parity says
-    encloses = (outer != inner) & ((areas[outer] > areas[inner]) | ((areas[outer] == areas[inner]) & (outer < inner)))
-    depth = np.bincount(inner[encloses], minlength=len(polys))
-    return float(np.where(depth % 2 == 1, -areas, areas).sum())
+        # of two rings of equal area (one outline drawn twice) the first encloses the second, so
+        # that they cancel as parity says
+        encloses = (outer != inner) & (
+            (areas[outer] > areas[inner]) | ((areas[outer] == areas[inner]) & (outer < inner))
+        )
+        depth = np.bincount(inner[encloses], minlength=len(polys))
+        return float(np.where(depth % 2 == 1, -areas, areas).sum())
 
 
 def _overlap_groups(polys: list[BaseGeometry]) -> list[list[int]]:
