@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 
 from rtqa.deadline import check_time
 from rtqa.dvh.budget import require_sampling_budget
@@ -94,7 +95,13 @@ class DVH:
             return float(self.dose_edges_gy[j])
         drop = v[j] - v[j + 1]
         frac = 0.0 if drop <= 0 else (v[j] - volume_cc) / drop
-        return float(self.dose_edges_gy[j] + frac * (self.dose_edges_gy[j + 1] - self.dose_edges_gy[j]))
+        dose = float(self.dose_edges_gy[j] + frac * (self.dose_edges_gy[j + 1] - self.dose_edges_gy[j]))
+        # within the bin that holds an extreme, the curve's straight line may pass it
+        if self.max_gy is not None:
+            dose = min(dose, self.max_gy)
+        if self.min_gy is not None:
+            dose = max(dose, self.min_gy)
+        return dose
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +116,8 @@ class PreparedDose:
     grad_z: FloatArray  # slope between plane k and k+1
     near_min: FloatArray  # lowest node value around each node (3 x 3 in-plane, 5 planes)
     near_max: FloatArray
+    box_min: FloatArray  # lowest of the eight nodes of each box [k, k+1] x [i, i+1] x [j, j+1]
+    box_max: FloatArray
 
 
 def prepare_dose(dose: DoseGrid) -> PreparedDose:
@@ -136,7 +145,18 @@ def prepare_dose(dose: DoseGrid) -> PreparedDose:
         grad_z=gz,
         near_min=_neighbourhood(d, np.minimum),
         near_max=_neighbourhood(d, np.maximum),
+        box_min=_boxes(d, np.minimum),
+        box_max=_boxes(d, np.maximum),
     )
+
+
+def _boxes(d: FloatArray, op: np.ufunc) -> FloatArray:
+    """The lowest (highest) of the eight nodes of each box between neighbouring nodes: shape
+    (nz - 1, ny - 1, nx - 1), or (1, ny - 1, nx - 1) for a single plane."""
+    m = op(d[:-1], d[1:]) if d.shape[0] > 1 else d
+    m = op(m[:, :-1], m[:, 1:])
+    out: FloatArray = op(m[:, :, :-1], m[:, :, 1:])
+    return out
 
 
 _NEIGHBOURHOOD = (5, 3, 3)  # planes, rows, columns around each node
@@ -324,6 +344,12 @@ def _assemble(structure: SlabStack, total: float, uncovered: float, parts: list[
         v_total += chunk_total
     v_ge = np.minimum.accumulate(np.clip(v_total - below, 0.0, v_total))  # monotone despite rounding
     mean = sum(float(np.sum(p.dmid * p.v)) for p in parts) / sum(float(np.sum(p.v)) for p in parts)
+    # exact extremes; a group with no outline point in the grid falls back on its samples
+    lowest = min(float(np.min(p.lo)) if math.isnan(p.lowest) else p.lowest for p in parts)
+    highest = max(float(np.max(p.hi)) if math.isnan(p.highest) else p.highest for p in parts)
+    # the samples' spread may reach a little beyond the dose the structure holds: that volume
+    # is taken to lie at the extreme (the whole volume receives at least Dmin, none above Dmax)
+    v_ge = np.where(edges <= lowest, v_total, np.where(edges > highest, 0.0, v_ge))
     return DVH(
         name=structure.name,
         dose_edges_gy=edges,
@@ -331,8 +357,8 @@ def _assemble(structure: SlabStack, total: float, uncovered: float, parts: list[
         volume_cc=volume_cc,
         uncovered_cc=uncovered / 1000.0,
         mean_gy=mean,
-        min_gy=float(max(0.0, min(float(np.min(p.lo)) for p in parts))),
-        max_gy=max(float(np.max(p.hi)) for p in parts),
+        min_gy=float(max(0.0, lowest)),
+        max_gy=float(highest),
         end_cap=structure.end_cap,
         bin_width_gy=bin_width_gy,
         warnings=tuple(warnings),
@@ -350,6 +376,8 @@ class _Samples(NamedTuple):
     lo: FloatArray
     hi: FloatArray
     below: FloatArray
+    lowest: float = math.nan  # the exact lowest dose of the group (NaN: no contour point covered)
+    highest: float = math.nan
 
 
 def _sample(
@@ -449,7 +477,9 @@ def _sample(
         flat = arr.reshape(-1)
         return np.take(flat, flat0) * g + np.take(flat, flat1) * f
 
-    dval = at_node(d)
+    d_flat = d.reshape(-1)
+    d0, d1 = np.take(d_flat, flat0), np.take(d_flat, flat1)
+    dval = d0 * g + d1 * f
     gx = at_node(pd.grad_x)
     gy = at_node(pd.grad_y)
     # boundary cells: trilinear dose at the centroid of the occupied part, and one-sided slopes
@@ -471,8 +501,299 @@ def _sample(
     w = np.sqrt(12 * (gx**2 * cov.var_x[cell] + gy**2 * cov.var_y[cell]) + (gz * t) ** 2)
     lo_d = np.minimum(np.maximum(dval - w / 2, cmin), dval)
     hi_d = np.maximum(np.minimum(dval + w / 2, cmax), dval)
+    nodes = _NodeSamples(
+        full=cov.area[cell] >= dx * dy * (1 - 1e-9),
+        x=xc[c],
+        y=yc[r],
+        slab_of=s_idx[cell],
+        kz=kz,
+        zm=zm_sub[sub],
+        t=t,
+        d0=d0,
+        d1=d1,
+        flat0=flat0,
+        dval=dval,
+        cmin=cmin,
+        cmax=cmax,
+    )
+    lowest, highest = _extremes(slabs, dose, pd, (float(xc[0]), float(yc[0])), nodes)
     dmid, width, v = (lo_d + hi_d) / 2, hi_d - lo_d, vol / 1000.0
-    return _Samples(total, uncovered, dmid, width, v, lo_d, hi_d, empty)
+    return _Samples(total, uncovered, dmid, width, v, lo_d, hi_d, empty, lowest, highest)
+
+
+def _extremes(
+    slabs: tuple[Slab, ...],
+    dose: DoseGrid,
+    pd: PreparedDose,
+    origin: tuple[float, float],
+    samples: _NodeSamples,
+) -> tuple[float, float]:
+    """The exact lowest and highest dose of the interpolated grid over a group of slabs.
+
+    Within a box of eight dose nodes the dose is trilinear, so over the part of a slab in that
+    box its extremes lie at a node inside the slab, or on the slab's outline where an edge of
+    the outline meets a grid line or at a vertex, at the slab's lower or upper face or a dose
+    plane between them. Evaluating those points gives Dmin and Dmax of the contoured shape
+    itself, not of the sampling: a sample's spread is a variance, which at the tip of a cone
+    or the rim of a sphere stops short of the extreme.
+
+    Only places that can hold an extreme are evaluated: a sample whose nearby nodes
+    (``PreparedDose.near_min``/``near_max``), or an outline point whose box's nodes
+    (``box_min``/``box_max``), are all higher than a dose the shape holds cannot hold a lower
+    one. That dose comes from a probe of the likeliest places first. A node in a cut cell
+    counts if it lies inside its slab (parity over the rings). Returns NaN, NaN when the
+    group has no outline point within the dose grid's coverage and no whole cell.
+    """
+    sm = samples
+    px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = _outline_candidates(slabs, dose, pd, origin)
+    lowest, highest = math.inf, -math.inf
+    s_pending = np.ones(sm.dval.size, dtype=bool)
+    p_pending = np.ones(px.size, dtype=bool)
+
+    def visit_samples(pick: npt.NDArray[np.intp]) -> None:
+        nonlocal lowest, highest
+        s_pending[pick] = False
+        nlo, nhi = _node_range(dose, sm.kz[pick], sm.zm[pick], sm.t[pick], sm.d0[pick], sm.d1[pick], sm.flat0[pick])
+        whole = sm.full[pick]
+        if whole.any():
+            lowest, highest = min(lowest, float(nlo[whole].min())), max(highest, float(nhi[whole].max()))
+        cut = np.flatnonzero(~whole & ((nlo < lowest) | (nhi > highest)))
+        if cut.size:
+            inside = _inside(slabs, sm.slab_of[pick[cut]], sm.x[pick[cut]], sm.y[pick[cut]])
+            if inside.any():
+                lowest = min(lowest, float(nlo[cut[inside]].min()))
+                highest = max(highest, float(nhi[cut[inside]].max()))
+
+    def visit_points(pts: npt.NDArray[np.intp]) -> None:
+        nonlocal lowest, highest
+        p_pending[pts] = False
+        rep = z_count[pslab[pts]]
+        i = np.repeat(pts, rep)
+        j = np.arange(i.size) - np.repeat(np.cumsum(rep) - rep, rep)
+        values = _trilinear(dose, px[i], py[i], zs_all[z_start[pslab[i]] + j])
+        lowest, highest = min(lowest, float(values.min())), max(highest, float(values.max()))
+
+    # a probe: the places most likely to hold the extremes (the samples of lowest and highest
+    # dose, the outline points of lowest and highest bound) give doses the shape holds...
+    visit_samples(np.unique([int(np.argmin(sm.dval)), int(np.argmax(sm.dval))]))
+    if px.size > 2 * _PROBE:
+        likeliest = [np.argpartition(b_lo, _PROBE)[:_PROBE], np.argpartition(-b_hi, _PROBE)[:_PROBE]]
+        visit_points(np.unique(np.concatenate(likeliest)))
+    elif px.size:
+        visit_points(np.arange(px.size))
+    # ... and then every place whose bound reaches beyond them (everything, if the probe found
+    # no dose: no outline point covered and no whole cell among its samples)
+    pick = np.flatnonzero(s_pending & ((sm.cmin < lowest) | (sm.cmax > highest)))
+    if pick.size:
+        visit_samples(pick)
+    pts = np.flatnonzero(p_pending & ((b_lo < lowest) | (b_hi > highest)))
+    if pts.size:
+        visit_points(pts)
+    return (lowest, highest) if not math.isinf(lowest) else (math.nan, math.nan)
+
+
+_PROBE = 64  # outline points of the lowest and of the highest bound evaluated first
+
+
+class _NodeSamples(NamedTuple):
+    """What :func:`_extremes` needs of each sample: its node and sub-slab, the node's dose on
+    the planes around the sub-slab's middle, and the neighbourhood bounds."""
+
+    full: npt.NDArray[np.bool_]  # the cell is whole: its node lies inside the slab
+    x: FloatArray  # the node
+    y: FloatArray
+    slab_of: npt.NDArray[np.intp]
+    kz: npt.NDArray[np.intp]
+    zm: FloatArray  # the sub-slab's middle and thickness
+    t: FloatArray
+    d0: FloatArray  # the node's dose on planes kz and kz + 1
+    d1: FloatArray
+    flat0: npt.NDArray[np.intp]
+    dval: FloatArray
+    cmin: FloatArray
+    cmax: FloatArray
+
+
+def _inside(
+    slabs: tuple[Slab, ...], slab_of: npt.NDArray[np.intp], xs: FloatArray, ys: FloatArray
+) -> npt.NDArray[np.bool_]:
+    """Whether each point lies inside the parity combination of its slab's rings."""
+    inside = np.zeros(xs.size, dtype=bool)
+    for s in np.unique(slab_of):
+        mine = np.flatnonzero(slab_of == s)
+        for ring in slabs[s].rings:
+            if len(ring) >= 3:
+                inside[mine] ^= shapely.contains_xy(shapely.polygons(ring), xs[mine], ys[mine])
+    return inside
+
+
+def _node_range(
+    dose: DoseGrid,
+    kz: npt.NDArray[np.intp],
+    zm: FloatArray,
+    t: FloatArray,
+    d0: FloatArray,
+    d1: FloatArray,
+    flat0: npt.NDArray[np.intp],
+) -> tuple[FloatArray, FloatArray]:
+    """The lowest and highest dose at each sample's node over its sub-slab (middle ``zm``,
+    thickness ``t``; ``d0``, ``d1`` the node's dose on planes ``kz`` and ``kz + 1``).
+
+    Along z at a node the dose is piecewise linear between the planes, so its extremes are at
+    the sub-slab's faces or a plane between them; a sub-slab is no thicker than the thinnest
+    dose interval, so it reaches at most one plane beyond ``kz`` and ``kz + 1``. Beyond the grid
+    the dose is that of the outermost plane (the sampling's coverage is half an interval).
+    """
+    z = dose.z_mm
+    if z.size < 2:
+        return d0, d0
+    plane = dose.dose_gy.shape[1] * dose.dose_gy.shape[2]
+    d_flat = dose.dose_gy.reshape(-1)
+    za = np.clip(zm - t / 2, z[0], z[-1])
+    zb = np.clip(zm + t / 2, z[0], z[-1])
+    z0, z1 = z[kz], z[kz + 1]
+
+    def between(lower: FloatArray, upper: FloatArray, at: FloatArray, za_: FloatArray, zb_: FloatArray) -> FloatArray:
+        return lower + (upper - lower) * np.clip((at - za_) / (zb_ - za_), 0.0, 1.0)
+
+    va = between(d0, d1, za, z0, z1)
+    vb = between(d0, d1, zb, z0, z1)
+    below = np.flatnonzero((za < z0) & (kz >= 1))
+    if below.size:
+        k = kz[below]
+        dm = np.take(d_flat, flat0[below] - plane)
+        va[below] = between(dm, d0[below], za[below], z[k - 1], z[k])
+    above = np.flatnonzero((zb > z1) & (kz + 2 < z.size))
+    if above.size:
+        k = kz[above]
+        dp = np.take(d_flat, flat0[above] + 2 * plane)
+        vb[above] = between(d1[above], dp, zb[above], z[k + 1], z[k + 2])
+    lo, hi = np.minimum(va, vb), np.maximum(va, vb)
+    at0 = (za < z0) & (z0 < zb)
+    at1 = (za < z1) & (z1 < zb)
+    lo = np.where(at0, np.minimum(lo, d0), lo)
+    hi = np.where(at0, np.maximum(hi, d0), hi)
+    lo = np.where(at1, np.minimum(lo, d1), lo)
+    hi = np.where(at1, np.maximum(hi, d1), hi)
+    return lo, hi
+
+
+def _outline_candidates(
+    slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, origin: tuple[float, float]
+) -> tuple[
+    FloatArray,
+    FloatArray,
+    npt.NDArray[np.intp],
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    npt.NDArray[np.intp],
+    npt.NDArray[np.intp],
+]:
+    """The outline points of every slab (see :func:`_outline_points`) within the grid's
+    coverage: x, y, slab, a lower and an upper bound of the dose near each; and the z of each
+    slab where the dose along z can turn (its faces and the dose planes between), flat, with
+    each slab's start and count."""
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    dx, dy = pd.dx, pd.dy
+    p, slab_of = _outline_points(slabs, origin[0], origin[1], dx, dy)
+    if z.size > 1:
+        z_cover = (z[0] - (z[1] - z[0]) / 2, z[-1] + (z[-1] - z[-2]) / 2)
+    else:
+        z_cover = (z[0] - dx, z[0] + dx)
+    lo = np.array([max(sl.z_lo_mm, z_cover[0]) for sl in slabs])
+    hi = np.array([min(sl.z_hi_mm, z_cover[1]) for sl in slabs])
+    ok = (
+        (p[:, 0] >= x[0] - dx / 2)
+        & (p[:, 0] <= x[-1] + dx / 2)
+        & (p[:, 1] >= y[0] - dy / 2)
+        & (p[:, 1] <= y[-1] + dy / 2)
+        & (hi >= lo)[slab_of]
+    )
+    p, slab_of = p[ok], slab_of[ok]
+    # the z of each slab: its faces and the dose planes strictly between them
+    zs_per = [
+        np.concatenate([[a, b], z[(z > a) & (z < b)]]) if b > a else np.array([a]) for a, b in zip(lo, hi, strict=True)
+    ]
+    counts = np.array([zz.size for zz in zs_per])
+    starts = np.cumsum(counts) - counts
+    zs_all = np.concatenate(zs_per)
+    # the bound: the nodes of the point's box, over the dose intervals the slab spans (at
+    # most two; a thicker slab's points have no bound and are all evaluated)
+    fx = np.clip((p[:, 0] - x[0]) / dx, 0, x.size - 1)
+    fy = np.clip((p[:, 1] - y[0]) / dy, 0, y.size - 1)
+    jx = np.minimum(fx.astype(np.intp), x.size - 2)
+    iy = np.minimum(fy.astype(np.intp), y.size - 2)
+    if z.size > 1:
+        k_lo = np.clip(np.searchsorted(z, lo, side="right") - 1, 0, z.size - 2)
+        k_hi = np.clip(np.searchsorted(z, hi, side="left") - 1, 0, z.size - 2)
+        k_hi = np.maximum(k_hi, k_lo)
+    else:
+        k_lo = k_hi = np.zeros(len(slabs), dtype=np.intp)
+    bounded = (k_hi - k_lo <= 1)[slab_of]
+    plane = (y.size - 1) * (x.size - 1)
+    at = iy * (x.size - 1) + jx
+    f_lo, f_hi = k_lo[slab_of] * plane + at, k_hi[slab_of] * plane + at
+    bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
+    b_lo = np.where(bounded, np.minimum(np.take(bmin, f_lo), np.take(bmin, f_hi)), -np.inf)
+    b_hi = np.where(bounded, np.maximum(np.take(bmax, f_lo), np.take(bmax, f_hi)), np.inf)
+    return p[:, 0], p[:, 1], slab_of, b_lo, b_hi, zs_all, starts, counts
+
+
+def _outline_points(
+    slabs: tuple[Slab, ...], x0: float, y0: float, dx: float, dy: float
+) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """The rings' vertices and the points where their edges cross the grid lines through the
+    dose nodes (``x0 + j dx``, ``y0 + i dy``), with each point's slab: along an edge the dose
+    is linear between them."""
+    rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
+    if not rings:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.intp)
+    lengths = np.array([len(r) for _, r in rings])
+    a = np.concatenate([r for _, r in rings])
+    ends = np.cumsum(lengths)
+    following = np.arange(1, a.shape[0] + 1)
+    following[ends - 1] = ends - lengths  # each ring closes on its first point
+    b = a[following]
+    slab_of = np.repeat(np.array([i for i, _ in rings], dtype=np.intp), lengths)
+    out, owner = [a], [slab_of]
+    for axis, origin, step in ((0, x0, dx), (1, y0, dy)):
+        ua, ub = (a[:, axis] - origin) / step, (b[:, axis] - origin) / step
+        lo, hi = np.minimum(ua, ub), np.maximum(ua, ub)
+        first = np.ceil(lo).astype(np.int64)
+        count = np.where(hi > lo, np.maximum(np.floor(hi).astype(np.int64) - first + 1, 0), 0)
+        if not count.any():
+            continue
+        e = np.repeat(np.arange(len(a)), count)
+        line = first[e] + (np.arange(e.size) - np.repeat(np.cumsum(count) - count, count))
+        t = (line - ua[e]) / (ub[e] - ua[e])
+        out.append(a[e] + (b[e] - a[e]) * t[:, None])
+        owner.append(slab_of[e])
+    return np.concatenate(out), np.concatenate(owner)
+
+
+def _trilinear(dose: DoseGrid, px: FloatArray, py: FloatArray, pz: FloatArray) -> FloatArray:
+    """The dose interpolated trilinearly at points, each clamped into the grid."""
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    flat = dose.dose_gy.reshape(-1)
+    fx = np.clip((px - x[0]) / (x[1] - x[0]), 0.0, x.size - 1)
+    fy = np.clip((py - y[0]) / (y[1] - y[0]), 0.0, y.size - 1)
+    jx = np.minimum(fx.astype(np.intp), x.size - 2)
+    iy = np.minimum(fy.astype(np.intp), y.size - 2)
+    tx, ty = fx - jx, fy - iy
+    if z.size > 1:
+        kz = np.clip(np.searchsorted(z, pz, side="right") - 1, 0, z.size - 2)
+        tz = np.clip((pz - z[kz]) / (z[kz + 1] - z[kz]), 0.0, 1.0)
+    else:
+        kz, tz = np.zeros(px.size, dtype=np.intp), np.zeros(px.size)
+    plane = y.size * x.size if z.size > 1 else 0
+    base = (kz * y.size + iy) * x.size + jx
+    out = np.zeros(px.size)
+    for dz, wz in ((0, 1 - tz), (plane, tz)):
+        for dy, wy in ((0, 1 - ty), (x.size, ty)):
+            w = wz * wy
+            out += (np.take(flat, base + (dz + dy)) * (1 - tx) + np.take(flat, base + (dz + dy + 1)) * tx) * w
+    return out
 
 
 @dataclass(frozen=True, eq=False)
