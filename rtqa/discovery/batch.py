@@ -15,6 +15,7 @@ report behind.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -307,6 +308,9 @@ def _guarded(job: Job) -> PlanReport:
         failure = (f"internal error (a bug in rtqa, please report it): {detail}", "InternalError")
     message, kind = failure
     if kind == "MemoryError":
+        # frames caught in a reference cycle outlive the clause until the collector runs, and
+        # the arrays they hold would starve the next plan: collect them now
+        gc.collect()
         message = (
             f"not evaluated: this plan ran out of memory (memory budget {format_size(configured_budget_bytes())} "
             f"per plan; with --workers N, N plans share the machine: give fewer workers or more memory, "

@@ -92,6 +92,13 @@ def _rings_area(rings: tuple[FloatArray, ...]) -> float:
     """Area of rings combined by parity, for non-crossing rings (nested or disjoint)."""
     if not rings:
         return 0.0
+    if len(rings) == 1:  # most planes: the shoelace formula, no geometry objects
+        r = rings[0]
+        if len(r) < 3:
+            return 0.0
+        with np.errstate(all="ignore"):  # a hostile ring gives inf or NaN, as below
+            x, y = r[:, 0], r[:, 1]
+            return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2)
     polys = [Polygon(r) for r in rings if len(r) >= 3]
     if not polys:
         return 0.0
