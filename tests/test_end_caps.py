@@ -138,7 +138,7 @@ def test_a_grade_that_depends_on_the_convention_says_so_and_flags_the_plan(spher
     protocol = load_protocol(_protocol(tmp_path, "none", 69.0))  # straddled: 68 (none) < 69 < 69.5
     report = evaluate(sphere_case, protocol)
     (f,) = [f for f in report.findings if f.rule == "PTV_MAX"]
-    by = {cap: (v, g) for cap, v, g in f.by_end_cap}
+    by = {e.end_cap: (e.value, e.grade) for e in f.by_end_cap}
     assert set(by) == {"half_slab", "none", "shape"}
     assert by["none"][1] is Grade.PER_PROTOCOL and f.grade is Grade.PER_PROTOCOL  # the protocol's convention
     assert by["half_slab"][1] is Grade.VARIATION_ACCEPTABLE

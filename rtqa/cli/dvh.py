@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -21,11 +21,11 @@ from rtqa.dvh.expression import EndCap
 from rtqa.errors import RtqaError
 
 if TYPE_CHECKING:
-    from rtqa.case import PlanSet
+    from rtqa.case import PlanSet, Prescription
     from rtqa.discovery.planless import PlanlessCase
     from rtqa.model import DoseGrid
     from rtqa.protocol.loader import Protocol
-    from rtqa.report.dvh_tables import DvhResult, StructureDVH
+    from rtqa.report.dvh_tables import DvhResult, Relative, StructureDVH
 
 # The library is imported inside the command, not here: ``rtqa --help`` imports this module
 # to list the command and must stay fast (issue 10).
@@ -68,7 +68,8 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     "--rx",
     type=click.FloatRange(min=0.0, min_open=True),
     metavar="GY",
-    help="Prescription dose of a structure set and dose with no RT Plan (relative values need it).",
+    help="Prescription dose (Gy) the relative values (% of Rx) are given against: needed for a structure set and "
+    "dose with no RT Plan; with a plan it replaces the plan's prescription.",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
@@ -142,7 +143,7 @@ def _dvh(
     for plan_set in plan_sets:
         try:
             with time_budget(configured_seconds()):
-                result = _case_dvh(plan_set, protocol, structures, derived, end_cap, alpha_beta)
+                result = _case_dvh(plan_set, protocol, structures, derived, end_cap, alpha_beta, rx)
         except TimeBudgetExceeded as exc:
             result = DvhResult(
                 plan_set.patient_id, plan_set.plans[0].sop_instance_uid, plan_set.label, (), (), error=str(exc)
@@ -174,6 +175,7 @@ def _case_dvh(
     derived: list[tuple[str, str]],
     end_cap: EndCap,
     alpha_beta: float | None = None,
+    given_rx_gy: float | None = None,
 ) -> DvhResult:
     from rtqa.discovery.load import load_case
     from rtqa.dvh.radiobiology import Measure, compute_equivalent_dose
@@ -242,6 +244,7 @@ def _case_dvh(
                 dose=case.dose,
                 prescription_gy=rx_gy,
             )
+        relative = _plan_relative(case.prescriptions, [p.label for p in case.plans], given_rx_gy)
         return DvhResult(
             plan_set.patient_id,
             plan_uid,
@@ -250,9 +253,26 @@ def _case_dvh(
             tuple(dvhs),
             tuple(warnings),
             equivalent=tuple(equivalent),
+            relative=relative,
         )
     except RtqaError as exc:
         return DvhResult(plan_set.patient_id, plan_uid, label, (), (), error=str(exc))
+
+
+def _plan_relative(prescriptions: Sequence[Prescription], labels: list[str], rx: float | None) -> Relative:
+    """The prescription relative values are given against: ``--rx``, else the total of a single
+    plan; a course of several plans has no one prescription of its summed dose (``--rx`` says it)."""
+    from rtqa.report.dvh_tables import Relative
+
+    planned = [p.total_gy for p in prescriptions]
+    if rx is not None:
+        known = [f"{lb} {t:.2f} Gy" for lb, t in zip(labels, planned, strict=True) if t is not None]
+        return Relative(rx, "--rx" + (f" (the plan says {', '.join(known)})" if known else ""))
+    if len(prescriptions) > 1:
+        return Relative(None, f"a course of {len(prescriptions)} plans has no one prescription: give --rx GY")
+    if planned and planned[0] is not None:
+        return Relative(planned[0], f"the plan's prescription ({labels[0]})")
+    return Relative(None, "the plan's prescription dose is unknown: give --rx GY")
 
 
 def _planless_dvh(
@@ -266,7 +286,7 @@ def _planless_dvh(
     """A structure set and a dose with no plan: their DVHs, the link said, the prescription from --rx."""
     from rtqa.evaluation.casedvh import compute_case_dvhs, compute_protocol_dvhs, review_stored_dvhs
     from rtqa.io import read_dose, read_stored_dvhs, read_structure_set
-    from rtqa.report.dvh_tables import DvhResult
+    from rtqa.report.dvh_tables import DvhResult, Relative
 
     label = "no plan (structure set and dose)"
     try:
@@ -295,6 +315,7 @@ def _planless_dvh(
                 dose=dose,
                 prescription_gy=rx,
             )
-        return DvhResult(pair.patient_id, None, label, tuple(facts), tuple(dvhs), tuple(warnings))
+        relative = Relative(rx, "--rx") if rx else Relative(None, "no prescription (no RT Plan): give --rx GY")
+        return DvhResult(pair.patient_id, None, label, tuple(facts), tuple(dvhs), tuple(warnings), relative=relative)
     except RtqaError as exc:
         return DvhResult(pair.patient_id, None, label, (), (), error=str(exc))

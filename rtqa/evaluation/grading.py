@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from rtqa.protocol.limits import Grade, Limit, format_value, grade, round_value
 from rtqa.protocol.loader import LimitSet, Rule
-from rtqa.report.model import Finding, NotApplicable
+from rtqa.report.model import EndCapValue, Finding, NotApplicable
 
 SYMBOL = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
 
@@ -290,3 +290,24 @@ def worst(findings: list[Finding]) -> Finding:
     if ne:
         return ne[0]
     return max(findings, key=lambda f: f.grade.severity)
+
+
+def with_end_caps(finding: Finding, rows: Sequence[EndCapValue], chosen: str) -> Finding:
+    """The finding with its value (or interval) and grade under every end-cap convention
+    (``rows``, the protocol's ``chosen`` one among them). When the grades differ the message says
+    so, each grade with its conventions and values; the grade stays the chosen convention's and
+    the plan is flagged for the reviewer (:attr:`Finding.convention_sensitive`)."""
+    if len(rows) < 2:
+        return finding
+    if len({r.grade for r in rows}) == 1:
+        return replace(finding, by_end_cap=tuple(rows))
+    groups: dict[Grade, list[str]] = {}
+    for r in sorted(rows, key=lambda r: r.end_cap != chosen):  # the protocol's convention first
+        groups.setdefault(r.grade, []).append(f"{r.end_cap} ({r.shown(finding.unit)})")
+    text = ", ".join(f"{grade_label(g)} with {' and '.join(caps)}" for g, caps in groups.items())
+    return replace(
+        finding,
+        by_end_cap=tuple(rows),
+        message=f"{finding.message}; convention-sensitive: {text} (the structure's ends decide: "
+        f"graded with the protocol's {chosen}, for the reviewer)",
+    )

@@ -23,15 +23,15 @@ import numpy as np
 
 from rtqa.case import LoadedCase, Prescription
 from rtqa.dvh.engine import DVH, PreparedDose, compute_dvh, prepare_dose
-from rtqa.dvh.geometry import SlabStack
+from rtqa.dvh.geometry import EndCap, SlabStack
 from rtqa.dvh.metrics import Metric, evaluate_metric
 from rtqa.dvh.radiobiology import DosePart, EquivalentDose, Measure, compute_equivalent_dose
 from rtqa.evaluation.context import CaseContext
-from rtqa.evaluation.grading import Measured, grade_measured, not_evaluable
+from rtqa.evaluation.grading import Measured, grade_measured, not_evaluable, with_end_caps
 from rtqa.model import DoseGrid
-from rtqa.protocol.limits import format_value
+from rtqa.protocol.limits import Grade, format_value
 from rtqa.protocol.model import AlphaBeta, Rule
-from rtqa.report.model import EquivalentValue, Finding
+from rtqa.report.model import EndCapValue, EquivalentValue, Finding
 
 TWO_GY_TOLERANCE_GY = 0.005  # a dose per fraction that rounds to 2.00 Gy is 2 Gy
 UNCOVERED_CC = 0.005  # as in the constraint check: below this, volume outside the grid is noise
@@ -203,14 +203,17 @@ def grade_equivalent(
     rule: Rule,
     facts: Mapping[str, str | None],
     key: str,
-    stack: Callable[[], SlabStack],
+    stack: Callable[[EndCap], SlabStack],
+    caps: Sequence[EndCap],
     physical: DVH,
     label: str,
     structure: str,
     matched: str | None,
     how: str | None,
 ) -> Finding:
-    """A rule stated in EQD2 or BED, graded on the equivalent dose (physical value beside it)."""
+    """A rule stated in EQD2 or BED, graded on the equivalent dose (physical value beside it) in
+    the protocol's end-cap convention, and its value and grade under the other conventions of
+    ``caps`` (``stack`` gives the structure under each) beside it."""
     assert rule.dose is not None and rule.metric is not None
     measure = Measure(rule.dose.measure)
     ab = rule.dose.alpha_beta
@@ -222,7 +225,7 @@ def grade_equivalent(
             structure=structure, roi=matched, how=how,
         )  # fmt: skip
     eq = rb.dose(measure, ab.value_gy)
-    got = rb.metric_on(key, stack(), eq, rule.metric)
+    got = rb.metric_on(key, stack(ctx.protocol.end_cap), eq, rule.metric)
     if got.missing is not None:
         return not_evaluable(rule, f"{label}: {got.missing}", structure=structure, roi=matched, how=how)
     phys = _physical(physical, rule.metric)
@@ -238,7 +241,23 @@ def grade_equivalent(
         ab.unconfirmed, phys, rule.unit, finding.interval, got.note,
         f"the rule is stated in {measure.label}; {eq.statement}",
     )  # fmt: skip
-    return replace(finding, unconfirmed=finding.unconfirmed or ab.unconfirmed, equivalent=value)
+    finding = replace(finding, unconfirmed=finding.unconfirmed or ab.unconfirmed, equivalent=value)
+    rows: list[EndCapValue] = []
+    for cap in EndCap:
+        if cap is ctx.protocol.end_cap:
+            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval))
+            continue
+        if cap not in caps:
+            continue  # nothing left under that convention
+        other = rb.metric_on(f"{key} [{cap.value}]", stack(cap), eq, rule.metric)
+        if other.missing is not None:
+            rows.append(EndCapValue(cap.value, None, Grade.NOT_EVALUABLE))
+            continue
+        ends = other.ends if other.interval else ("low end", "high end")
+        graded = grade_measured(rule, replace(measured, value=other.value, interval=other.interval,
+                                              interval_ends=ends), facts)  # fmt: skip
+        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval))
+    return with_end_caps(finding, rows, ctx.protocol.end_cap.value)
 
 
 def beside(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from rtqa.case import UnassignedFile
 from rtqa.protocol.limits import PRECISION, Grade, Limit, format_value
@@ -76,6 +76,24 @@ class EquivalentValue:
         }
 
 
+class EndCapValue(NamedTuple):
+    """A graded DVH value under one end-cap convention: a number, or an interval when part of
+    the structure under that convention lies outside the dose grid (or the dose per fraction of
+    an equivalent dose is bounded), and the grade it gets there."""
+
+    end_cap: str
+    value: float | None
+    grade: Grade
+    interval: tuple[float, float] | None = None
+
+    def shown(self, unit: str) -> str:
+        if self.value is not None:
+            return format_value(self.value, unit)
+        if self.interval is not None:
+            return f"{format_value(self.interval[0], unit).split()[0]}–{format_value(self.interval[1], unit)}"
+        return "-"
+
+
 @dataclass(frozen=True)
 class Finding:
     """The result of one rule on one structure (or on the plan).
@@ -109,14 +127,14 @@ class Finding:
     value_text: str | None = None
     interval: tuple[float, float] | None = None
     possible_grades: tuple[tuple[Grade, str], ...] = ()  # (grade, the condition that gives it)
-    # (end-cap convention, value, grade) under every convention, for a graded DVH value
-    by_end_cap: tuple[tuple[str, float | None, Grade], ...] = ()
+    # the value and grade under every end-cap convention, for a graded DVH value
+    by_end_cap: tuple[EndCapValue, ...] = ()
     equivalent: EquivalentValue | None = None  # EQD2/BED: graded, or shown beside the physical value
 
     @property
     def convention_sensitive(self) -> bool:
         """Whether the grade depends on the end-cap convention (the reviewer must look)."""
-        return len({g for _, _, g in self.by_end_cap}) > 1
+        return len({e.grade for e in self.by_end_cap}) > 1
 
     @property
     def best_case(self) -> Grade | None:
@@ -175,12 +193,17 @@ class Finding:
             "equivalent_dose": None if self.equivalent is None else self.equivalent.as_json(),
         }
         if self.by_end_cap:
-            out["by_end_cap"] = {
-                cap: {"value": _round(v, self.unit), "grade": g.value} for cap, v, g in self.by_end_cap
-            }
+            out["by_end_cap"] = {e.end_cap: self._end_cap_json(e) for e in self.by_end_cap}
         if self.location_mm is not None:
             out["location_mm"] = [round(float(v), 1) for v in self.location_mm]
         return out
+
+    def _end_cap_json(self, e: EndCapValue) -> dict[str, Any]:
+        interval = None
+        if e.interval is not None:
+            interval = {"low": _round(e.interval[0], self.unit), "high": _round(e.interval[1], self.unit),
+                        "unit": self.unit}  # fmt: skip
+        return {"value": _round(e.value, self.unit), "interval": interval, "grade": e.grade.value}
 
 
 @dataclass(frozen=True)
@@ -275,8 +298,9 @@ class PlanReport:
 
     @property
     def convention_sensitive(self) -> tuple[str, ...]:
-        """Rules whose grade depends on the end-cap convention: flagged for the reviewer."""
-        return tuple(dict.fromkeys(f.rule for f in self.findings if f.convention_sensitive))
+        """Rules whose grade (or eligibility verdict) depends on the end-cap convention: flagged
+        for the reviewer."""
+        return tuple(dict.fromkeys(f.rule for f in (*self.findings, *self.eligibility) if f.convention_sensitive))
 
     @property
     def verdict(self) -> str:

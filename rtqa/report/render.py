@@ -320,6 +320,7 @@ PLAN_COLUMNS = [
     "checked_at",
     "errors",
     "warnings",
+    "convention_sensitive",
 ]
 FINDING_COLUMNS = [
     "patient_id",
@@ -340,6 +341,8 @@ FINDING_COLUMNS = [
     "location_mm",
     "source",
     "message",
+    "convention_sensitive",
+    "by_end_cap",
 ]
 
 
@@ -381,6 +384,7 @@ def plans_csv(result: CheckResult) -> str:
                 result.checked_at,
                 " | ".join(e["message"] for e in r.errors),
                 " | ".join(r.warnings),
+                ";".join(r.convention_sensitive),
             ]
         )
     return csv_text(PLAN_COLUMNS, rows)
@@ -416,6 +420,8 @@ def findings_csv(result: CheckResult) -> str:
                     None if f.location_mm is None else " ".join(f"{v:.1f}" for v in f.location_mm),
                     f.source,
                     f.message,
+                    f.convention_sensitive,
+                    "; ".join(f"{e.end_cap} {e.shown(f.unit)} {e.grade.value}" for e in f.by_end_cap),
                 ]
             )
         # a rule never vanishes: the rules that do not apply, with the reason, as in text and JSON

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,11 +28,11 @@ from rtqa.dvh.geometry import EndCap, SlabStack, combine, margin
 from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
-from rtqa.evaluation.grading import Measured, grade_label, grade_measured, not_applicable, not_evaluable, worst
+from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, with_end_caps, worst
 from rtqa.evaluation.radiobiology import beside, grade_equivalent
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
-from rtqa.report.model import Finding, NotApplicable
+from rtqa.report.model import EndCapValue, Finding, NotApplicable
 
 UNCOVERED_CC = 0.005  # below this, volume outside the grid is rounding noise
 
@@ -84,7 +84,7 @@ def _one(
         return not_evaluable(rule, f"{label}: {exc}", structure=structure, roi=matched, how=how)
     reference, ref_target = _reference(ctx, rule, structure, rois)
     key = structure if whole else f"{structure} {rois}"
-    shape = (key, lambda: ctx.stack(structure, () if whole else rois))
+    shape = (key, lambda cap: ctx.stack(structure, () if whole else rois, cap))
     return _grade_dvh(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target, shape)
 
 
@@ -99,16 +99,18 @@ def _grade_dvh(
     how: str | None,
     reference: float | None,
     ref_target: str | None,
-    shape: tuple[str, Callable[[], SlabStack]],
+    shape: tuple[str, Callable[[EndCap], SlabStack]],
 ) -> Finding:
-    """The finding of a rule on one DVH, with its EQD2 beside the physical value when the plan is
-    not at 2 Gy per fraction; a rule stated in EQD2 or BED is graded on that dose instead."""
+    """The finding of a rule on one DVH (under every end-cap convention in ``dvhs``; ``shape``
+    gives the key of the structure and its stack under each), with its EQD2 beside the physical
+    value when the plan is not at 2 Gy per fraction; a rule stated in EQD2 or BED is graded on
+    that dose instead."""
     key, stack = shape
-    if rule.dose is not None:  # graded in the protocol's end-cap convention
+    if rule.dose is not None:  # graded in the protocol's end-cap convention, the others beside
         physical = dvhs[ctx.protocol.end_cap]
-        return grade_equivalent(ctx, rule, facts, key, stack, physical, label, structure, matched, how)
+        return grade_equivalent(ctx, rule, facts, key, stack, tuple(dvhs), physical, label, structure, matched, how)
     finding = _grade_physical(ctx, rule, facts, dvhs, label, structure, matched, how, reference, ref_target)
-    return beside(ctx, rule, finding, key, stack, structure)
+    return beside(ctx, rule, finding, key, lambda: stack(ctx.protocol.end_cap), structure)
 
 
 def _grade_physical(
@@ -123,6 +125,9 @@ def _grade_physical(
     reference: float | None,
     ref_target: str | None,
 ) -> Finding:
+    """The finding on the protocol's convention's DVH, with its value (or interval) and grade
+    under every other convention; when the grades differ, it says so (the grade stays the
+    protocol's convention's, the plan is flagged)."""
     assert rule.metric is not None
     dvh = dvhs[ctx.protocol.end_cap]
     if rule.metric.is_relative and reference is None:
@@ -132,96 +137,76 @@ def _grade_physical(
     name = rule.metric.text.split("[")[0]
     of = f" of {reference:.2f} Gy ({ref_target})" if reference is not None and rule.metric.is_relative else ""
     sentence = f"{label}: {name} = {{value}}{of}"
-    common = dict(reference_gy=reference if rule.metric.is_relative else None, reference_target=ref_target)
     try:
-        if dvh.uncovered_cc > UNCOVERED_CC:
-            top = ctx.boundary_max_gy()
-            ends = []
-            for dose, end in ((0.0, "uncovered part at 0 Gy"), (top, f"uncovered part at {top:.2f} Gy")):
-                v = evaluate_metric(with_uncovered_at(dvh, dose), rule.metric, reference_dose_gy=reference)
-                if v is None:
-                    return not_evaluable(
-                        rule, f"{label}: {rule.metric.text} does not exist", structure=structure, roi=matched, how=how
-                    )
-                ends.append((v, end))
-            ends.sort()
-            measured = Measured(
-                structure,
-                matched,
-                how,
-                rule.metric.text,
-                None,
-                sentence,
-                interval=(ends[0][0], ends[1][0]),
-                interval_ends=(ends[0][1], ends[1][1]),
-                note=f"{dvh.uncovered_cc:.2f} cc of {label} lies outside the dose grid: it receives between 0 Gy "
-                f"and the highest dose on the grid boundary, {top:.2f} Gy",
-                **common,  # type: ignore[arg-type]
-            )
-            return grade_measured(rule, measured, facts)
-        value = evaluate_metric(dvh, rule.metric, reference_dose_gy=reference)
+        got = _measure(ctx, rule, dvh, reference)
     except MetricError as exc:
         return not_evaluable(rule, str(exc), structure=structure, roi=matched, how=how)
-    if value is None:
+    if got is None:
+        size = "" if dvh.uncovered_cc > UNCOVERED_CC else f" (structure {dvh.volume_cc:.3f} cc)"
         return not_evaluable(
-            rule,
-            f"{label}: {rule.metric.text} does not exist (structure {dvh.volume_cc:.3f} cc)",
-            structure=structure,
-            roi=matched,
-            how=how,
+            rule, f"{label}: {rule.metric.text} does not exist{size}", structure=structure, roi=matched, how=how
         )
-    measured = Measured(structure, matched, how, rule.metric.text, value, sentence, **common)  # type: ignore[arg-type]
-    return _by_end_cap(ctx, rule, facts, grade_measured(rule, measured, facts), measured, dvhs, reference)
-
-
-def _by_end_cap(
-    ctx: CaseContext,
-    rule: Rule,
-    facts: Mapping[str, str | None],
-    finding: Finding,
-    measured: Measured,
-    dvhs: dict[EndCap, DVH],
-    reference: float | None,
-) -> Finding:
-    """The finding with its value and grade under every end-cap convention; when the grades
-    differ, it says so (the grade stays the protocol's convention's, the plan is flagged)."""
-    assert rule.metric is not None
-    rows: dict[EndCap, tuple[float | None, Grade]] = {}
+    note = ""
+    if got.interval is not None:
+        note = (
+            f"{dvh.uncovered_cc:.2f} cc of {label} lies outside the dose grid: it receives between 0 Gy "
+            f"and the highest dose on the grid boundary, {got.top_gy:.2f} Gy"
+        )
+    measured = Measured(
+        structure, matched, how, rule.metric.text, got.value, sentence, interval=got.interval,
+        interval_ends=got.ends, note=note, reference_gy=reference if rule.metric.is_relative else None,
+        reference_target=ref_target,
+    )  # fmt: skip
+    finding = grade_measured(rule, measured, facts)
+    rows: list[EndCapValue] = []
     for cap in EndCap:
         if cap is ctx.protocol.end_cap:
-            rows[cap] = (finding.value, finding.grade)
+            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval))
             continue
         if cap not in dvhs:
             continue  # nothing left under that convention (an ROI of one thin plane under none)
-        other = dvhs[cap]
         try:
-            value = (
-                None
-                if other.uncovered_cc > UNCOVERED_CC
-                else evaluate_metric(other, rule.metric, reference_dose_gy=reference)
-            )
+            other = _measure(ctx, rule, dvhs[cap], reference)
         except MetricError:
-            value = None
-        if value is None:
-            rows[cap] = (None, Grade.NOT_EVALUABLE)
+            other = None
+        if other is None:
+            rows.append(EndCapValue(cap.value, None, Grade.NOT_EVALUABLE))
             continue
-        graded = grade_measured(rule, replace(measured, value=value), facts)
-        rows[cap] = (graded.value, graded.grade)
-    if len(rows) < 2:
-        return finding
-    by_cap = tuple((cap.value, v, g) for cap, (v, g) in rows.items())
-    if len({g for _, g in rows.values()}) == 1:
-        return replace(finding, by_end_cap=by_cap)
-    groups: dict[Grade, list[str]] = {}
-    for cap, (_, g) in sorted(rows.items(), key=lambda kv: kv[0] is not ctx.protocol.end_cap):
-        groups.setdefault(g, []).append(cap.value)  # the protocol's convention first
-    text = ", ".join(f"{grade_label(g)} with {' and '.join(caps)}" for g, caps in groups.items())
-    return replace(
-        finding,
-        by_end_cap=by_cap,
-        message=f"{finding.message}; convention-sensitive: {text} (the structure's ends decide: "
-        f"graded with the protocol's {ctx.protocol.end_cap.value}, for the reviewer)",
-    )
+        graded = grade_measured(
+            rule, replace(measured, value=other.value, interval=other.interval, interval_ends=other.ends), facts
+        )
+        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval))
+    return with_end_caps(finding, rows, ctx.protocol.end_cap.value)
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A metric on one DVH: a number, or an interval over what the volume outside the dose grid
+    can receive (``ends`` say which end is which; ``top_gy`` is the highest boundary dose)."""
+
+    value: float | None
+    interval: tuple[float, float] | None = None
+    ends: tuple[str, str] = ("low end", "high end")
+    top_gy: float = 0.0
+
+
+def _measure(ctx: CaseContext, rule: Rule, dvh: DVH, reference: float | None) -> _Value | None:
+    """The rule's metric on one DVH; None when it does not exist. Volume outside the dose grid
+    receives between 0 Gy and the highest dose on the grid boundary: the metric at both.
+    Raises MetricError."""
+    assert rule.metric is not None
+    if dvh.uncovered_cc <= UNCOVERED_CC:
+        v = evaluate_metric(dvh, rule.metric, reference_dose_gy=reference)
+        return None if v is None else _Value(v)
+    top = ctx.boundary_max_gy()
+    ends = []
+    for dose, end in ((0.0, "uncovered part at 0 Gy"), (top, f"uncovered part at {top:.2f} Gy")):
+        v = evaluate_metric(with_uncovered_at(dvh, dose), rule.metric, reference_dose_gy=reference)
+        if v is None:
+            return None
+        ends.append((v, end))
+    ends.sort()
+    return _Value(None, (ends[0][0], ends[1][0]), (ends[0][1], ends[1][1]), top)
 
 
 def _lower_levels(
@@ -256,11 +241,12 @@ def _lower_levels(
                     break
         if ctx.protocol.end_cap not in stacks:
             continue
+        every = dict(stacks)
         primary = stacks.pop(ctx.protocol.end_cap)
         ctx.dvh_of(label, primary, stacks)
         dvhs = ctx.dvh_by_end_cap(label)
         ref = f"{ctx.label(i)}, {source}"
-        shape = (label, lambda primary=primary: primary)
+        shape = (label, lambda cap, every=every: every[cap])
         out.append(_grade_dvh(ctx, graded_rule, facts, dvhs, label, structure, matched, None, rx, ref, shape))
     return out
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rtqa.dvh.geometry import EndCap
 from rtqa.dvh.metrics import evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
-from rtqa.evaluation.grading import limit_text
+from rtqa.evaluation.grading import limit_text, with_end_caps
 from rtqa.protocol.limits import Grade, format_value, round_value
 from rtqa.protocol.loader import Rule
-from rtqa.report.model import Finding, NotApplicable
+from rtqa.report.model import EndCapValue, Finding, NotApplicable
 
 
 def _item(
@@ -103,4 +104,33 @@ def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list
         f"{rule.structure}: {rule.metric.text.split('[')[0]} = {format_value(rounded, rule.unit)} "
         f"({'meets' if ok else 'fails'} {limit_text(rule.per_protocol, rule.unit)})"
     )
-    return [_item(ctx, rule, Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE, message, rounded)]
+    item = _item(ctx, rule, Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE, message, rounded)
+    return [with_end_caps(item, _by_end_cap(ctx, rule, item), ctx.protocol.end_cap.value)]
+
+
+def _by_end_cap(ctx: CaseContext, rule: Rule, item: Finding) -> list[EndCapValue]:
+    """The eligibility value and verdict under every end-cap convention (a volume such as the
+    normal liver's depends on where the structure's ends are taken to lie)."""
+    assert rule.structure is not None and rule.metric is not None and rule.per_protocol is not None
+    rows = []
+    for cap in EndCap:
+        if cap is ctx.protocol.end_cap:
+            rows.append(EndCapValue(cap.value, item.value, item.grade))
+            continue
+        try:
+            if rule.metric.kind == "Volume":
+                value: float | None = ctx.stack(rule.structure, (), cap).volume_cc
+            else:
+                dvh = ctx.dvh_by_end_cap(rule.structure).get(cap)
+                if dvh is None:
+                    continue  # nothing left under that convention
+                value = evaluate_metric(dvh, rule.metric)
+        except RtqaError:
+            continue  # nothing left under that convention
+        if value is None:
+            rows.append(EndCapValue(cap.value, None, Grade.NOT_EVALUABLE))
+            continue
+        rounded = round_value(value, rule.unit)
+        ok = rule.per_protocol.met(rounded)
+        rows.append(EndCapValue(cap.value, rounded, Grade.PER_PROTOCOL if ok else Grade.DEVIATION_UNACCEPTABLE))
+    return rows
