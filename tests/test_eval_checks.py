@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rtqa.case import Prescription, PrescriptionSource, TargetPrescription
+from rtqa.dvh.geometry import EndCap
 from rtqa.dvh.metrics import parse_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.checks import eligibility, fractionation, technical
@@ -514,7 +515,9 @@ def test_a_clinical_fact_in_the_allowed_list_is_eligible():
 
 def volume_ctx(volume_cc: float | None = None, **kw) -> SimpleNamespace:
     c = ctx(**kw)
-    c.stack = lambda s: SimpleNamespace(volume_cc=volume_cc)
+    # the same volume under every end-cap convention: nothing convention-sensitive here
+    c.protocol = SimpleNamespace(end_cap=EndCap.HALF_SLAB)
+    c.stack = lambda s, rois=(), end_cap=None: SimpleNamespace(volume_cc=volume_cc)
     c.roi_label = lambda s: {"Liver-GTV": "LIVER - GTVp"}.get(s)  # what the structure's ROIs are called
     c.how = lambda s: {"Liver-GTV": "derived"}.get(s)
     return c
@@ -561,6 +564,7 @@ def dosed_rule_ctx(dvh_or_error, **kw) -> SimpleNamespace:
         return dvh_or_error
 
     c.dvh = get
+    c.dvh_by_end_cap = lambda structure, rois=(): {EndCap.HALF_SLAB: get(structure)}  # no other convention
     return c
 
 
