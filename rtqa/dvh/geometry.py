@@ -441,8 +441,43 @@ def _geometry_rings(geom: BaseGeometry) -> tuple[FloatArray, ...]:
     return tuple(out)
 
 
-def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> SlabStack:
+class SlabMemo:
+    """Results of plane operations kept for reuse within one case.
+
+    A structure's slabs under two end-cap conventions differ only at its ends; its rings are
+    the same objects (the contour planes'). Derived structures under each convention therefore
+    repeat every plane operation but a few: with a memo shared by them, each region and each
+    operation between two sets of rings is computed once. Keyed by the identity of the ring
+    tuples, which the memo keeps alive (so identities are not reused while it lives); results
+    are returned as the same tuple objects, so operations on results are found again too.
+    """
+
+    def __init__(self) -> None:
+        self._regions: dict[int, tuple[tuple[FloatArray, ...], BaseGeometry]] = {}
+        self._ops: dict[tuple[str, int, int], tuple[object, object, tuple[FloatArray, ...] | None]] = {}
+
+    def region(self, slab: Slab) -> BaseGeometry:
+        hit = self._regions.get(id(slab.rings))
+        if hit is None:
+            hit = (slab.rings, slab.region())
+            self._regions[id(slab.rings)] = hit
+        return hit[1]
+
+    def get(self, op: str, ra: object, rb: object) -> tuple[bool, tuple[FloatArray, ...] | None]:
+        hit = self._ops.get((op, id(ra), id(rb)))
+        return (False, None) if hit is None else (True, hit[2])
+
+    def put(self, op: str, ra: object, rb: object, rings: tuple[FloatArray, ...] | None) -> None:
+        self._ops[(op, id(ra), id(rb))] = (ra, rb, rings)
+
+
+_NO_RINGS: tuple[FloatArray, ...] = ()
+
+
+def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None, memo: SlabMemo | None = None) -> SlabStack:
     """``a | b`` (union), ``a & b`` (intersection) or ``a - b`` (difference), slab by slab.
+
+    ``memo`` shares plane operations between calls of one case (:class:`SlabMemo`).
 
     Raises
     ------
@@ -452,29 +487,34 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
     funcs = {"|": shapely.union, "&": shapely.intersection, "-": shapely.difference}
     if op not in funcs:
         raise GeometryError(f"unknown structure operator {op!r}; expected |, & or -")
+    memo = memo if memo is not None else SlabMemo()
     edges = np.unique(np.round([s.z_lo_mm for s in a.slabs + b.slabs] + [s.z_hi_mm for s in a.slabs + b.slabs], 6))
-    cache: dict[tuple[int, int], BaseGeometry] = {}
+    mids = (edges[:-1] + edges[1:]) / 2
 
-    def region(stack: SlabStack, which: int, z: float) -> BaseGeometry | None:
-        for i, s in enumerate(stack.slabs):
-            if s.z_lo_mm <= z < s.z_hi_mm:
-                key = (which, i)
-                if key not in cache:
-                    cache[key] = s.region()
-                return cache[key]
-        return None
+    def owners(stack: SlabStack) -> list[Slab | None]:
+        """The slab of ``stack`` holding each interval's middle (slabs are sorted and disjoint)."""
+        lo = np.array([s.z_lo_mm for s in stack.slabs])
+        hi = np.array([s.z_hi_mm for s in stack.slabs])
+        i = np.searchsorted(lo, mids, side="right") - 1
+        ok = (i >= 0) & (mids < hi[np.clip(i, 0, None)])
+        return [stack.slabs[k] if good else None for k, good in zip(i.tolist(), ok.tolist(), strict=True)]
 
     slabs = []
-    for lo, hi in itertools.pairwise(edges):
-        mid = (lo + hi) / 2
-        ra, rb = region(a, 0, mid), region(b, 1, mid)
-        if ra is None and rb is None:
+    for lo, hi, sa, sb in zip(edges[:-1], edges[1:], owners(a), owners(b), strict=True):
+        if sa is None and sb is None:
             continue
-        empty = Polygon()
-        geom = funcs[op](ra if ra is not None else empty, rb if rb is not None else empty)
-        if geom.is_empty or geom.area < 1e-6:
-            continue
-        slabs.append(Slab(float(lo), float(hi), _geometry_rings(geom)))
+        ka = sa.rings if sa is not None else _NO_RINGS
+        kb = sb.rings if sb is not None else _NO_RINGS
+        found, rings = memo.get(op, ka, kb)
+        if not found:
+            empty = Polygon()
+            ra = memo.region(sa) if sa is not None else empty
+            rb = memo.region(sb) if sb is not None else empty
+            geom = funcs[op](ra, rb)
+            rings = None if geom.is_empty or geom.area < 1e-6 else _geometry_rings(geom)
+            memo.put(op, ka, kb, rings)
+        if rings is not None:
+            slabs.append(Slab(float(lo), float(hi), rings))
     label = name or f"({a.name} {op} {b.name})"
     stack = SlabStack(label, tuple(slabs), a.end_cap)
     if not slabs or stack.volume_cc < MIN_VOLUME_CC:
@@ -482,7 +522,9 @@ def combine(op: str, a: SlabStack, b: SlabStack, *, name: str | None = None) -> 
     return stack
 
 
-def evaluate_expression(expression: str, stacks: dict[str, SlabStack], *, name: str | None = None) -> SlabStack:
+def evaluate_expression(
+    expression: str, stacks: dict[str, SlabStack], *, name: str | None = None, memo: SlabMemo | None = None
+) -> SlabStack:
     """Evaluate a structure expression such as ``Liver - (GTVp | GTVv)`` or ``SpinalCord + 5mm``
     (grammar: :mod:`rtqa.dvh.expression`).
 
@@ -503,7 +545,7 @@ def evaluate_expression(expression: str, stacks: dict[str, SlabStack], *, name: 
             label = f"({operand.name} {'+' if node.grow else '-'} {node.text})"
             return margin(operand, node.mm, grow=node.grow, name=label)
         assert isinstance(node, SetOp)
-        return combine(node.op, value(node.left), value(node.right))
+        return combine(node.op, value(node.left), value(node.right), memo=memo)
 
     result = value(tree)
     return SlabStack(name or expression, result.slabs, result.end_cap)

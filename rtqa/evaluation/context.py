@@ -27,6 +27,7 @@ from rtqa.case import LoadedCase, Prescription, TargetPrescription
 from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, prepare_dose
 from rtqa.dvh.geometry import (
     EndCap,
+    SlabMemo,
     SlabStack,
     combine,
     evaluate_expression,
@@ -82,6 +83,7 @@ class CaseContext:
         self.unavailable: dict[str, Unavailable] = {}
         self._name_counts: Counter[str] = Counter(r.name for r in self.rois)
         self._stacks: dict[tuple[str, tuple[int, ...], EndCap], SlabStack] = {}
+        self._memo = SlabMemo()  # plane operations shared by the conventions' derived structures
         self._dvhs: dict[tuple[str, tuple[int, ...]], DVH] = {}
         # the same DVHs under the other end-cap conventions (computed with them: only the slabs
         # that differ, the structure's ends, are sampled again)
@@ -294,14 +296,14 @@ class CaseContext:
             if rois:
                 out = self.roi_stack_for(rois[0], cap)
                 for r in rois[1:]:
-                    out = combine("|", out, self.roi_stack_for(r, cap), name=structure)
+                    out = combine("|", out, self.roi_stack_for(r, cap), name=structure, memo=self._memo)
                 self._stacks[key] = SlabStack(structure, out.slabs, out.end_cap)
             elif structure in self.structure_rois and structure not in self.ambiguous:
                 self._stacks[key] = self.stack(structure, tuple(self.structure_rois[structure]), cap)
             else:
                 spec = self.protocol.derived[structure]
                 operands = {n: self.stack(n, (), cap) for n in expression_names(spec.expression)}
-                self._stacks[key] = evaluate_expression(spec.expression, operands, name=structure)
+                self._stacks[key] = evaluate_expression(spec.expression, operands, name=structure, memo=self._memo)
         return self._stacks[key]
 
     def dvh(self, structure: str, rois: tuple[int, ...] = ()) -> DVH:
