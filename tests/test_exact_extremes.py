@@ -22,6 +22,7 @@ from fixtures import nelms
 from rtqa.dvh import engine
 from rtqa.dvh.engine import compute_dvh
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack, evaluate_expression, roi_stack
+from rtqa.errors import GeometryError
 from rtqa.io import read_dose, read_structure_set
 from rtqa.model import DoseGrid
 from tests.conftest import case
@@ -134,13 +135,18 @@ def test_pruning_finds_what_evaluating_everything_finds(liver_tree, monkeypatch)
     dose = read_dose(f"{folder}/RD_PLAN.dcm")
     names = ("Body", "Liver", "PTVv", "Kidney_R", "Stomach")
     pruned = {n: compute_dvh(roi_stack(ss.roi(n), ss.plane_positions_mm), dose) for n in names}
-    real = engine._outline_candidates
+    real = engine._outline
 
     def unbounded(*args, **kwargs):  # type: ignore[no-untyped-def]
-        px, py, slab, _, _, *rest = real(*args, **kwargs)
-        return (px, py, slab, np.full(px.size, -np.inf), np.full(px.size, np.inf), *rest)
+        ol = real(*args, **kwargs)
+        return ol._replace(
+            b_lo=np.full(ol.px.size, -np.inf),
+            b_hi=np.full(ol.px.size, np.inf),
+            q_lo=np.full(ol.qslab.size, -np.inf),
+            q_hi=np.full(ol.qslab.size, np.inf),
+        )
 
-    monkeypatch.setattr(engine, "_outline_candidates", unbounded)
+    monkeypatch.setattr(engine, "_outline", unbounded)
     monkeypatch.setattr(engine, "_PROBE", 10**9)
     for n in names:
         full = compute_dvh(roi_stack(ss.roi(n), ss.plane_positions_mm), dose)
@@ -161,3 +167,59 @@ def test_a_cold_node_just_inside_a_cut_cell_is_the_minimum():
     dvh = compute_dvh(SlabStack("sq", slabs, EndCap.HALF_SLAB), DoseGrid(d, x, x.copy(), z))
     assert dvh.min_gy == pytest.approx(5.0, abs=1e-9)
     assert dvh.max_gy == pytest.approx(20.0, abs=1e-9)
+
+
+def test_a_slanted_edge_through_a_saddle_passes_a_dose_higher_than_its_ends():
+    """Nodes 0, 10, 10, 0 Gy on the corners of one 10 mm box (a saddle: 10 u + 10 v - 20 u v in
+    box units, the same on both planes). A thin strip along the diagonal v = 1 - u has 5 Gy at
+    both ends of each long edge and, along the edge, 10 (u + (1-u)) - 20 u (1-u) = 10 - 20 u (1-u):
+    the dose turns inside the edge, at u = 1/2, to 5 Gy; the short ends hold the box's corners'
+    side. Reference: that closed form at the points the strip's outline reaches."""
+    x = np.array([0.0, 10.0])
+    z = np.array([-5.0, 5.0])
+    d = np.array([[[0.0, 10.0], [10.0, 0.0]]] * 2)  # [z, y, x]: d(0,0)=0, d(x=10)=10, d(y=10)=10, d(10,10)=0
+    w = 0.4  # the strip's half width, across the diagonal
+    n = np.array([1.0, 1.0]) / math.sqrt(2)  # unit normal of the diagonal x + y = 10
+    p0, p1 = np.array([1.0, 9.0]), np.array([9.0, 1.0])
+    strip = np.array([p0 - w * n, p1 - w * n, p1 + w * n, p0 + w * n])
+    dvh = compute_dvh(SlabStack("strip", (Slab(-1.0, 1.0, (strip,)),), EndCap.HALF_SLAB), DoseGrid(d, x, x.copy(), z))
+
+    def saddle(px: float, py: float) -> float:
+        u, v = px / 10, py / 10
+        return 10 * u + 10 * v - 20 * u * v
+
+    # along a long edge u + v = c: the dose is 10 c - 20 u (c - u), lowest at u = c / 2; along a
+    # short edge (u, v) = (0.1 + s, 0.9 + s): 8.2 - 20 s^2, highest at its middle, 8.2 Gy
+    lows = [10 * c - 20 * (c / 2) ** 2 for c in ((10 - w * math.sqrt(2)) / 10, (10 + w * math.sqrt(2)) / 10)]
+    corners = [saddle(*q) for q in strip]
+    assert dvh.min_gy == pytest.approx(min(lows), abs=1e-9)
+    assert dvh.max_gy == pytest.approx(saddle(1.0, 9.0), abs=1e-9) and saddle(1.0, 9.0) == pytest.approx(8.2)
+    # the old candidates (vertices, grid-line crossings) missed both: by > 3 Gy and 0.016 Gy
+    assert dvh.min_gy < min(corners) - 3.0 and dvh.max_gy > max(corners) + 0.01
+
+
+def test_the_dose_where_an_outline_leaves_the_grid_s_coverage_counts():
+    """A triangle reaching beyond the last column: its volume out to half a voxel beyond the
+    last node is covered (at the last column's dose), and the highest dose there is where its
+    slanted edge crosses that limit, not at the last column (reviewer's case, 1 Gy/mm along y)."""
+    x = np.arange(0.0, 10.01, 1.0)
+    z = np.array([-2.0, 0.0, 2.0])
+    _, yy, _ = np.meshgrid(z, x, x, indexing="ij")
+    dose = DoseGrid(yy.copy(), x, x.copy(), z)
+    tri = np.array([[9.0, 2.0], [14.0, 2.0], [14.0, 7.0]])  # the slanted edge: y = x - 7
+    dvh = compute_dvh(SlabStack("t", (Slab(-1.0, 1.0, (tri,)),), EndCap.HALF_SLAB), dose)
+    # covered up to x = 10.5, where the slanted edge is at y = 3.5 (its crossing of the last
+    # column, x = 10, is at y = 3.0: the old candidates' maximum)
+    assert dvh.max_gy == pytest.approx(10.5 - 7, abs=1e-9)
+    assert dvh.min_gy == pytest.approx(2.0, abs=1e-9)
+
+
+def test_a_grid_with_negative_or_non_finite_doses_is_refused_with_a_reason():
+    x = np.arange(0.0, 4.01, 1.0)
+    square = np.array([[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]])
+    stack = SlabStack("sq", (Slab(-0.5, 0.5, (square,)),), EndCap.HALF_SLAB)
+    for bad in (-1.0, np.nan, np.inf):
+        d = np.full((1, x.size, x.size), 10.0)
+        d[0, 2, 2] = bad
+        with pytest.raises(GeometryError, match="negative or non-finite"):
+            compute_dvh(stack, DoseGrid(d, x, x.copy(), np.array([0.0])))

@@ -126,7 +126,8 @@ def prepare_dose(dose: DoseGrid) -> PreparedDose:
     Raises
     ------
     GeometryError
-        A grid with fewer than two rows or columns, or non-uniform x/y spacing.
+        A grid with fewer than two rows or columns, non-uniform x/y spacing, or negative or
+        non-finite doses.
     """
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
     if x.size < 2 or y.size < 2:
@@ -135,6 +136,9 @@ def prepare_dose(dose: DoseGrid) -> PreparedDose:
     if not (np.allclose(np.diff(x), dx, rtol=1e-4) and np.allclose(np.diff(y), dy, rtol=1e-4)):
         raise GeometryError("dose grid spacing must be uniform in x and y")
     d = dose.dose_gy
+    if d.size and not (np.isfinite(d).all() and float(d.min()) >= 0.0):
+        # the readers refuse such doses; a grid built otherwise must not reach the histogram
+        raise GeometryError("dose grid holds negative or non-finite values: no DVH of it is meaningful")
     gz = np.diff(d, axis=0) / np.diff(z)[:, None, None] if z.size > 1 else np.zeros_like(d)
     return PreparedDose(
         dose=dose,
@@ -531,21 +535,34 @@ def _extremes(
     """The exact lowest and highest dose of the interpolated grid over a group of slabs.
 
     Within a box of eight dose nodes the dose is trilinear, so over the part of a slab in that
-    box its extremes lie at a node inside the slab, or on the slab's outline where an edge of
-    the outline meets a grid line or at a vertex, at the slab's lower or upper face or a dose
-    plane between them. Evaluating those points gives Dmin and Dmax of the contoured shape
-    itself, not of the sampling: a sample's spread is a variance, which at the tip of a cone
-    or the rim of a sphere stops short of the extreme.
+    box its extremes lie at a node inside the slab, or on the slab's outline at a vertex, where
+    an edge meets a grid line or the grid's coverage ends, or where the dose along an edge
+    turns, at the slab's lower or upper face or a dose plane between them. Evaluating those
+    places gives Dmin and Dmax of the contoured shape itself, not of the sampling: a sample's
+    spread is a variance, which at the tip of a cone or the rim of a sphere stops short of the
+    extreme.
 
     Only places that can hold an extreme are evaluated: a sample whose nearby nodes
     (``PreparedDose.near_min``/``near_max``), or an outline point whose box's nodes
     (``box_min``/``box_max``), are all higher than a dose the shape holds cannot hold a lower
-    one. That dose comes from a probe of the likeliest places first. A node in a cut cell
+    one. That dose comes from a probe of the likeliest places first. Along a slanted edge the
+    dose within a box can turn between two points (a saddle): those turning points count too
+    (:func:`_piece_turns`). A node in a cut cell
     counts if it lies inside its slab (parity over the rings). Returns NaN, NaN when the
     group has no outline point within the dose grid's coverage and no whole cell.
     """
     sm = samples
-    px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = _outline_candidates(slabs, dose, pd, origin)
+    ol = _outline(slabs, dose, pd)
+    px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = (
+        ol.px,
+        ol.py,
+        ol.slab,
+        ol.b_lo,
+        ol.b_hi,
+        ol.zs_all,
+        ol.z_start,
+        ol.z_count,
+    )
     lowest, highest = math.inf, -math.inf
     s_pending = np.ones(sm.dval.size, dtype=bool)
     p_pending = np.ones(px.size, dtype=bool)
@@ -589,6 +606,16 @@ def _extremes(
     pts = np.flatnonzero(p_pending & ((b_lo < lowest) | (b_hi > highest)))
     if pts.size:
         visit_points(pts)
+    # last, the turning points within pieces of slanted edges whose box reaches beyond
+    pieces = np.flatnonzero((ol.q_lo < lowest) | (ol.q_hi > highest))
+    if pieces.size and not math.isinf(lowest):
+        rep = z_count[ol.qslab[pieces]]
+        i = np.repeat(pieces, rep)
+        j = np.arange(i.size) - np.repeat(np.cumsum(rep) - rep, rep)
+        turns = _piece_turns(dose, ol.qa[i], ol.qd[i], zs_all[z_start[ol.qslab[i]] + j])
+        turns = turns[~np.isnan(turns)]
+        if turns.size:
+            lowest, highest = min(lowest, float(turns.min())), max(highest, float(turns.max()))
     return (lowest, highest) if not math.isinf(lowest) else (math.nan, math.nan)
 
 
@@ -678,50 +705,92 @@ def _node_range(
     return lo, hi
 
 
-def _outline_candidates(
-    slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, origin: tuple[float, float]
-) -> tuple[
-    FloatArray,
-    FloatArray,
-    npt.NDArray[np.intp],
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    npt.NDArray[np.intp],
-    npt.NDArray[np.intp],
-]:
-    """The outline points of every slab (see :func:`_outline_points`) within the grid's
-    coverage: x, y, slab, a lower and an upper bound of the dose near each; and the z of each
-    slab where the dose along z can turn (its faces and the dose planes between), flat, with
-    each slab's start and count."""
+class _Outline(NamedTuple):
+    """The places on the slabs' outlines where the dose can turn (:func:`_outline`)."""
+
+    px: FloatArray  # points: vertices, grid-line crossings, coverage-limit crossings
+    py: FloatArray
+    slab: npt.NDArray[np.intp]
+    b_lo: FloatArray  # bounds of the dose near each point (its box's nodes)
+    b_hi: FloatArray
+    qa: FloatArray  # pieces of edge within one box: start (n, 2) and step to the end (n, 2)
+    qd: FloatArray
+    qslab: npt.NDArray[np.intp]
+    q_lo: FloatArray
+    q_hi: FloatArray
+    zs_all: FloatArray  # the z of each slab where the dose along z can turn, flat
+    z_start: npt.NDArray[np.intp]
+    z_count: npt.NDArray[np.intp]
+
+
+def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose) -> _Outline:
+    """The outline points and pieces of every slab within the grid's coverage, with bounds.
+
+    Points: each ring's vertices and the points where its edges cross the grid lines through
+    the dose nodes or the limits of the grid's coverage (half a voxel beyond the outermost
+    nodes). Between two consecutive points an edge lies in one box of nodes, where the dose at
+    a given z is bilinear: along the piece a quadratic, whose turning point (if within the
+    piece) :func:`_piece_turns` evaluates. z: each slab's faces and the dose planes between."""
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
     dx, dy = pd.dx, pd.dy
-    p, slab_of = _outline_points(slabs, origin[0], origin[1], dx, dy)
+    a, b, slab_of_edge, pt_edge, pt_t = _outline_points(slabs, x, y, dx, dy)
+    pts = a[pt_edge] + (b[pt_edge] - a[pt_edge]) * pt_t[:, None]
     if z.size > 1:
         z_cover = (z[0] - (z[1] - z[0]) / 2, z[-1] + (z[-1] - z[-2]) / 2)
     else:
         z_cover = (z[0] - dx, z[0] + dx)
     lo = np.array([max(sl.z_lo_mm, z_cover[0]) for sl in slabs])
     hi = np.array([min(sl.z_hi_mm, z_cover[1]) for sl in slabs])
+    slab_ok = hi >= lo
+    tol = 1e-9 * max(dx, dy)
+    pslab = slab_of_edge[pt_edge]
     ok = (
-        (p[:, 0] >= x[0] - dx / 2)
-        & (p[:, 0] <= x[-1] + dx / 2)
-        & (p[:, 1] >= y[0] - dy / 2)
-        & (p[:, 1] <= y[-1] + dy / 2)
-        & (hi >= lo)[slab_of]
+        (pts[:, 0] >= x[0] - dx / 2 - tol)
+        & (pts[:, 0] <= x[-1] + dx / 2 + tol)
+        & (pts[:, 1] >= y[0] - dy / 2 - tol)
+        & (pts[:, 1] <= y[-1] + dy / 2 + tol)
+        & slab_ok[pslab]
     )
-    p, slab_of = p[ok], slab_of[ok]
-    # the z of each slab: its faces and the dose planes strictly between them
+    # pieces: consecutive points of an edge (sorted by t), and the last point to the edge's end
+    order = np.lexsort((pt_t, pt_edge))
+    e_s, t_s = pt_edge[order], pt_t[order]
+    same = np.append(e_s[1:] == e_s[:-1], False)
+    t_end = np.where(same, np.append(t_s[1:], 1.0), 1.0)
+    keep = t_end - t_s > 1e-12
+    e_q, t0, t1 = e_s[keep], t_s[keep], t_end[keep]
+    step = b[e_q] - a[e_q]
+    qa = a[e_q] + step * t0[:, None]
+    qd = step * (t1 - t0)[:, None]
+    mid = qa + qd / 2
+    qslab = slab_of_edge[e_q]
+    # only pieces between the outermost nodes have a cross term (beyond, the dose is clamped)
+    inner = (
+        (mid[:, 0] > x[0]) & (mid[:, 0] < x[-1]) & (mid[:, 1] > y[0]) & (mid[:, 1] < y[-1]) & slab_ok[qslab]
+        & (np.abs(qd[:, 0]) > tol) & (np.abs(qd[:, 1]) > tol)
+    )  # fmt: skip
+    qa, qd, qslab, mid = qa[inner], qd[inner], qslab[inner], mid[inner]
+    pts, pslab = pts[ok], pslab[ok]
     zs_per = [
-        np.concatenate([[a, b], z[(z > a) & (z < b)]]) if b > a else np.array([a]) for a, b in zip(lo, hi, strict=True)
+        np.concatenate([[a_, b_], z[(z > a_) & (z < b_)]]) if b_ > a_ else np.array([a_])
+        for a_, b_ in zip(lo, hi, strict=True)
     ]
     counts = np.array([zz.size for zz in zs_per])
     starts = np.cumsum(counts) - counts
-    zs_all = np.concatenate(zs_per)
-    # the bound: the nodes of the point's box, over the dose intervals the slab spans (at
-    # most two; a thicker slab's points have no bound and are all evaluated)
-    fx = np.clip((p[:, 0] - x[0]) / dx, 0, x.size - 1)
-    fy = np.clip((p[:, 1] - y[0]) / dy, 0, y.size - 1)
+    b_lo, b_hi = _box_bounds(pts, pslab, lo, hi, dose, pd)
+    q_lo, q_hi = _box_bounds(mid, qslab, lo, hi, dose, pd)
+    return _Outline(
+        pts[:, 0], pts[:, 1], pslab, b_lo, b_hi, qa, qd, qslab, q_lo, q_hi, np.concatenate(zs_per), starts, counts
+    )
+
+
+def _box_bounds(
+    p: FloatArray, slab_of: npt.NDArray[np.intp], lo: FloatArray, hi: FloatArray, dose: DoseGrid, pd: PreparedDose
+) -> tuple[FloatArray, FloatArray]:
+    """Bounds of the dose near points: the nodes of each point's box over the dose intervals its
+    slab spans (at most two; a thicker slab's points have no bound and are all evaluated)."""
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    fx = np.clip((p[:, 0] - x[0]) / pd.dx, 0, x.size - 1)
+    fy = np.clip((p[:, 1] - y[0]) / pd.dy, 0, y.size - 1)
     jx = np.minimum(fx.astype(np.intp), x.size - 2)
     iy = np.minimum(fy.astype(np.intp), y.size - 2)
     if z.size > 1:
@@ -729,7 +798,7 @@ def _outline_candidates(
         k_hi = np.clip(np.searchsorted(z, hi, side="left") - 1, 0, z.size - 2)
         k_hi = np.maximum(k_hi, k_lo)
     else:
-        k_lo = k_hi = np.zeros(len(slabs), dtype=np.intp)
+        k_lo = k_hi = np.zeros(lo.size, dtype=np.intp)
     bounded = (k_hi - k_lo <= 1)[slab_of]
     plane = (y.size - 1) * (x.size - 1)
     at = iy * (x.size - 1) + jx
@@ -737,18 +806,21 @@ def _outline_candidates(
     bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
     b_lo = np.where(bounded, np.minimum(np.take(bmin, f_lo), np.take(bmin, f_hi)), -np.inf)
     b_hi = np.where(bounded, np.maximum(np.take(bmax, f_lo), np.take(bmax, f_hi)), np.inf)
-    return p[:, 0], p[:, 1], slab_of, b_lo, b_hi, zs_all, starts, counts
+    return b_lo, b_hi
 
 
 def _outline_points(
-    slabs: tuple[Slab, ...], x0: float, y0: float, dx: float, dy: float
-) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """The rings' vertices and the points where their edges cross the grid lines through the
-    dose nodes (``x0 + j dx``, ``y0 + i dy``), with each point's slab: along an edge the dose
-    is linear between them."""
+    slabs: tuple[Slab, ...], x: FloatArray, y: FloatArray, dx: float, dy: float
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]:
+    """The rings' edges (start ``a``, end ``b``, slab of each) and the places along them where
+    the dose can turn, as (edge, t): each vertex (t = 0), and each crossing of a grid line
+    through the dose nodes or of a limit of the grid's coverage (half a voxel beyond the
+    outermost nodes, where the engine's coverage ends)."""
     rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
     if not rings:
-        return np.zeros((0, 2)), np.zeros(0, dtype=np.intp)
+        empty = np.zeros((0, 2))
+        none = np.zeros(0, dtype=np.intp)
+        return empty, empty, none, none, np.zeros(0)
     lengths = np.array([len(r) for _, r in rings])
     a = np.concatenate([r for _, r in rings])
     ends = np.cumsum(lengths)
@@ -756,20 +828,64 @@ def _outline_points(
     following[ends - 1] = ends - lengths  # each ring closes on its first point
     b = a[following]
     slab_of = np.repeat(np.array([i for i, _ in rings], dtype=np.intp), lengths)
-    out, owner = [a], [slab_of]
-    for axis, origin, step in ((0, x0, dx), (1, y0, dy)):
+    edges: list[npt.NDArray[np.intp]] = [np.arange(len(a))]
+    ts: list[FloatArray] = [np.zeros(len(a))]
+    for axis, origin, step, n in ((0, x[0], dx, x.size), (1, y[0], dy, y.size)):
         ua, ub = (a[:, axis] - origin) / step, (b[:, axis] - origin) / step
         lo, hi = np.minimum(ua, ub), np.maximum(ua, ub)
         first = np.ceil(lo).astype(np.int64)
         count = np.where(hi > lo, np.maximum(np.floor(hi).astype(np.int64) - first + 1, 0), 0)
-        if not count.any():
-            continue
-        e = np.repeat(np.arange(len(a)), count)
-        line = first[e] + (np.arange(e.size) - np.repeat(np.cumsum(count) - count, count))
-        t = (line - ua[e]) / (ub[e] - ua[e])
-        out.append(a[e] + (b[e] - a[e]) * t[:, None])
-        owner.append(slab_of[e])
-    return np.concatenate(out), np.concatenate(owner)
+        if count.any():
+            e = np.repeat(np.arange(len(a)), count)
+            line = first[e] + (np.arange(e.size) - np.repeat(np.cumsum(count) - count, count))
+            edges.append(e)
+            ts.append((line - ua[e]) / (ub[e] - ua[e]))
+        for limit in (-0.5, n - 0.5):
+            e = np.flatnonzero((lo < limit) & (limit < hi))
+            edges.append(e)
+            ts.append((limit - ua[e]) / (ub[e] - ua[e]))
+    return a, b, slab_of, np.concatenate(edges), np.clip(np.concatenate(ts), 0.0, 1.0)
+
+
+def _piece_turns(dose: DoseGrid, qa: FloatArray, qd: FloatArray, qz: FloatArray) -> FloatArray:
+    """The dose at the turning point of each piece of edge (start ``qa``, step ``qd``, at ``qz``),
+    NaN where it has none within the piece.
+
+    Within a box the dose at a given z is bilinear, ``c00 + (c10 - c00) u + (c01 - c00) v + D u v``
+    in the box's own coordinates; along a straight piece ``u = u0 + du t``, ``v = v0 + dv t`` it is
+    a quadratic in t with ``D du dv`` as its leading coefficient (a saddle: a slanted edge can
+    pass a dose higher or lower than at either end)."""
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    flat = dose.dose_gy.reshape(-1)
+    dx, dy = x[1] - x[0], y[1] - y[0]
+    mid = qa + qd / 2
+    jx = np.clip(((mid[:, 0] - x[0]) / dx).astype(np.intp), 0, x.size - 2)
+    iy = np.clip(((mid[:, 1] - y[0]) / dy).astype(np.intp), 0, y.size - 2)
+    u0, du = (qa[:, 0] - x[jx]) / dx, qd[:, 0] / dx
+    v0, dv = (qa[:, 1] - y[iy]) / dy, qd[:, 1] / dy
+    if z.size > 1:
+        kz = np.clip(np.searchsorted(z, qz, side="right") - 1, 0, z.size - 2)
+        tz = np.clip((qz - z[kz]) / (z[kz + 1] - z[kz]), 0.0, 1.0)
+        plane = y.size * x.size
+    else:
+        kz, tz, plane = np.zeros(qz.size, dtype=np.intp), np.zeros(qz.size), 0
+    base = (kz * y.size + iy) * x.size + jx
+
+    def corner(offset: int) -> FloatArray:
+        out: FloatArray = np.take(flat, base + offset) * (1 - tz) + np.take(flat, base + offset + plane) * tz
+        return out
+
+    c00, c10, c01, c11 = corner(0), corner(1), corner(x.size), corner(x.size + 1)
+    d = c00 - c10 - c01 + c11
+    quad = d * du * dv
+    lin = (c10 - c00) * du + (c01 - c00) * dv + d * (u0 * dv + v0 * du)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(quad != 0, -lin / (2 * quad), np.nan)
+    inside = (t > 0) & (t < 1)
+    u, v = u0 + du * t, v0 + dv * t
+    value = c00 + (c10 - c00) * u + (c01 - c00) * v + d * u * v
+    out: FloatArray = np.where(inside, value, np.nan)
+    return out
 
 
 def _trilinear(dose: DoseGrid, px: FloatArray, py: FloatArray, pz: FloatArray) -> FloatArray:
