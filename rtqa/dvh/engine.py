@@ -114,10 +114,11 @@ class PreparedDose:
     grad_x: FloatArray  # dD/dx at the nodes
     grad_y: FloatArray  # dD/dy at the nodes
     grad_z: FloatArray  # slope between plane k and k+1
-    near_min: FloatArray  # lowest node value around each node (3 x 3 in-plane, 5 planes)
-    near_max: FloatArray
-    box_min: FloatArray  # lowest of the eight nodes of each box [k, k+1] x [i, i+1] x [j, j+1]
-    box_max: FloatArray
+    # bounds, single precision rounded outward (:func:`_bound32`)
+    near_min: npt.NDArray[np.float32]  # lowest node value around each node (3 x 3 in-plane, 5 planes)
+    near_max: npt.NDArray[np.float32]
+    box_min: npt.NDArray[np.float32]  # lowest of the eight nodes of each box [k, k+1] x [i, i+1] x [j, j+1]
+    box_max: npt.NDArray[np.float32]
 
 
 def prepare_dose(dose: DoseGrid) -> PreparedDose:
@@ -147,11 +148,21 @@ def prepare_dose(dose: DoseGrid) -> PreparedDose:
         grad_x=np.gradient(d, dx, axis=2),
         grad_y=np.gradient(d, dy, axis=1),
         grad_z=gz,
-        near_min=_neighbourhood(d, np.minimum),
-        near_max=_neighbourhood(d, np.maximum),
-        box_min=_boxes(d, np.minimum),
-        box_max=_boxes(d, np.maximum),
+        near_min=_bound32(_neighbourhood(d, np.minimum), down=True),
+        near_max=_bound32(_neighbourhood(d, np.maximum), down=False),
+        box_min=_bound32(_boxes(d, np.minimum), down=True),
+        box_max=_bound32(_boxes(d, np.maximum), down=False),
     )
+
+
+def _bound32(a: FloatArray, *, down: bool) -> npt.NDArray[np.float32]:
+    """Bounds kept in single precision, rounded outward (a lower bound never rises, an upper one
+    never falls): half the memory of the four bound arrays, and still bounds."""
+    out = a.astype(np.float32)
+    wrong = out > a if down else out < a
+    if wrong.any():
+        out[wrong] = np.nextafter(out[wrong], np.float32(-np.inf if down else np.inf))
+    return out
 
 
 def _boxes(d: FloatArray, op: np.ufunc) -> FloatArray:
@@ -303,7 +314,19 @@ def compute_dvhs(
                 # gradient) may hold them, but not where a structure lies
                 raise GeometryError(f"{structures[0].name}: the dose within it is negative somewhere")
             if chunk.dmid.size:
-                chunk = chunk._replace(below=_below_edges(chunk.dmid, chunk.width, chunk.v, bin_width_gy))
+                below_edges = _below_edges(chunk.dmid, chunk.width, chunk.v, bin_width_gy)
+                # what the assembly needs of the samples, kept; the samples let go (a Body of
+                # 200 planes would otherwise hold all its samples until the last chunk)
+                sum_v = float(np.sum(chunk.v))
+                one = np.ones(1)
+                chunk = chunk._replace(
+                    dmid=one * (float(np.sum(chunk.dmid * chunk.v)) / sum_v if sum_v > 0 else 0.0),
+                    width=np.zeros(1),
+                    v=one * sum_v,
+                    lo=one * float(np.min(chunk.lo)),
+                    hi=one * float(np.max(chunk.hi)),
+                    below=below_edges,
+                )
             for n in owners_of:
                 totals[n] += chunk.total
                 uncovered[n] += chunk.uncovered
@@ -502,8 +525,12 @@ def _sample(
         gx[edge] = np.where(e_ix2 != e_ix, (d01 - d00) * np.sign(ox) / dx, gx[edge])
         gy[edge] = np.where(e_iy2 != e_iy, (d10 - d00) * np.sign(oy) / dy, gy[edge])
     # the trilinear dose within a cell never leaves the range of its neighbouring nodes
+    # in double precision: compared with doses, a single-precision bound would round them to
+    # its own precision (NumPy 2 casts a Python float to the array's type)
     cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
+    cmin = cmin.astype(np.float64)
     cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))
+    cmax = cmax.astype(np.float64)
     dval = np.clip(dval, cmin, cmax)
     # width of the uniform distribution with the variance of the dose over the sample
     w = np.sqrt(12 * (gx**2 * cov.var_x[cell] + gy**2 * cov.var_y[cell]) + (gz * t) ** 2)
@@ -808,8 +835,9 @@ def _box_bounds(
     at = iy * (x.size - 1) + jx
     f_lo, f_hi = k_lo[slab_of] * plane + at, k_hi[slab_of] * plane + at
     bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
-    b_lo = np.where(bounded, np.minimum(np.take(bmin, f_lo), np.take(bmin, f_hi)), -np.inf)
-    b_hi = np.where(bounded, np.maximum(np.take(bmax, f_lo), np.take(bmax, f_hi)), np.inf)
+    # in double precision, as in _sample
+    b_lo = np.where(bounded, np.minimum(np.take(bmin, f_lo), np.take(bmin, f_hi)).astype(np.float64), -np.inf)
+    b_hi = np.where(bounded, np.maximum(np.take(bmax, f_lo), np.take(bmax, f_hi)).astype(np.float64), np.inf)
     return b_lo, b_hi
 
 
