@@ -190,4 +190,4 @@ def test_rtqa_dvh_on_a_structure_set_and_a_dose_without_a_plan(tmp_path):
     Path(rs).unlink()
     res = CliRunner().invoke(cli, ["dvh", str(folder)])
     assert res.exit_code != 0
-    assert "no structure set of the patient shares its frame of reference" in res.output
+    assert "no structure set shares the dose's PatientID" in res.output

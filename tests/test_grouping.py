@@ -66,12 +66,12 @@ def test_dose_with_a_broken_reference_is_linked_only_when_one_plan_fits():
         assert [p.plans[0].sop_instance_uid for p in linked] == ["p1"]
     # a dose without a frame of reference is never linked by it
     (u,) = group_headers([SS, plan("RP1.dcm", "p1"), dose("RD.dcm", "d1", "gone", frame=None)]).unassigned
-    assert u.reason == "dose with no plan: referenced plan gone is not in the input"
+    assert u.reason == "dose with no plan: its referenced plan gone is not in the input"
 
 
 def test_dose_without_any_plan_reference_or_candidate_is_unassigned():
     (u,) = group_headers([SS, dose("RD.dcm", "d1")]).unassigned
-    assert u.reason == "dose with no plan: referenced plan none is not in the input"
+    assert u.reason == "dose with no plan: it references no plan"
 
 
 def test_dose_referencing_plans_of_two_courses_is_unassigned():
@@ -206,7 +206,7 @@ def test_unassigned_doses_name_their_file_and_do_not_stop_the_others():
     )
     assert {u.path: u.reason for u in found.unassigned} == {
         "/d/A_rd.dcm": "dose references plans of different courses",
-        "/d/B_rd.dcm": "dose with no plan: referenced plan gone1, gone2 is not in the input",
+        "/d/B_rd.dcm": "dose with no plan: its referenced plan gone1, gone2 is not in the input",
     }
     assert [d.path for p in found.plan_sets for d in p.doses] == ["/d/C.dcm"]
 

@@ -2,13 +2,15 @@
 
 Exit codes are bit flags (DESIGN.md): 0 all fine; 1 a plan at or above ``--fail-on``; 4 something
 could not be evaluated (a plan unreadable or incomplete, a file unassigned, no plan found); 8 a
-checked patient is ineligible or their eligibility is unknown; 2 usage error; 70 internal error
-(a bug). 1, 4 and 8 combine; 2 and 70 are exclusive codes.
+checked patient is ineligible or their eligibility is unknown; 16 a grade depends on the DVH
+end-cap convention (a reviewer must look); 2 usage error; 70 internal error (a bug). 1, 4, 8 and
+16 combine; 2 and 70 are exclusive codes.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 import traceback
@@ -30,6 +32,7 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_NOT_EVALUABLE = 4
 EXIT_INELIGIBLE = 8  # a checked patient is ineligible or their eligibility is unknown
+EXIT_CONVENTION = 16  # a grade depends on the DVH end-cap convention: a reviewer must look
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 FAIL_ON = {"variation": Grade.VARIATION_ACCEPTABLE, "deviation": Grade.DEVIATION_UNACCEPTABLE, "never": None}
@@ -69,6 +72,23 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="rtqa")
 def cli() -> None:
     """rtqa: radiotherapy dose-plan QA and protocol-compliance checking for DICOM RT."""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that refuses ``nan`` and ``inf`` (which ``float()`` reads and
+    a range check lets through: ``nan`` compares false with every bound, ``inf`` passes a lower
+    one). A usage error names the option and says what is expected; ``expected`` says it in
+    words, e.g. "a dose in Gy > 0"."""
+
+    def __init__(self, expected: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.expected = expected
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r}: expected {self.expected}, a finite number", param, ctx)
+        return number
 
 
 def _max_memory(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:

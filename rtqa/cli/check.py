@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from rtqa.cli.app import (
+    EXIT_CONVENTION,
     EXIT_FAIL,
     EXIT_INELIGIBLE,
     EXIT_INTERNAL,
@@ -55,7 +56,7 @@ from rtqa.protocol.limits import Grade
     type=click.Choice(list(FAIL_ON)),
     default="deviation",
     show_default=True,
-    help="Lowest plan grade that sets exit-code bit 1.",
+    help="Lowest plan grade that sets exit-code bit 1 (bits 4, 8 and 16 are set whatever it is).",
 )
 @click.option(
     "--clinical",
@@ -118,7 +119,17 @@ def check(
     resubmission: bool,
     debug: bool,
 ) -> None:
-    """Check every plan found under PATHS against the protocol and report deviations."""
+    """Check every plan found under PATHS against the protocol and report deviations.
+
+    \b
+    Exit codes (bits that combine):
+      0   every plan complete, none at or above --fail-on
+      1   some plan graded at or above --fail-on
+      4   something not evaluable (a plan incomplete or unreadable, a file unassigned, no plan)
+      8   a checked patient is ineligible, or their eligibility is unknown
+      16  a grade depends on the DVH end-cap convention: a reviewer must look
+    2 is a usage error and 70 an internal error (a bug): never combined.
+    """
     _run(
         lambda: _check(
             paths,
@@ -284,6 +295,8 @@ def _check(
         code |= EXIT_NOT_EVALUABLE
     if any(r.eligibility_status != "eligible" for r in reports):
         code |= EXIT_INELIGIBLE
+    if any(r.convention_sensitive for r in reports):  # whatever --fail-on, like 4 and 8
+        code |= EXIT_CONVENTION
     if any(e.get("type") == "InternalError" for r in reports for e in r.errors):
         # a bug met on one plan: the others are reported, and the exit code says it was a bug
         click.echo("rtqa: internal error on some plan (see its report); rerun with --debug and report it", err=True)

@@ -11,6 +11,7 @@ import click
 from rtqa.cli.app import (
     EXIT_NOT_EVALUABLE,
     EXIT_OK,
+    FiniteFloatRange,
     _load_protocol,
     _run,
     cli,
@@ -66,7 +67,7 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 )
 @click.option(
     "--rx",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=FiniteFloatRange("a prescription dose in Gy > 0", min=0.0, min_open=True),
     metavar="GY",
     help="Prescription dose (Gy) the relative values (% of Rx) are given against: needed for a structure set and "
     "dose with no RT Plan; with a plan it replaces the plan's prescription.",
@@ -76,7 +77,7 @@ def _derived(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--alpha-beta",
     "alpha_beta",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange("an α/β in Gy > 0", min=0, min_open=True),
     metavar="GY",
     help="Add EQD2 statistics with this α/β (Gy): each voxel converted with its plan's fractions, a course's "
     "plans converted one by one and summed.",

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from rtqa.cli.app import EXIT_OK, EXIT_USAGE, _load_protocol, _run, cli, max_memory_option
+from rtqa.cli.app import EXIT_OK, EXIT_USAGE, FiniteFloatRange, _load_protocol, _run, cli, max_memory_option
 from rtqa.cli.ledger import check_ledger_options, key_file_option
 from rtqa.errors import RtqaError
 
@@ -67,7 +67,7 @@ from rtqa.errors import RtqaError
 )
 @click.option(
     "--settle",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange("a number of seconds >= 0", min=0),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -75,7 +75,7 @@ from rtqa.errors import RtqaError
 )
 @click.option(
     "--incomplete-after",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange("a number of seconds >= 0", min=0),
     default=3600.0,
     show_default=True,
     metavar="SECONDS",
@@ -98,7 +98,7 @@ from rtqa.errors import RtqaError
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange("a number of seconds >= 1", min=1),
     default=60.0,
     show_default=True,
     metavar="SECONDS",

@@ -166,6 +166,7 @@ def file_sha256(path: str) -> str:
 
 
 NO_DOSE = "no RT Dose file for this plan"
+NO_PLAN = "dose with no plan"  # the reason of an unassigned dose starts so (rtqa dvh pairs it without a plan)
 
 
 def _explain_missing_doses(found: tuple[PlanSet, ...], unreadable: list[UnassignedFile]) -> tuple[PlanSet, ...]:
@@ -296,25 +297,24 @@ def group_headers(
                 and p.frame_of_reference_uid == d.frame_of_reference_uid
             }
         )
-        missing = ", ".join(d.referenced_plan_uids) or "none"
+        missing = ", ".join(d.referenced_plan_uids)
+        # what the dose says of its plan: a plan that is not in the input, or no plan at all
+        absent = f"its referenced plan {missing} is not in the input" if missing else "it references no plan"
         if len(candidates) == 1:
             group_doses[candidates[0]].append(d)
             inferred[candidates[0]].append(
-                f"dose {os.path.basename(d.path)} linked to its plan by PatientID + FrameOfReferenceUID "
-                f"(its referenced plan {missing} is not in the input)"
+                f"dose {os.path.basename(d.path)} linked to its plan by PatientID + FrameOfReferenceUID ({absent})"
             )
         elif candidates:
             unassigned.append(
                 UnassignedFile(
                     d.path,
-                    f"dose with no plan: referenced plan {missing} absent, and {len(candidates)} plans of patient "
+                    f"{NO_PLAN}: {absent}, and {len(candidates)} plans of patient "
                     f"{d.patient_id!r} share its frame of reference (ambiguous)",
                 )
             )
         else:
-            unassigned.append(
-                UnassignedFile(d.path, f"dose with no plan: referenced plan {missing} is not in the input")
-            )
+            unassigned.append(UnassignedFile(d.path, f"{NO_PLAN}: {absent}"))
 
     # 3. structure sets to groups
     used_ss: set[str] = set()

@@ -8,11 +8,12 @@ import os
 from dataclasses import dataclass
 
 from rtqa.case import Discovery, UnassignedFile
+from rtqa.discovery.grouping import NO_PLAN
 from rtqa.errors import RtqaError
 from rtqa.io.header import read_header
 from rtqa.model import FileHeader
 
-NO_PLAN = "dose with no plan"
+_LISTED = 5  # structure sets named in the reason a dose stays unpaired (the patient's first)
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,36 @@ def pair_planless(found: Discovery) -> tuple[list[PlanlessCase], list[Unassigned
                     f"FrameOfReferenceUID {frame}",
                 )
             )
-        else:
-            why = (
-                f"{len(matches)} structure sets of the patient share its frame of reference (ambiguous)"
-                if matches
-                else "and no structure set of the patient shares its frame of reference"
-            )
+        elif matches:
+            why = f"{len(matches)} structure sets of the patient share its frame of reference (ambiguous)"
             left.append(UnassignedFile(u.path, f"{u.reason}; {why}"))
+        else:
+            left.append(UnassignedFile(u.path, f"{u.reason}; {_no_partner(dose, free)}"))
     return pairs, left
+
+
+def _no_partner(dose: FileHeader, free: list[FileHeader]) -> str:
+    """Why no structure set pairs with ``dose``: the dose's PatientID and FrameOfReferenceUID
+    (or that it has none) beside those of the structure sets found, each with what differs."""
+    frame = dose.frame_of_reference_uid
+    head = (
+        f"the dose (PatientID {dose.patient_id!r}) has no FrameOfReferenceUID, so no structure set can be linked to it"
+        if not frame
+        else f"no structure set shares the dose's PatientID {dose.patient_id!r} and FrameOfReferenceUID {frame}"
+    )
+    if not free:
+        return f"{head}; the input holds no structure set outside a plan"
+    ordered = sorted(free, key=lambda s: (s.patient_id != dose.patient_id, s.path))
+    listed = []
+    for s in ordered[:_LISTED]:
+        differs = [
+            *(["another patient"] if s.patient_id != dose.patient_id else []),
+            *(["another frame of reference"] if frame and s.frame_of_reference_uid != frame else []),
+        ]
+        listed.append(
+            f"{os.path.basename(s.path)} (PatientID {s.patient_id!r}, FrameOfReferenceUID "
+            f"{s.frame_of_reference_uid or 'absent'}{': ' + ' and '.join(differs) if differs else ''})"
+        )
+    more = f" and {len(free) - _LISTED} more" if len(free) > _LISTED else ""
+    found = "structure set found" if len(free) == 1 else "structure sets found"
+    return f"{head}; {found}: {', '.join(listed)}{more}"

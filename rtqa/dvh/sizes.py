@@ -3,6 +3,7 @@ reads them to build its options, and ``rtqa --help`` must not import numpy (issu
 
 from __future__ import annotations
 
+import math
 import re
 
 DEFAULT_BUDGET_BYTES = 2 * 1024**3
@@ -30,7 +31,10 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a size; expected e.g. 2G, 512M or 4096M")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    number = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(number):  # digits beyond a float's range read as inf
+        raise ValueError(f"{text!r} is not a size a machine can have; expected e.g. 2G, 512M or 4096M")
+    value = int(number)
     if value <= 0:
         raise ValueError(f"{text!r}: the memory budget must be positive")
     return value

@@ -299,15 +299,44 @@ def with_end_caps(finding: Finding, rows: Sequence[EndCapValue], chosen: str) ->
     the plan is flagged for the reviewer (:attr:`Finding.convention_sensitive`)."""
     if len(rows) < 2:
         return finding
-    if len({r.grade for r in rows}) == 1:
-        return replace(finding, by_end_cap=tuple(rows))
+    return replace(finding, by_end_cap=tuple(rows), message=finding.message + _end_cap_note(rows, finding.unit, chosen))
+
+
+def _end_cap_note(rows: Sequence[EndCapValue], unit: str, chosen: str) -> str:
+    """What :func:`with_end_caps` appends to the message: nothing when every convention gives the
+    same grade, else each grade with its conventions and values."""
+    if len({r.grade for r in rows}) < 2:
+        return ""
     groups: dict[Grade, list[str]] = {}
     for r in sorted(rows, key=lambda r: r.end_cap != chosen):  # the protocol's convention first
-        groups.setdefault(r.grade, []).append(f"{r.end_cap} ({r.shown(finding.unit)})")
+        groups.setdefault(r.grade, []).append(f"{r.end_cap} ({r.shown(unit)})")
     text = ", ".join(f"{grade_label(g)} with {' and '.join(caps)}" for g, caps in groups.items())
-    return replace(
-        finding,
-        by_end_cap=tuple(rows),
-        message=f"{finding.message}; convention-sensitive: {text} (the structure's ends decide: "
-        f"graded with the protocol's {chosen}, for the reviewer)",
+    return (
+        f"; convention-sensitive: {text} (the structure's ends decide: graded with the protocol's {chosen}, "
+        "for the reviewer)"
     )
+
+
+def worst_by_end_cap(graded: Sequence[Finding], chosen: Finding, cap: str) -> Finding:
+    """The finding ``chosen`` by :func:`worst` among the findings on the candidates of an
+    ambiguous structure, with the worst candidate under every end-cap convention: under the
+    protocol's (``cap``) that is ``chosen`` itself; under another, the candidate :func:`worst`
+    picks among their values there. So the merged finding is convention-sensitive whenever, for
+    some convention, the worst grade over the candidates differs from the worst under the
+    protocol's, even when no single candidate's grade depends on the convention, or when the
+    candidate that is worst under the protocol's is not the one that is worse under another."""
+    if not chosen.by_end_cap:
+        return chosen  # not graded on a DVH (not evaluable before it): nothing to compare
+    rows: list[EndCapValue] = []
+    for own in chosen.by_end_cap:
+        if own.end_cap == cap:
+            rows.append(own)
+            continue
+        there = [e for f in graded for e in f.by_end_cap if e.end_cap == own.end_cap]
+        ne = [e for e in there if e.grade is Grade.NOT_EVALUABLE]
+        rows.append(ne[0] if ne else max(there, key=lambda e: e.grade.severity))
+    base = chosen.message
+    note = _end_cap_note(chosen.by_end_cap, chosen.unit, cap)
+    if note and base.endswith(note):
+        base = base[: -len(note)]  # said again below, with the candidates' worst values
+    return with_end_caps(replace(chosen, message=base, by_end_cap=()), rows, cap)

@@ -19,7 +19,7 @@ from rtqa import __version__
 from rtqa.protocol.limits import Grade
 from rtqa.report.model import CheckResult, Finding, PlanReport
 from rtqa.report.palette import assign_colours
-from rtqa.report.render import GRADE_LABEL, VERDICT_LABEL, ineligible_rules
+from rtqa.report.render import GRADE_LABEL, VERDICT_LABEL, ineligible_rules, review_sentence
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1b1b1b;max-width:1100px}
@@ -31,6 +31,7 @@ th{background:#f0f0f0} td.num{text-align:right;white-space:nowrap}
 .per_protocol{background:#dff3e0;color:#17561f} .variation_acceptable{background:#fff2c6;color:#6b4e00}
 .deviation_unacceptable{background:#f8d4d4;color:#7d1313} .not_evaluable{background:#e9ddf2;color:#4b2466}
 .ineligible{background:#7d1313;color:#fff}
+.review{background:#fff2c6;border-left:4px solid #b58900;padding:.3em .8em} .cs{font-size:.85em;color:#6b4e00}
 .facts td:first-child{width:14em;font-weight:600} tr.detail td{border-top:none;font-size:.95em;color:#333}
 .warn li{margin:.15em 0} .muted{color:#666;font-size:.85em} #inputs td:first-child{white-space:nowrap}
 svg{max-width:100%;height:auto;border:1px solid #ddd}
@@ -117,12 +118,18 @@ def render_plan_html(result: CheckResult, report: PlanReport, *, include_names: 
     )
     reasons = "".join(f"<p class='reason'>{_e(e['message'])}</p>" for e in report.errors)
     warnings = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
+    # a grade that depends on the end-cap convention: said under the title and in the head that
+    # every printed page repeats, never only in a hover title
+    review = report.convention_sensitive
     head = (
         f"<div class='runhead'><b class='who'>{_e(patient)}</b> &middot; plan {_e(report.plan_label)} &middot; "
-        f"protocol {_e(p.id)} v{_e(p.version)} &middot; grade {_verdict(report)}</div>"
+        f"protocol {_e(p.id)} v{_e(p.version)} &middot; grade {_verdict(report)}"
+        + (f" &middot; <b class='cs'>review: {_e(', '.join(review))} depend(s) on the end cap</b>" if review else "")
+        + "</div>"
     )
     body = f"""<h1>{_e(report.patient_id)} - {_e(report.plan_label)}</h1>
 <p class="muted">rtqa {_e(__version__)}; † marks a threshold the protocol owner has not confirmed</p>
+{f"<p class='review' id='review'><b>Review:</b> {_e(review_sentence(report))}</p>" if review else ""}
 {f"<h2>Why this plan could not be checked</h2>{reasons}" if reasons else ""}
 <h2>Plan facts</h2><table class="facts">{rows}</table>
 {"" if unreadable else f"<h2>Findings</h2>{_findings_table(report)}"}
@@ -160,8 +167,9 @@ def _prescription_text(report: PlanReport) -> str:
 
 def _findings_table(report: PlanReport) -> str:
     """Rule, structure and ROI, metric, value, limits, grade, source; deviations and not-evaluable
-    findings first. Below every finding that is not per protocol, its sentence (and the source,
-    which print and narrow screens drop from the row) on a line of its own."""
+    findings first. Below every finding that is not per protocol or whose grade depends on the
+    end-cap convention, its sentence (and the source, which print and narrow screens drop from
+    the row) on a line of its own."""
     head = (
         "<table id='findings'><colgroup><col class='c-rule'><col class='c-roi'><col class='c-metric'>"
         "<col class='c-value'><col class='c-lim'><col class='c-lim'><col class='c-grade'><col class='c-src'>"
@@ -176,14 +184,18 @@ def _findings_table(report: PlanReport) -> str:
             roi += (" → " if roi else "") + _e(f.matched_roi)
             roi += f" <span class='muted'>({_e(f.match.replace('_', ' '))})</span>" if f.match else ""
         dagger = " †" if f.unconfirmed else ""
+        sensitive = " data-convention-sensitive='true'" if f.convention_sensitive else ""
+        mark = "<br><span class='cs'>convention-sensitive</span>" if f.convention_sensitive else ""
         body.append(
-            f"<tr class='finding' data-grade='{f.grade.value}' title='{_e(f.message)}'><td>{_e(f.rule)}</td>"
+            f"<tr class='finding' data-grade='{f.grade.value}'{sensitive} title='{_e(f.message)}'><td>{_e(f.rule)}</td>"
             f"<td>{roi}</td><td>{_e(f.metric)}</td><td class='num'>{_e(f.shown_value)}</td>"
             f"<td>{_e(f.per_protocol.text(f.unit) if f.per_protocol else '')}</td>"
             f"<td>{_e(f.variation.text(f.unit) if f.variation else '')}</td><td class='grade'>{_grade(f.grade)}"
-            f"{dagger}</td><td class='muted src'>{_e(f.source)}</td></tr>"
+            f"{dagger}{mark}</td><td class='muted src'>{_e(f.source)}</td></tr>"
         )
-        if f.grade is not Grade.PER_PROTOCOL:
+        # the sentence of a finding whose grade depends on the end cap holds each convention's
+        # value and grade: shown on screen and in print, as the text report does
+        if f.grade is not Grade.PER_PROTOCOL or f.convention_sensitive:
             where = ""
             if f.location_mm is not None:
                 x, y, z = f.location_mm
@@ -405,6 +417,13 @@ def _failed_rules(r: PlanReport) -> list[str]:
 
 def render_index_html(result: CheckResult, pages: list[str]) -> str:
     counts = Counter(r.verdict for r in result.reports)
+    sensitive = sum(1 for r in result.reports if r.convention_sensitive)
+    marked = (
+        f" <b class='cs'>{sensitive} plan(s) marked ⚑ have a grade that depends on the DVH end-cap convention: "
+        "a reviewer must look.</b>"
+        if sensitive
+        else ""
+    )
     by_site: dict[str, Counter[str]] = defaultdict(Counter)
     for r in result.reports:
         by_site[r.institution or "(unknown institution)"][r.verdict] += 1
@@ -412,9 +431,19 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
     for r, page in zip(result.reports, pages, strict=True):
         failed = " ".join(_failed_rules(r))
         site = r.institution or "(unknown institution)"
+        review = ""
+        if r.convention_sensitive:
+            rules = ", ".join(r.convention_sensitive)
+            review = (
+                f"<br><span class='cs review-mark' title='{_e(review_sentence(r))}'>⚑ depends on the end cap: "
+                f"{_e(rules)}</span>"
+            )
         rows.append(
-            f"<tr data-grade='{r.verdict}' data-institution='{_e(site)}'><td><a href='{_e(page)}'>"
-            f"{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(site)}</td><td>{_verdict(r)}</td>"
+            f"<tr data-grade='{r.verdict}' data-institution='{_e(site)}'"
+            + (f" data-convention-sensitive='{_e(','.join(r.convention_sensitive))}'" if review else "")
+            + ">"
+            f"<td><a href='{_e(page)}'>{_e(r.patient_id)}</a></td><td>{_e(r.plan_label)}</td><td>{_e(site)}</td>"
+            f"<td>{_verdict(r)}{review}</td>"
             f"<td class='failed'>{failed or '-'}</td><td>{'complete' if r.complete else 'incomplete'}</td>"
             f"<td>{_e(r.eligibility_status)}</td></tr>"
         )
@@ -432,8 +461,8 @@ def render_index_html(result: CheckResult, pages: list[str]) -> str:
 <style>{_CSS}</style></head><body>
 <h1>Audit against {_e(result.protocol.id)} v{_e(result.protocol.version)}</h1>
 <p>{len(result.reports)} plan(s): {", ".join(f"{counts.get(v, 0)} {label}" for v, label in VERDICT_LABEL.items())}
-(each plan in one column: an incomplete plan is never counted as a pass). <span class="muted">rtqa {_e(__version__)};
-checked {_e(result.checked_at or "-")}</span></p>
+(each plan in one column: an incomplete plan is never counted as a pass).{marked}
+<span class="muted">rtqa {_e(__version__)}; checked {_e(result.checked_at or "-")}</span></p>
 <h2>Per institution</h2><table id="institutions"><tr><th>institution</th>{head}</tr>{sites}</table>
 <h2>Plans</h2>
 <div class="filters"><label>grade <select id="f-grade"><option value="">all</option>{grade_options}</select></label>

@@ -149,6 +149,15 @@ def _equivalent_row(f: Finding) -> str | None:
     return f"  {'':<20} {e.label} {e.metric} ({ab}): {e.shown} (informational; physical {f.shown_value})"
 
 
+def review_sentence(r: PlanReport) -> str:
+    """What the reports say of a plan whose grade depends on the DVH end-cap convention (the
+    text report's and the HTML page's "Review:" line)."""
+    return (
+        "the grade of " + ", ".join(r.convention_sensitive) + " depends on the DVH end-cap convention (the "
+        "structure's ends); graded with the protocol's, see the findings"
+    )
+
+
 def render_text(
     result: CheckResult, *, paint: Callable[[str, Grade], str] | None = None, include_names: bool = False
 ) -> str:
@@ -176,10 +185,7 @@ def render_text(
         if any(f.category == "query" for f in r.findings):
             lines.append("  Query: a question to the centre (see the findings of category query)")
         if r.convention_sensitive:
-            lines.append(
-                "  Review: the grade of " + ", ".join(r.convention_sensitive) + " depends on the DVH end-cap "
-                "convention (the structure's ends); graded with the protocol's, see the findings"
-            )
+            lines.append("  Review: " + review_sentence(r))
         lines.append(f"  Eligibility: {r.eligibility_status}")
         for e in r.errors:
             lines.append(f"  ERROR: {clean(e['message'])}")
@@ -250,9 +256,10 @@ def render_summary(result: CheckResult) -> list[str]:
         f"Summary: {len(result.reports)} plan(s): " + ", ".join(f"{n} {VERDICT_LABEL[v]}" for v, n in counts.items())
     ]
     for r in result.reports:
+        review = f"  review: {', '.join(r.convention_sensitive)} depend(s) on the end cap"
         lines.append(
             f"  {clean(r.patient_id)[:20]:<20} {clean(r.plan_label)[:30]:<30} {VERDICT_LABEL[r.verdict].upper():<24} "
-            f"{'complete' if r.complete else 'incomplete'}"
+            f"{'complete' if r.complete else 'incomplete'}{review if r.convention_sensitive else ''}"
         )
     for u in result.unassigned:
         lines.append(f"  unassigned: {clean(u.path)}: {clean(u.reason)}")

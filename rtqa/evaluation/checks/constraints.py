@@ -28,7 +28,15 @@ from rtqa.dvh.geometry import EndCap, SlabStack, combine, margin
 from rtqa.dvh.metrics import MetricError, evaluate_metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
-from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, with_end_caps, worst
+from rtqa.evaluation.grading import (
+    Measured,
+    grade_measured,
+    not_applicable,
+    not_evaluable,
+    with_end_caps,
+    worst,
+    worst_by_end_cap,
+)
 from rtqa.evaluation.radiobiology import beside, grade_equivalent
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
@@ -53,7 +61,9 @@ def check(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> list
     out: list[Finding | NotApplicable] = []
     if len(candidates) > 1:  # ambiguous: every candidate, the worst
         graded = [_one(ctx, rule, facts, structure, cand) for cand in candidates]
-        chosen = worst(graded)
+        # under every end-cap convention the worst candidate there: the grade may depend on the
+        # convention through another candidate than the one graded
+        chosen = worst_by_end_cap(graded, worst(graded), ctx.protocol.end_cap.value)
         note = (
             ctx.ambiguous[structure]
             + ": "
