@@ -262,11 +262,11 @@ main()
 
 def test_a_plan_out_of_memory_is_its_own_report_and_the_batch_goes_on(tmp_path):
     # a real MemoryError, not a mock: the budget is lifted (64G) and the address space limited
-    # to 640 MiB (the demo plan's check peaks near 220 MiB), so that preparing a 6.5M-voxel
-    # dose (72 bytes a voxel: 470 MB) fails in one plan only
+    # to 640 MiB (the demo plan's check peaks near 220 MiB), so that preparing a 9.8M-voxel
+    # dose (48 bytes a voxel once prepared: 470 MB) fails in one plan only
     demo_copy(tmp_path / "small")
     big = reidentify(demo_copy(tmp_path / "big"), "HCC-BIG")
-    beam_doses(big, 1, shape=(60, 330, 330))
+    beam_doses(big, 1, shape=(90, 330, 330))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", _MEMORY_SCRIPT, str(640 * 1024**2), str(tmp_path)],
