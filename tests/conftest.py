@@ -9,13 +9,13 @@ regenerate them each time. Tests only read these trees; a test that changes a ca
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from hypothesis import settings
 
 from fixtures import cases
@@ -59,31 +59,53 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
-def _shared_tree(tmp_path_factory: pytest.TempPathFactory, name: str, write: Callable[[str], None]) -> Path:
-    """A tree written once per test run, shared by every pytest-xdist worker of that run.
-
-    The workers of one run share the parent of their base temp folder; the first to take the
-    lock writes the tree, the others wait for it and read it. A tree is complete only once its
-    marker exists, so a writer that died leaves nothing another worker would trust.
-    """
+def _shared_tree_by_parts(
+    tmp_path_factory: pytest.TempPathFactory, name: str, parts: list[tuple[str, Callable[[str], None]]]
+) -> Path:
+    """A tree written once per test run in independent parts, which the pytest-xdist workers that
+    need it write together: each takes the parts no one has taken (a lock per part, tried
+    without waiting), then waits for the parts others are writing. A part is complete only
+    once its marker exists. (Written by one worker the liver tree took 30-55 s, while the other
+    worker, needing it too, waited.)"""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
     out = root / f"shared-{name}"
-    done = root / f"shared-{name}.done"
-    with FileLock(str(root / f"shared-{name}.lock")):
-        if not done.exists():
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            write(str(out))
-            done.touch()
+    out.mkdir(exist_ok=True)
+
+    def write(i: int, part: str, writer: Callable[[str], None], wait: bool) -> bool:
+        done = root / f"shared-{name}-{i}.done"
+        if done.exists():
+            return True
+        lock = FileLock(str(root / f"shared-{name}-{i}.lock"))
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return False
+        try:
+            if not done.exists():
+                writer(str(out))
+                done.touch()
+        finally:
+            lock.release()
+        return True
+
+    # start at a different part in each worker, so that two workers rarely meet
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    start = (int(worker[2:]) if worker[2:].isdigit() else 0) * len(parts) // 2
+    order = [(i, *parts[i]) for i in [*range(start, len(parts)), *range(start)]]
+    left = [(i, part, writer) for i, part, writer in order if not write(i, part, writer, wait=False)]
+    for i, part, writer in left:
+        write(i, part, writer, wait=True)
     return out
 
 
-def _write_liver(out: str) -> None:
-    for spec in cases.liver_variants():
-        cases.write_liver_case(out, spec)
-    cases.write_sequential_boost(out)
+def _liver_parts() -> list[tuple[str, Callable[[str], None]]]:
+    parts: list[tuple[str, Callable[[str], None]]] = [
+        (spec.name, functools.partial(cases.write_liver_case, spec=spec)) for spec in cases.liver_variants()
+    ]
+    parts.append(("sequential_boost", cases.write_sequential_boost))
+    return parts
 
 
 @pytest.fixture(scope="session")
@@ -91,14 +113,28 @@ def liver_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every liver variant and the sequential boost, generated once (truth beside each case)."""
     if _PREBUILT:
         return Path(_PREBUILT) / "liver"
-    return _shared_tree(tmp_path_factory, "liver", _write_liver)
+    return _shared_tree_by_parts(tmp_path_factory, "liver", _liver_parts())
 
 
 @pytest.fixture(scope="session")
 def phantom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if _PREBUILT:
         return Path(_PREBUILT) / "phantoms"
-    return _shared_tree(tmp_path_factory, "phantoms", cases.write_phantoms)
+    parts: list[tuple[str, Callable[[str], None]]] = [
+        (
+            cases.phantom_case_name(shape, dose, spacing, grid),
+            functools.partial(_write_phantom, shape=shape, dose=dose, spacing=spacing, grid=grid),
+        )
+        for shape in cases.PHANTOM_SHAPES
+        for dose in cases.phantoms.DOSES
+        for spacing in cases.PHANTOM_SPACINGS
+        for grid in cases.PHANTOM_GRIDS
+    ]
+    return _shared_tree_by_parts(tmp_path_factory, "phantoms", parts)
+
+
+def _write_phantom(out: str, *, shape: str, dose: str, spacing: float, grid: float) -> None:
+    cases.write_phantom_case(out, shape, dose, spacing, grid)
 
 
 def case(tree: Path, name: str) -> str:
