@@ -227,3 +227,24 @@ def test_non_finite_doses_and_negative_doses_within_a_structure_are_refused_with
     d = np.full((1, x.size, x.size), 10.0)
     d[0, 0, 4] = -5.0
     assert compute_dvh(stack, DoseGrid(d, x, x.copy(), np.array([0.0]))).min_gy == pytest.approx(10.0)
+
+
+def test_a_comb_of_long_teeth_is_refused_before_its_outline_is_built():
+    """Found by a hostile review: 10,000 teeth 1 m long and 1 µm apart cost the scan lines
+    little (they run along them) but cross the grid's columns 8 million times, which the exact
+    Dmin/Dmax would evaluate: 2 GiB and more, which the budget did not count. It counts them
+    now and refuses before allocating, saying why."""
+    from rtqa.errors import DoseGridError
+
+    width = 1000.0
+    x = np.arange(-10, width + 10, 2.5)
+    y = np.arange(-10, 30, 2.5)
+    z = np.arange(0, 9, 3.0)
+    dose = DoseGrid(np.full((z.size, y.size, x.size), 10.0), x, y, z)
+    ys = np.linspace(0, 10, 2 * 10_000 + 1)
+    xs = np.where(np.arange(ys.size) % 2 == 0, 0.0, width)
+    comb = np.c_[np.r_[xs, -1, -1], np.r_[ys, 10, 0]]
+    stack = SlabStack("comb", (Slab(0.0, 3.0, (comb,)),), EndCap.HALF_SLAB)
+    with pytest.raises(DoseGridError, match="cross the grid's lines 8,0") as err:
+        compute_dvh(stack, dose)
+    assert "max-memory" in str(err.value)

@@ -51,6 +51,11 @@ _BYTES_PER_SAMPLE = 256
 _BYTES_PER_CROSSING = 64
 _BYTES_PER_VOXEL = 8 * 9
 _BYTES_PER_BIN = 8 * 8
+# each outline point of the exact extremes (a vertex or a crossing of a grid line, and the piece
+# of edge that follows it): about 20 float64 and index arrays while the outline is built; and
+# each of its evaluations, at the slab's faces and at every dose plane between them, about 32
+_BYTES_PER_OUTLINE_POINT = 8 * 20
+_BYTES_PER_OUTLINE_EVALUATION = 8 * 32
 
 
 def configured_budget_bytes() -> int:
@@ -86,6 +91,8 @@ class DvhWork:
     crossings: int
     bins: int
     limited_by: str
+    outline_points: int = 0  # vertices and grid-line crossings of the contours (Dmin/Dmax)
+    outline_evaluations: int = 0  # those points times the z where each is evaluated
 
     @property
     def bytes(self) -> int:
@@ -94,6 +101,8 @@ class DvhWork:
             + self.samples * _BYTES_PER_SAMPLE
             + self.crossings * _BYTES_PER_CROSSING
             + self.bins * _BYTES_PER_BIN
+            + self.outline_points * _BYTES_PER_OUTLINE_POINT
+            + self.outline_evaluations * _BYTES_PER_OUTLINE_EVALUATION
         )
 
 
@@ -110,6 +119,8 @@ def estimate_dvh_work(
     max_subslab_mm: float,
     max_dose_gy: float,
     bin_width_gy: float,
+    ring_x_travel_mm: float = 0.0,
+    outline_evaluations: int = 0,
 ) -> DvhWork:
     """Estimate the arrays :func:`rtqa.dvh.engine.compute_dvh` would allocate.
 
@@ -132,6 +143,13 @@ def estimate_dvh_work(
         Thickest sub-slab (the grid's frame step, from GridFrameOffsetVector).
     max_dose_gy, bin_width_gy
         Highest dose of the grid and the histogram's bin width.
+    ring_x_travel_mm
+        Sum over every contour edge of its extent along x: with ``ring_y_travel_mm``, the
+        crossings of the dose grid's lines that the exact Dmin/Dmax evaluate (a comb of long
+        horizontal teeth costs the scan lines little and the outline much).
+    outline_evaluations
+        Those crossings and vertices, each times the z where it is evaluated (the faces of its
+        slab and the dose planes between them: a thick slab on fine planes multiplies them).
 
     Examples
     --------
@@ -149,10 +167,14 @@ def estimate_dvh_work(
     samples = min(per_slab * subslabs, _MAX_COUNT)
     crossings = min(_count(ring_y_travel_mm / line_spacing_mm, up=True) + ring_edges, _MAX_COUNT)
     bins = _count(max(max_dose_gy, 0.0) / bin_width_gy, up=True) + 2
-    in_plane = cells * _BYTES_PER_CELL + crossings * _BYTES_PER_CROSSING
-    along_z = (samples - cells) * _BYTES_PER_SAMPLE
+    outline = min(
+        _count(ring_x_travel_mm / dx_mm, up=True) + _count(ring_y_travel_mm / dy_mm, up=True) + ring_edges, _MAX_COUNT
+    )
+    evaluations = min(max(outline_evaluations, outline), _MAX_COUNT)
+    in_plane = cells * _BYTES_PER_CELL + crossings * _BYTES_PER_CROSSING + outline * _BYTES_PER_OUTLINE_POINT
+    along_z = (samples - cells) * _BYTES_PER_SAMPLE + (evaluations - outline) * _BYTES_PER_OUTLINE_EVALUATION
     limited_by = "GridFrameOffsetVector (3004,000C)" if along_z > in_plane else "PixelSpacing (0028,0030)"
-    return DvhWork(cells, samples, crossings, bins, limited_by)
+    return DvhWork(cells, samples, crossings, bins, limited_by, outline, evaluations)
 
 
 _MAX_COUNT = 10**15  # beyond any budget; keeps the numbers of a hostile extent printable
@@ -183,12 +205,20 @@ def require_dvh_budget(
     if work.bytes + held_bytes <= budget_bytes:
         return
     held = f" ({format_size(held_bytes)} of it held by the dose grid)" if held_bytes else ""
+    outline = work.outline_points * _BYTES_PER_OUTLINE_POINT + work.outline_evaluations * _BYTES_PER_OUTLINE_EVALUATION
+    why = (
+        f"its contours cross the grid's lines {work.outline_points:,} times and are evaluated "
+        f"{work.outline_evaluations:,} times (faces and dose planes): their outlines are far longer, or "
+        "their slabs far thicker, than the structure's extent calls for"
+        if outline > work.bytes - outline
+        else "the grid's spacing is far finer than the structure's extent calls for"
+    )
     raise DoseGridError(
         path,
         f"the DVH of {structure!r} would need {format_size(work.bytes)} "
         f"({work.lattice_cells:,} lattice cells, {work.samples:,} samples) on this dose grid, over the "
-        f"memory budget of {format_size(budget_bytes)}{held}; the grid's spacing is far finer than the "
-        f"structure's extent calls for (raise the budget with --max-memory or {BUDGET_ENV})",
+        f"memory budget of {format_size(budget_bytes)}{held}; {why} "
+        f"(raise the budget with --max-memory or {BUDGET_ENV})",
         attribute=work.limited_by,
     )
 
@@ -270,24 +300,35 @@ def require_sampling_budget(
     DoseGridError
         See :func:`require_dvh_budget`.
     """
-    travel = 0.0
-    edges = 0
-    for slab in structure.slabs:
-        for ring in slab.rings:
-            if len(ring) < 3:  # the engine skips them too
-                continue
-            y = ring[:, 1]
-            travel += float(np.abs(np.diff(y)).sum() + abs(y[0] - y[-1]))
-            edges += len(ring)
-    x0, y0, _, x1, y1, _ = structure.bounds_mm
     # a grid of one row or column is refused by the engine itself; any spacing does here
     dx = float(dose.x_mm[1] - dose.x_mm[0]) if dose.x_mm.size > 1 else 1.0
     dy = float(dose.y_mm[1] - dose.y_mm[0]) if dose.y_mm.size > 1 else 1.0
+    travel = 0.0
+    travel_x = 0.0
+    edges = 0
+    evaluations = 0.0
+    for slab in structure.slabs:
+        slab_points = 0.0
+        for ring in slab.rings:
+            if len(ring) < 3:  # the engine skips them too
+                continue
+            x, y = ring[:, 0], ring[:, 1]
+            along_y = float(np.abs(np.diff(y)).sum() + abs(y[0] - y[-1]))
+            along_x = float(np.abs(np.diff(x)).sum() + abs(x[0] - x[-1]))
+            travel += along_y
+            travel_x += along_x
+            edges += len(ring)
+            slab_points += along_x / dx + along_y / dy + len(ring)
+        # the outline is evaluated at the slab's two faces and at each dose plane between them
+        evaluations += slab_points * (2 + slab.thickness_mm / max_subslab_mm)
+    x0, y0, _, x1, y1, _ = structure.bounds_mm
     work = estimate_dvh_work(
         extent_x_mm=x1 - x0,
         extent_y_mm=y1 - y0,
         slab_thicknesses_mm=[s.thickness_mm for s in structure.slabs],
         ring_y_travel_mm=travel,
+        ring_x_travel_mm=travel_x,
+        outline_evaluations=_count(evaluations, up=True),
         ring_edges=edges,
         dx_mm=dx,
         dy_mm=dy,

@@ -583,7 +583,9 @@ def _extremes(
     group has no outline point within the dose grid's coverage and no whole cell.
     """
     sm = samples
+    check_time()  # the plan's time budget, between the sampling and the outline
     ol = _outline(slabs, dose, pd)
+    check_time()
     px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = (
         ol.px,
         ol.py,
@@ -638,6 +640,7 @@ def _extremes(
     if pts.size:
         visit_points(pts)
     # last, the turning points within pieces of slanted edges whose box reaches beyond
+    check_time()
     pieces = np.flatnonzero((ol.q_lo < lowest) | (ol.q_hi > highest))
     if pieces.size and not math.isinf(lowest):
         rep = z_count[ol.qslab[pieces]]
@@ -865,8 +868,12 @@ def _outline_points(
     for axis, origin, step, n in ((0, x[0], dx, x.size), (1, y[0], dy, y.size)):
         ua, ub = (a[:, axis] - origin) / step, (b[:, axis] - origin) / step
         lo, hi = np.minimum(ua, ub), np.maximum(ua, ub)
-        first = np.ceil(lo).astype(np.int64)
-        count = np.where(hi > lo, np.maximum(np.floor(hi).astype(np.int64) - first + 1, 0), 0)
+        # only the lines of the grid's nodes: beyond them the dose is clamped (and points beyond
+        # the coverage are not used), so a ring far outside costs nothing here
+        first = np.ceil(np.clip(lo, -1.0, n)).astype(np.int64)
+        last = np.floor(np.clip(hi, -1.0, n)).astype(np.int64)
+        first, last = np.maximum(first, 0), np.minimum(last, n - 1)
+        count = np.where(hi > lo, np.maximum(last - first + 1, 0), 0)
         if count.any():
             e = np.repeat(np.arange(len(a)), count)
             line = first[e] + (np.arange(e.size) - np.repeat(np.cumsum(count) - count, count))
