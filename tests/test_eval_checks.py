@@ -116,11 +116,12 @@ def coverage_ctx(uncovered: dict[int, float], boundary: float, highest: float | 
     }
     names = {0: "PTVp", 1: "PTVv", 2: "LIVER", 3: "STOMACH", 4: "BODY"}
     c = ctx(
-        protocol=SimpleNamespace(structures=structures),
+        protocol=SimpleNamespace(structures=structures, end_cap=EndCap.HALF_SLAB),
         structure_rois={"PTV": [0, 1], "Liver": [2], "Stomach": [3], "Body": [4]},
         highest_gy=highest,
     )
-    c.dvh = lambda s, rois: SimpleNamespace(uncovered_cc=uncovered.get(rois[0], 0.0))
+    # one convention only here (tests/test_convention_flags.py grades coverage under all three)
+    c.dvh_by_end_cap = lambda s, rois: {EndCap.HALF_SLAB: SimpleNamespace(uncovered_cc=uncovered.get(rois[0], 0.0))}
     c.label = lambda i: names[i]
     c.boundary_max_gy = lambda: boundary
     c.frames = FrameLink("F", "declared", None)

@@ -474,7 +474,7 @@ def test_targets_at_one_level_or_without_prescription_add_no_lower_level():
 def test_gtv_outside_ptv_is_the_volume_of_their_difference(gtv, outside, grade):
     ptv = square(0, 10)
     c = ctx({}, structure_rois={"GTV": [0], "PTV": [1]})
-    c.stack = lambda s, rois=(): gtv if s == "GTV" else ptv
+    c.stack = lambda s, rois=(), end_cap=None: gtv if s == "GTV" else ptv
     f = technical.gtv_outside_ptv(c, RULES["GTV_IN_PTV"], {})[0]
     assert isinstance(f, Finding) and f.value == outside and f.grade is grade
     assert (f.structure, f.metric, f.unit) == ("GTV", "GTV outside PTV", "cc")

@@ -304,13 +304,17 @@ def with_end_caps(finding: Finding, rows: Sequence[EndCapValue], chosen: str) ->
 
 def _end_cap_note(rows: Sequence[EndCapValue], unit: str, chosen: str) -> str:
     """What :func:`with_end_caps` appends to the message: nothing when every convention gives the
-    same grade, else each grade with its conventions and values."""
-    if len({r.grade for r in rows}) < 2:
+    same grade (and, not evaluable, the same possible grades), else each grade with its
+    conventions and values."""
+    if len({r.outcome for r in rows}) < 2:
         return ""
-    groups: dict[Grade, list[str]] = {}
+    groups: dict[tuple[Grade, frozenset[Grade]], list[str]] = {}
+    labels: dict[tuple[Grade, frozenset[Grade]], str] = {}
     for r in sorted(rows, key=lambda r: r.end_cap != chosen):  # the protocol's convention first
-        groups.setdefault(r.grade, []).append(f"{r.end_cap} ({r.shown(unit)})")
-    text = ", ".join(f"{grade_label(g)} with {' and '.join(caps)}" for g, caps in groups.items())
+        groups.setdefault(r.outcome, []).append(f"{r.end_cap} ({r.shown(unit)})")
+        possible = " or ".join(grade_label(g) for g in dict.fromkeys(g for g, _ in r.possible))
+        labels[r.outcome] = grade_label(r.grade) + (f" ({possible})" if possible else "")
+    text = ", ".join(f"{labels[o]} with {' and '.join(caps)}" for o, caps in groups.items())
     return (
         f"; convention-sensitive: {text} (the structure's ends decide: graded with the protocol's {chosen}, "
         "for the reviewer)"

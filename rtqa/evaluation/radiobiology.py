@@ -245,7 +245,7 @@ def grade_equivalent(
     rows: list[EndCapValue] = []
     for cap in EndCap:
         if cap is ctx.protocol.end_cap:
-            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval))
+            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval, finding.possible_grades))
             continue
         if cap not in caps:
             continue  # nothing left under that convention
@@ -256,7 +256,7 @@ def grade_equivalent(
         ends = other.ends if other.interval else ("low end", "high end")
         graded = grade_measured(rule, replace(measured, value=other.value, interval=other.interval,
                                               interval_ends=ends), facts)  # fmt: skip
-        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval))
+        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval, graded.possible_grades))
     return with_end_caps(finding, rows, ctx.protocol.end_cap.value)
 
 

@@ -79,12 +79,21 @@ class EquivalentValue:
 class EndCapValue(NamedTuple):
     """A graded DVH value under one end-cap convention: a number, or an interval when part of
     the structure under that convention lies outside the dose grid (or the dose per fraction of
-    an equivalent dose is bounded), and the grade it gets there."""
+    an equivalent dose is bounded), and the grade it gets there; when that grade is not
+    evaluable, ``possible`` lists the grade under each branch (an unknown clinical fact, an end of
+    the interval), as :attr:`Finding.possible_grades` does."""
 
     end_cap: str
     value: float | None
     grade: Grade
     interval: tuple[float, float] | None = None
+    possible: tuple[tuple[Grade, str], ...] = ()
+
+    @property
+    def outcome(self) -> tuple[Grade, frozenset[Grade]]:
+        """What a reviewer compares between conventions: the grade, and the grades it can still
+        resolve to (a finding not evaluable under every convention may resolve differently)."""
+        return self.grade, frozenset(g for g, _ in self.possible)
 
     def shown(self, unit: str) -> str:
         if self.value is not None:
@@ -133,8 +142,9 @@ class Finding:
 
     @property
     def convention_sensitive(self) -> bool:
-        """Whether the grade depends on the end-cap convention (the reviewer must look)."""
-        return len({e.grade for e in self.by_end_cap}) > 1
+        """Whether the grade depends on the end-cap convention (the reviewer must look): the grades
+        differ, or, not evaluable, the grades it can resolve to do."""
+        return len({e.outcome for e in self.by_end_cap}) > 1
 
     @property
     def best_case(self) -> Grade | None:
@@ -203,7 +213,10 @@ class Finding:
         if e.interval is not None:
             interval = {"low": _round(e.interval[0], self.unit), "high": _round(e.interval[1], self.unit),
                         "unit": self.unit}  # fmt: skip
-        return {"value": _round(e.value, self.unit), "interval": interval, "grade": e.grade.value}
+        out: dict[str, Any] = {"value": _round(e.value, self.unit), "interval": interval, "grade": e.grade.value}
+        if e.possible:
+            out["possible_grades"] = [{"grade": g.value, "condition": c} for g, c in e.possible]
+        return out
 
 
 @dataclass(frozen=True)

@@ -428,7 +428,11 @@ def findings_csv(result: CheckResult) -> str:
                     f.source,
                     f.message,
                     f.convention_sensitive,
-                    "; ".join(f"{e.end_cap} {e.shown(f.unit)} {e.grade.value}" for e in f.by_end_cap),
+                    "; ".join(
+                        f"{e.end_cap} {e.shown(f.unit)} {e.grade.value}"
+                        + (f" ({'/'.join(dict.fromkeys(g.value for g, _ in e.possible))})" if e.possible else "")
+                        for e in f.by_end_cap
+                    ),
                 ]
             )
         # a rule never vanishes: the rules that do not apply, with the reason, as in text and JSON

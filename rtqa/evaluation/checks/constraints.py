@@ -171,7 +171,7 @@ def _grade_physical(
     rows: list[EndCapValue] = []
     for cap in EndCap:
         if cap is ctx.protocol.end_cap:
-            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval))
+            rows.append(EndCapValue(cap.value, finding.value, finding.grade, finding.interval, finding.possible_grades))
             continue
         if cap not in dvhs:
             continue  # nothing left under that convention (an ROI of one thin plane under none)
@@ -185,7 +185,7 @@ def _grade_physical(
         graded = grade_measured(
             rule, replace(measured, value=other.value, interval=other.interval, interval_ends=other.ends), facts
         )
-        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval))
+        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval, graded.possible_grades))
     return with_end_caps(finding, rows, ctx.protocol.end_cap.value)
 
 

@@ -14,20 +14,21 @@ attribute gives", lists every check.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from rtqa.dvh.geometry import combine
+from rtqa.dvh.geometry import EndCap, combine
 from rtqa.errors import RtqaError
 from rtqa.evaluation.checks.constraints import UNCOVERED_CC
 from rtqa.evaluation.context import FRAME_RULE, FRAME_UNPROVEN, CaseContext
-from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, plain
+from rtqa.evaluation.grading import Measured, grade_measured, not_applicable, not_evaluable, plain, with_end_caps
 from rtqa.evaluation.prescription import show_gy
 from rtqa.model import Heterogeneity
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import Rule
-from rtqa.report.model import Finding, NotApplicable
+from rtqa.report.model import EndCapValue, Finding, NotApplicable
 
 Outcome = list[Finding | NotApplicable]
 OAR_BOUNDARY_FRACTION = 0.05  # DOMAIN.md 4.2: below this on the grid boundary, uncovered OAR volume is ~0 Gy
@@ -83,6 +84,9 @@ def dose_grid_spacing(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | No
 
 
 def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
+    """Whether every target (organ) lies inside the dose grid, graded with the protocol's end-cap
+    convention and carrying its uncovered volume and grade under every other: a grid cut just
+    beyond a structure's last contour covers it under ``none`` and not under ``half_slab``."""
     kind = "target" if targets else "organ at risk"
     structures = [
         s
@@ -94,40 +98,45 @@ def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
         return [not_evaluable(rule, f"{FRAME_UNPROVEN} ({FRAME_RULE})", category="resubmit")]
     if not rois:
         return [not_evaluable(rule, f"no {kind} structure was found in the structure set: nothing to check")]
-    uncovered = []
+    chosen = ctx.protocol.end_cap
+    uncovered: dict[EndCap, list[tuple[str, float]]] = {chosen: []}
     for s, i in rois:
-        dvh = ctx.dvh(s, (i,))
-        if dvh.uncovered_cc > UNCOVERED_CC:
-            uncovered.append((ctx.label(i), dvh.uncovered_cc))
+        for cap, dvh in ctx.dvh_by_end_cap(s, (i,)).items():  # a convention that leaves nothing: none there
+            listed_here = uncovered.setdefault(cap, [])
+            if dvh.uncovered_cc > UNCOVERED_CC:
+                listed_here.append((ctx.label(i), dvh.uncovered_cc))
+    graded = {cap: _coverage_finding(ctx, rule, kind, len(rois), u) for cap, u in uncovered.items()}
+    rows = [EndCapValue(cap.value, graded[cap].value, graded[cap].grade) for cap in EndCap if cap in graded]
+    return [with_end_caps(graded[chosen], rows, chosen.value)]
+
+
+def _coverage_finding(
+    ctx: CaseContext, rule: Rule, kind: str, count: int, uncovered: list[tuple[str, float]]
+) -> Finding:
+    """The coverage finding for the ROIs (name, volume outside the grid) of one convention."""
     worst = max((u for _, u in uncovered), default=0.0)
     listed = ", ".join(f"{name} {u:.2f} cc" for name, u in uncovered)
     if not uncovered:
-        return [
-            plain(
-                rule, "uncovered volume", Grade.PER_PROTOCOL,
-                f"every {kind} inside the dose grid ({len(rois)} ROIs)", value=0.0, unit="cc",
-            )
-        ]  # fmt: skip
+        return plain(
+            rule, "uncovered volume", Grade.PER_PROTOCOL,
+            f"every {kind} inside the dose grid ({count} ROIs)", value=0.0, unit="cc",
+        )  # fmt: skip
     boundary = ctx.boundary_max_gy()
     rx = ctx.highest_gy or 0.0
-    if not targets and rx > 0 and boundary < OAR_BOUNDARY_FRACTION * rx:
-        return [
-            plain(
-                rule, "uncovered volume", Grade.PER_PROTOCOL,
-                f"outside the dose grid: {listed}; the highest dose on the grid boundary, {boundary:.2f} Gy, is below "
-                f"{OAR_BOUNDARY_FRACTION:.0%} of {rx:.2f} Gy: the uncovered parts receive next to nothing",
-                value=round(worst, 2), unit="cc",
-            )
-        ]  # fmt: skip
-    return [
-        plain(
-            rule, "uncovered volume", Grade.NOT_EVALUABLE,
-            f"not evaluable: resubmit the dose on a grid that covers every {kind}: outside the dose grid: {listed} "
-            f"(highest dose on the grid boundary {boundary:.2f} Gy); metrics of these structures are graded over "
-            "what the uncovered part can receive (0 Gy to that boundary dose)",
-            value=round(worst, 2), unit="cc", category="resubmit",
-        )
-    ]  # fmt: skip
+    if kind != "target" and rx > 0 and boundary < OAR_BOUNDARY_FRACTION * rx:
+        return plain(
+            rule, "uncovered volume", Grade.PER_PROTOCOL,
+            f"outside the dose grid: {listed}; the highest dose on the grid boundary, {boundary:.2f} Gy, is below "
+            f"{OAR_BOUNDARY_FRACTION:.0%} of {rx:.2f} Gy: the uncovered parts receive next to nothing",
+            value=round(worst, 2), unit="cc",
+        )  # fmt: skip
+    return plain(
+        rule, "uncovered volume", Grade.NOT_EVALUABLE,
+        f"not evaluable: resubmit the dose on a grid that covers every {kind}: outside the dose grid: {listed} "
+        f"(highest dose on the grid boundary {boundary:.2f} Gy); metrics of these structures are graded over "
+        "what the uncovered part can receive (0 Gy to that boundary dose)",
+        value=round(worst, 2), unit="cc", category="resubmit",
+    )  # fmt: skip
 
 
 @_needs_dose
@@ -305,15 +314,40 @@ def gtv_outside_ptv(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None
             return [not_applicable(rule, f"optional structure {s} is not contoured")]
         if s in ctx.ambiguous:
             return [not_evaluable(rule, ctx.ambiguous[s], structure=rule.structure)]
-    try:
-        outside = combine("-", ctx.stack(rule.structure), ctx.stack(rule.within)).volume_cc
-    except RtqaError:
-        outside = 0.0  # the difference encloses no volume: nothing lies outside
+    chosen = ctx.protocol.end_cap
+    outside = {cap: _outside(ctx, rule.structure, rule.within, cap) for cap in (chosen, *ctx.other_end_caps())}
+    if outside[chosen] is None:
+        return [not_evaluable(rule, f"{rule.structure}: nothing of it is left to compare", structure=rule.structure)]
     m = Measured(
-        rule.structure, None, None, f"{rule.structure} outside {rule.within}", outside,
+        rule.structure, None, None, f"{rule.structure} outside {rule.within}", outside[chosen],
         "{value}" + f" of {rule.structure} lies outside {rule.within}",
     )  # fmt: skip
-    return [grade_measured(rule, m, facts)]
+    finding = grade_measured(rule, m, facts)
+    rows = []
+    for cap in EndCap:  # the outside volume and its grade under every convention
+        value = outside.get(cap)
+        if value is None:
+            continue  # not computed, or nothing of the structure under that convention
+        graded = finding if cap is chosen else grade_measured(rule, replace(m, value=value), facts)
+        rows.append(EndCapValue(cap.value, graded.value, graded.grade, graded.interval, graded.possible_grades))
+    return [with_end_caps(finding, rows, chosen.value)]
+
+
+def _outside(ctx: CaseContext, structure: str, within: str, cap: EndCap) -> float | None:
+    """The volume (cc) of ``structure`` outside ``within`` under one end-cap convention; None
+    when ``structure`` has nothing under it."""
+    try:
+        inner = ctx.stack(structure, (), cap)
+    except RtqaError:
+        return None
+    try:
+        outer = ctx.stack(within, (), cap)
+    except RtqaError:
+        return float(inner.volume_cc)  # nothing of ``within`` under this convention: all of it lies outside
+    try:
+        return float(combine("-", inner, outer).volume_cc)
+    except RtqaError:
+        return 0.0  # the difference encloses no volume: nothing lies outside
 
 
 def dose_algorithm(ctx: CaseContext, rule: Rule, facts: Mapping[str, str | None]) -> Outcome:
