@@ -452,8 +452,7 @@ def _sample(
     vol = cov.area[cell] * t
     total = float(vol.sum())
 
-    z_lo_cover = z[0] - (z[1] - z[0]) / 2 if z.size > 1 else z[0] - dx
-    z_hi_cover = z[-1] + (z[-1] - z[-2]) / 2 if z.size > 1 else z[-1] + dx
+    z_lo_cover, z_hi_cover = _z_cover(z, dx)
     in_x = (cols >= 0) & (cols < x.size)
     in_y = (rows >= 0) & (rows < y.size)
     covered_cell = in_x[c_idx] & in_y[r_idx]
@@ -769,10 +768,7 @@ def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose) -> _Outl
     dx, dy = pd.dx, pd.dy
     a, b, slab_of_edge, pt_edge, pt_t = _outline_points(slabs, x, y, dx, dy)
     pts = a[pt_edge] + (b[pt_edge] - a[pt_edge]) * pt_t[:, None]
-    if z.size > 1:
-        z_cover = (z[0] - (z[1] - z[0]) / 2, z[-1] + (z[-1] - z[-2]) / 2)
-    else:
-        z_cover = (z[0] - dx, z[0] + dx)
+    z_cover = _z_cover(z, dx)
     lo = np.array([max(sl.z_lo_mm, z_cover[0]) for sl in slabs])
     hi = np.array([min(sl.z_hi_mm, z_cover[1]) for sl in slabs])
     slab_ok = hi >= lo
@@ -844,6 +840,28 @@ def _box_bounds(
     return b_lo, b_hi
 
 
+def _z_cover(z: FloatArray, dx: float) -> tuple[float, float]:
+    """The z range the dose grid covers: half an interval beyond its outermost planes (a grid of
+    one plane: one column spacing either side)."""
+    if z.size > 1:
+        return float(z[0] - (z[1] - z[0]) / 2), float(z[-1] + (z[-1] - z[-2]) / 2)
+    return float(z[0] - dx), float(z[0] + dx)
+
+
+def _ring_edges(slabs: tuple[Slab, ...]) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]] | None:
+    """Every edge of the slabs' rings (of three points or more): its start, its end (each ring
+    closes on its first point) and its slab; None when there is no such ring."""
+    rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
+    if not rings:
+        return None
+    lengths = np.array([len(r) for _, r in rings])
+    a = np.concatenate([r for _, r in rings])
+    ends = np.cumsum(lengths)
+    following = np.arange(1, a.shape[0] + 1)
+    following[ends - 1] = ends - lengths
+    return a, a[following], np.repeat(np.array([i for i, _ in rings], dtype=np.intp), lengths)
+
+
 def _outline_points(
     slabs: tuple[Slab, ...], x: FloatArray, y: FloatArray, dx: float, dy: float
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]:
@@ -851,18 +869,12 @@ def _outline_points(
     the dose can turn, as (edge, t): each vertex (t = 0), and each crossing of a grid line
     through the dose nodes or of a limit of the grid's coverage (half a voxel beyond the
     outermost nodes, where the engine's coverage ends)."""
-    rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
-    if not rings:
+    ring_edges = _ring_edges(slabs)
+    if ring_edges is None:
         empty = np.zeros((0, 2))
         none = np.zeros(0, dtype=np.intp)
         return empty, empty, none, none, np.zeros(0)
-    lengths = np.array([len(r) for _, r in rings])
-    a = np.concatenate([r for _, r in rings])
-    ends = np.cumsum(lengths)
-    following = np.arange(1, a.shape[0] + 1)
-    following[ends - 1] = ends - lengths  # each ring closes on its first point
-    b = a[following]
-    slab_of = np.repeat(np.array([i for i, _ in rings], dtype=np.intp), lengths)
+    a, b, slab_of = ring_edges
     edges: list[npt.NDArray[np.intp]] = [np.arange(len(a))]
     ts: list[FloatArray] = [np.zeros(len(a))]
     for axis, origin, step, n in ((0, x[0], dx, x.size), (1, y[0], dy, y.size)):
@@ -978,17 +990,11 @@ def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float
     the values agree with the dense version to rounding (about 1e-9 cc on a liver plan).
     """
     ns, nr, nc = len(slabs), yc.size, xc.size
-    rings = [(i, r) for i, sl in enumerate(slabs) for r in sl.rings if len(r) >= 3]
-    if not rings:
+    ring_edges = _ring_edges(slabs)
+    if ring_edges is None:
         empty = np.zeros(0)
         return _Coverage(np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
-    lengths = np.array([len(r) for _, r in rings])
-    pts0 = np.concatenate([r for _, r in rings])
-    ends = np.cumsum(lengths)
-    following = np.arange(1, pts0.shape[0] + 1)
-    following[ends - 1] = ends - lengths  # each ring closes on its first point
-    pts1 = pts0[following]
-    slab_of = np.repeat(np.array([i for i, _ in rings]), lengths)
+    pts0, pts1, slab_of = ring_edges
     xa, ya, xb, yb = pts0[:, 0], pts0[:, 1], pts1[:, 0], pts1[:, 1]
     h = dy / k
     per_slab = nr * k
