@@ -4,7 +4,6 @@ grades that know their convention, and ``rtqa dvh`` on a structure set and a dos
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from rtqa.evaluation.evaluate import evaluate
 from rtqa.model import ContourPlane, DoseGrid, Roi
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
+from tests.end_cap_protocols import SPHERE_PTV, write_protocol
 
 
 def _roi(shape: str, spacing: float) -> tuple[Roi, np.ndarray]:
@@ -104,24 +104,18 @@ def test_the_conventions_share_their_interior_samples_and_give_the_same_dvhs_as_
 
 
 def _protocol(tmp_path: Path, end_cap: str, limit: float) -> str:
-    path = tmp_path / f"p_{end_cap}.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        protocol: {{id: CAPS, version: "1"}}
-        dvh: {{end_cap: {end_cap}}}
-        fractionation:
-          dose_per_fraction: {{value: 2.0, tolerance_pct: 100, source: "test"}}
-          total_dose: {{range: [1, 100], variation_pct: 5, source: "test"}}
-        structures:
-          PTV: {{role: target, aliases: [sphere20]}}
-        constraints:
-          - {{id: PTV_MAX, structure: PTV, metric: "Max[Gy]", per_protocol: "<= {limit}",
-             variation_acceptable: "<= {limit + 5}", source: "test"}}
-          - {{id: PTV_MEAN, structure: PTV, metric: "Mean[Gy]", per_protocol: "<= 80", source: "test"}}
-        """),
-        encoding="utf-8",
+    return write_protocol(
+        tmp_path,
+        "p",
+        end_cap,
+        SPHERE_PTV
+        + f"""\
+constraints:
+  - {{id: PTV_MAX, structure: PTV, metric: "Max[Gy]", per_protocol: "<= {limit}",
+     variation_acceptable: "<= {limit + 5}", source: "test"}}
+  - {{id: PTV_MEAN, structure: PTV, metric: "Mean[Gy]", per_protocol: "<= 80", source: "test"}}
+""",
     )
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
 from rtqa.report.model import CheckResult
 from rtqa.report.render import as_json, findings_csv, plans_csv
+from tests.end_cap_protocols import SPHERE_PTV, write_protocol
 
 # sphere20 (radius 20 mm) on 3 mm planes: the lowest contour is at z = -18 mm, its circle of
 # area pi (20^2 - 18^2) = 238.8 mm2; the dose is 50 Gy + 1 Gy/mm along z (fixtures/phantoms.py)
@@ -58,28 +58,23 @@ def cropped(tmp_path_factory):
 
 
 def _protocol(tmp_path: Path, end_cap: str) -> str:
-    path = tmp_path / f"crop_{end_cap}.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        protocol: {{id: CROP, version: "1"}}
-        dvh: {{end_cap: {end_cap}}}
-        fractionation:
-          dose_per_fraction: {{value: 2.0, tolerance_pct: 100, source: "test"}}
-          total_dose: {{range: [1, 100], variation_pct: 5, source: "test"}}
-        structures:
-          PTV: {{role: target, aliases: [sphere20]}}
-        constraints:
-          - {{id: PTV_V30, structure: PTV, metric: "V30Gy[cc]", per_protocol: ">= 33",
-             variation_acceptable: ">= 30", source: "test"}}
-          - {{id: PTV_V30_EQD2, structure: PTV, metric: "V30Gy[cc]", per_protocol: ">= 33",
-             variation_acceptable: ">= 30", dose: {{eqd2: {{alpha_beta: 10, source: "test"}}}}, source: "test"}}
-          - {{id: PTV_MIN, structure: PTV, metric: "Min[Gy]", per_protocol: ">= 20",
-             variation_acceptable: ">= 0", source: "test"}}
-          - {{id: PTV_MEAN, structure: PTV, metric: "Mean[Gy]", per_protocol: "<= 80", source: "test"}}
-        """),
-        encoding="utf-8",
+    return write_protocol(
+        tmp_path,
+        "crop",
+        end_cap,
+        SPHERE_PTV
+        + """\
+constraints:
+  - {id: PTV_V30, structure: PTV, metric: "V30Gy[cc]", per_protocol: ">= 33",
+     variation_acceptable: ">= 30", source: "test"}
+  - {id: PTV_V30_EQD2, structure: PTV, metric: "V30Gy[cc]", per_protocol: ">= 33",
+     variation_acceptable: ">= 30", dose: {eqd2: {alpha_beta: 10, source: "test"}}, source: "test"}
+  - {id: PTV_MIN, structure: PTV, metric: "Min[Gy]", per_protocol: ">= 20",
+     variation_acceptable: ">= 0", source: "test"}
+  - {id: PTV_MEAN, structure: PTV, metric: "Mean[Gy]", per_protocol: "<= 80", source: "test"}
+""",
+        protocol_id="CROP",
     )
-    return str(path)
 
 
 def _by(report, rule):

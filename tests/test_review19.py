@@ -6,7 +6,6 @@ why (its PatientID and FrameOfReferenceUID beside those of the structure sets fo
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pydicom
@@ -18,6 +17,7 @@ from rtqa.cli import cli
 from rtqa.dvh.expression import EndCap
 from rtqa.evaluation.checks import constraints
 from rtqa.protocol.limits import Grade
+from tests.end_cap_protocols import SPHERE_PTV, write_protocol
 from tests.test_eval_constraints import RULES, ctx, dvh
 
 # -- a plan whose grade straddles a limit between conventions -----------------------------------
@@ -27,23 +27,17 @@ from tests.test_eval_constraints import RULES, ctx, dvh
 
 
 def _protocol(tmp_path: Path, end_cap: str, per_protocol: float, variation: float) -> str:
-    path = tmp_path / f"p_{end_cap}_{per_protocol}_{variation}.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        protocol: {{id: CAPS, version: "1"}}
-        dvh: {{end_cap: {end_cap}}}
-        fractionation:
-          dose_per_fraction: {{value: 2.0, tolerance_pct: 100, source: "test"}}
-          total_dose: {{range: [1, 100], variation_pct: 5, source: "test"}}
-        structures:
-          PTV: {{role: target, aliases: [sphere20]}}
-        constraints:
-          - {{id: PTV_MAX, structure: PTV, metric: "Max[Gy]", per_protocol: "<= {per_protocol}",
-             variation_acceptable: "<= {variation}", source: "test"}}
-        """),
-        encoding="utf-8",
+    return write_protocol(
+        tmp_path,
+        f"p_{per_protocol}_{variation}",
+        end_cap,
+        SPHERE_PTV
+        + f"""\
+constraints:
+  - {{id: PTV_MAX, structure: PTV, metric: "Max[Gy]", per_protocol: "<= {per_protocol}",
+     variation_acceptable: "<= {variation}", source: "test"}}
+""",
     )
-    return str(path)
 
 
 @pytest.fixture(scope="module")
