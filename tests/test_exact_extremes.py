@@ -248,3 +248,22 @@ def test_a_comb_of_long_teeth_is_refused_before_its_outline_is_built():
     with pytest.raises(DoseGridError, match="cross the grid's lines 8,0") as err:
         compute_dvh(stack, dose)
     assert "max-memory" in str(err.value)
+
+
+def test_a_slab_counted_as_uncovered_adds_nothing_to_dmin_or_dmax():
+    """A slab whose middle lies beyond the grid's coverage (half an interval past the last plane)
+    is counted wholly outside the grid, although its lowest 0.1 mm lies within it; its outline
+    must not reach Dmin/Dmax either (found by a hostile review: the extremes of the same slabs
+    then depended on which slabs were sampled together). Dose: 1 Gy/mm along x."""
+    x = np.arange(0.0, 30.01, 3.0)
+    z = np.array([0.0, 3.0])  # covered up to z = 4.5
+    _, _, xx = np.meshgrid(z, x, x, indexing="ij")
+    dose = DoseGrid(xx.copy(), x, x.copy(), z)
+    near = np.array([[3.0, 3.0], [9.0, 3.0], [9.0, 9.0], [3.0, 9.0]])  # x 3..9
+    far = np.array([[3.0, 3.0], [27.0, 3.0], [27.0, 9.0], [3.0, 9.0]])  # x 3..27: hotter
+    covered = Slab(3.9, 4.4, (near,))  # middle 4.15: covered
+    beyond = Slab(4.4, 5.0, (far,))  # middle 4.7: counted outside the grid
+    alone = compute_dvh(SlabStack("a", (covered,), EndCap.HALF_SLAB), dose)
+    both = compute_dvh(SlabStack("b", (covered, beyond), EndCap.HALF_SLAB), dose)
+    assert both.uncovered_cc == pytest.approx(24 * 6 * 0.6 / 1000)
+    assert (both.min_gy, both.max_gy) == pytest.approx((3.0, 9.0)) == (alone.min_gy, alone.max_gy)

@@ -550,7 +550,7 @@ def _sample(
         cmin=cmin,
         cmax=cmax,
     )
-    lowest, highest = _extremes(slabs, dose, pd, (float(xc[0]), float(yc[0])), nodes)
+    lowest, highest = _extremes(slabs, dose, pd, nodes, max_subslab_mm)
     dmid, width, v = (lo_d + hi_d) / 2, hi_d - lo_d, vol / 1000.0
     return _Samples(total, uncovered, dmid, width, v, lo_d, hi_d, empty, lowest, highest)
 
@@ -559,8 +559,8 @@ def _extremes(
     slabs: tuple[Slab, ...],
     dose: DoseGrid,
     pd: PreparedDose,
-    origin: tuple[float, float],
     samples: _NodeSamples,
+    max_subslab_mm: float,
 ) -> tuple[float, float]:
     """The exact lowest and highest dose of the interpolated grid over a group of slabs.
 
@@ -583,7 +583,7 @@ def _extremes(
     """
     sm = samples
     check_time()  # the plan's time budget, between the sampling and the outline
-    ol = _outline(slabs, dose, pd)
+    ol = _outline(slabs, dose, pd, max_subslab_mm)
     check_time()
     px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = (
         ol.px,
@@ -756,22 +756,39 @@ class _Outline(NamedTuple):
     z_count: npt.NDArray[np.intp]
 
 
-def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose) -> _Outline:
+def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, max_subslab_mm: float) -> _Outline:
     """The outline points and pieces of every slab within the grid's coverage, with bounds.
 
     Points: each ring's vertices and the points where its edges cross the grid lines through
     the dose nodes or the limits of the grid's coverage (half a voxel beyond the outermost
     nodes). Between two consecutive points an edge lies in one box of nodes, where the dose at
     a given z is bilinear: along the piece a quadratic, whose turning point (if within the
-    piece) :func:`_piece_turns` evaluates. z: each slab's faces and the dose planes between."""
+    piece) :func:`_piece_turns` evaluates. z: the faces of the part of each slab that the
+    sampling counts as covered (its sub-slabs whose middle lies within the grid's coverage,
+    :func:`_sample`), and the dose planes between: Dmin and Dmax come from the same volume as
+    the DVH, whatever slabs a group holds."""
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
     dx, dy = pd.dx, pd.dy
     a, b, slab_of_edge, pt_edge, pt_t = _outline_points(slabs, x, y, dx, dy)
     pts = a[pt_edge] + (b[pt_edge] - a[pt_edge]) * pt_t[:, None]
     z_cover = _z_cover(z, dx)
-    lo = np.array([max(sl.z_lo_mm, z_cover[0]) for sl in slabs])
-    hi = np.array([min(sl.z_hi_mm, z_cover[1]) for sl in slabs])
-    slab_ok = hi >= lo
+    # the sub-slabs as _sample cuts them, and which of them it counts as covered
+    z_lo = np.array([sl.z_lo_mm for sl in slabs])
+    thick = np.array([sl.thickness_mm for sl in slabs])
+    n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
+    t_sub = thick / n_sub
+    first_sub = np.cumsum(n_sub) - n_sub
+    slab_of_sub = np.repeat(np.arange(len(slabs)), n_sub)
+    m_sub = np.arange(slab_of_sub.size) - first_sub[slab_of_sub]
+    zm_sub = z_lo[slab_of_sub] + (m_sub + 0.5) * t_sub[slab_of_sub]
+    counted = (zm_sub >= z_cover[0]) & (zm_sub <= z_cover[1])
+    m_first = np.full(len(slabs), np.iinfo(np.int64).max)
+    m_last = np.full(len(slabs), -1)
+    np.minimum.at(m_first, slab_of_sub[counted], m_sub[counted])
+    np.maximum.at(m_last, slab_of_sub[counted], m_sub[counted])
+    slab_ok = m_last >= 0
+    lo = np.where(slab_ok, z_lo + np.where(slab_ok, m_first, 0) * t_sub, z_lo)
+    hi = np.where(slab_ok, z_lo + (m_last + 1) * t_sub, z_lo)
     tol = 1e-9 * max(dx, dy)
     pslab = slab_of_edge[pt_edge]
     ok = (
