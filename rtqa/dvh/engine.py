@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -63,6 +63,10 @@ class DVH:
     end_cap: EndCap
     bin_width_gy: float
     warnings: tuple[str, ...] = field(default=())
+    # the curve is that of the whole structure only from this dose up (a DVH computed for the
+    # metrics of its high-dose end, ``compute_dvhs(hot_from_gy=...)``): below it no volume,
+    # minimum or mean is known, and asking for one raises
+    exact_from_gy: float = 0.0
 
     @property
     def covered_cc(self) -> float:
@@ -73,12 +77,26 @@ class DVH:
         return self.volume_cc < SMALL_STRUCTURE_CC
 
     @property
+    def is_partial(self) -> bool:
+        """Whether only the high-dose end of the curve is known (``exact_from_gy``)."""
+        return self.exact_from_gy > 0.0
+
+    @property
     def differential_cc(self) -> FloatArray:
         """Volume per bin ``[edge_j, edge_j+1)``."""
+        self._require_whole("a differential DVH")
         return -np.diff(self.volume_ge_cc)
+
+    def _require_whole(self, what: str) -> None:
+        if self.is_partial:
+            raise ValueError(
+                f"{self.name}: {what} needs the whole DVH; only doses from {self.exact_from_gy:.2f} Gy up were computed"
+            )
 
     def volume_at_dose(self, dose_gy: float) -> float:
         """Covered volume (cc) receiving at least ``dose_gy``, interpolated."""
+        if dose_gy < self.exact_from_gy:
+            self._require_whole(f"the volume above {dose_gy:.2f} Gy")
         return float(np.interp(dose_gy, self.dose_edges_gy, self.volume_ge_cc, left=self.covered_cc, right=0.0))
 
     def dose_at_volume(self, volume_cc: float) -> float | None:
@@ -101,6 +119,8 @@ class DVH:
             dose = min(dose, self.max_gy)
         if self.min_gy is not None:
             dose = max(dose, self.min_gy)
+        if dose < self.exact_from_gy:
+            self._require_whole(f"the dose to {volume_cc:.3f} cc")
         return dose
 
 
@@ -256,11 +276,19 @@ def compute_dvhs(
     bin_width_gy: float = DEFAULT_BIN_WIDTH_GY,
     line_spacing_mm: float | None = None,
     max_subslab_mm: float | None = None,
+    hot_from_gy: float | None = None,
 ) -> list[DVH]:
     """The DVHs of variants of one structure (the same ROI under each end-cap convention), each
     slab they share sampled once: a slab's samples depend on nothing but the slab, the dose grid
     and the scan-line spacing, which is taken from the first structure for all. Variants that
     differ only at their ends cost little more than one DVH. Parameters as :func:`compute_dvh`.
+
+    ``hot_from_gy``: only the high-dose end is wanted (the metrics of a hot spot: Dmax, D1cc,
+    D2 %). Cells whose neighbourhood stays below it are measured but not sampled, and only
+    outline pieces that can reach it are searched for Dmax; the curve is exact from that dose
+    up (``DVH.exact_from_gy``), the volume and the uncovered volume are the whole structure's,
+    and the minimum and mean are not known (None). A structure far larger than its hot spot
+    (Body minus the PTV) costs a fraction of its whole DVH.
     """
     if bin_width_gy <= 0 or bin_width_gy > 0.01:
         raise ValueError("bin_width_gy must be in (0, 0.01]")
@@ -308,7 +336,7 @@ def compute_dvhs(
         slabs.sort(key=lambda sl: sl.z_lo_mm)
         for first in range(0, len(slabs), step):
             check_time()  # the plan's time budget, for threads that no timer signal reaches
-            chunk = _sample(tuple(slabs[first : first + step]), dose, pd, rows, cols, k, max_subslab_mm)
+            chunk = _sample(tuple(slabs[first : first + step]), dose, pd, rows, cols, k, max_subslab_mm, hot_from_gy)
             if chunk.dmid.size and float(np.min(chunk.lo)) < 0.0:
                 # the readers refuse negative doses; a grid built otherwise (an analytic test's
                 # gradient) may hold them, but not where a structure lies
@@ -332,7 +360,29 @@ def compute_dvhs(
                 uncovered[n] += chunk.uncovered
                 if chunk.dmid.size:
                     parts[n].append(chunk)
-    return [_assemble(st, totals[n], uncovered[n], parts[n], bin_width_gy) for n, st in enumerate(structures)]
+    return [
+        _assemble(st, totals[n], uncovered[n], parts[n], bin_width_gy, hot_from_gy) for n, st in enumerate(structures)
+    ]
+
+
+def hot_threshold_gy(
+    structures: Sequence[SlabStack], dose: DoseGrid, *, bin_width_gy: float = DEFAULT_BIN_WIDTH_GY
+) -> float:
+    """A dose from which to compute the high-dose end of the structures' DVHs
+    (``compute_dvhs(hot_from_gy=...)``): 90 % of the highest node within one node of their
+    bounding box, on a bin edge. A guess: whether the end holds the volume a metric needs is
+    for the caller to check (``DVH.volume_at_dose(DVH.exact_from_gy)``)."""
+    b = np.array([st.bounds_mm for st in structures])
+    lo, hi = b[:, :3].min(axis=0), b[:, 3:].max(axis=0)
+
+    def span(axis: FloatArray, a: float, z: float) -> slice:
+        i0 = max(int(np.searchsorted(axis, a, side="left")) - 1, 0)
+        i1 = min(int(np.searchsorted(axis, z, side="right")) + 1, axis.size)
+        return slice(i0, max(i1, i0 + 1))
+
+    box = dose.dose_gy[span(dose.z_mm, lo[2], hi[2]), span(dose.y_mm, lo[1], hi[1]), span(dose.x_mm, lo[0], hi[0])]
+    top = float(box.max()) if box.size else 0.0
+    return math.floor(0.9 * top / bin_width_gy) * bin_width_gy
 
 
 def _slab_key(slab: Slab) -> tuple[object, ...]:
@@ -340,8 +390,16 @@ def _slab_key(slab: Slab) -> tuple[object, ...]:
     return (round(slab.z_lo_mm, 9), round(slab.z_hi_mm, 9), tuple(r.tobytes() for r in slab.rings))
 
 
-def _assemble(structure: SlabStack, total: float, uncovered: float, parts: list[_Samples], bin_width_gy: float) -> DVH:
-    """The DVH of a structure from the samples of its slabs."""
+def _assemble(
+    structure: SlabStack,
+    total: float,
+    uncovered: float,
+    parts: list[_Samples],
+    bin_width_gy: float,
+    hot_from_gy: float | None = None,
+) -> DVH:
+    """The DVH of a structure from the samples of its slabs (of its hot cells only, with the
+    others' volume at 0 Gy, given ``hot_from_gy``)."""
     warnings: list[str] = []
     volume_cc = total / 1000.0
     if volume_cc < SMALL_STRUCTURE_CC:
@@ -378,6 +436,22 @@ def _assemble(structure: SlabStack, total: float, uncovered: float, parts: list[
     # exact extremes; a group with no outline point in the grid falls back on its samples
     lowest = min(float(np.min(p.lo)) if math.isnan(p.lowest) else p.lowest for p in parts)
     highest = max(float(np.max(p.hi)) if math.isnan(p.highest) else p.highest for p in parts)
+    if hot_from_gy is not None:
+        # only the hot end was sampled: no minimum or mean; a maximum only if it reaches that end
+        return DVH(
+            name=structure.name,
+            dose_edges_gy=edges,
+            volume_ge_cc=np.where(edges > highest, 0.0, v_ge),
+            volume_cc=volume_cc,
+            uncovered_cc=uncovered / 1000.0,
+            mean_gy=None,
+            min_gy=None,
+            max_gy=float(highest) if highest >= hot_from_gy else None,
+            end_cap=structure.end_cap,
+            bin_width_gy=bin_width_gy,
+            warnings=tuple(warnings),
+            exact_from_gy=hot_from_gy,
+        )
     # the samples' spread may reach a little beyond the dose the structure holds: that volume
     # is taken to lie at the extreme (the whole volume receives at least Dmin, none above Dmax)
     v_ge = np.where(edges <= lowest, v_total, np.where(edges > highest, 0.0, v_ge))
@@ -419,8 +493,10 @@ def _sample(
     cols: npt.NDArray[np.int64],
     k: int,
     max_subslab_mm: float,
+    hot_from_gy: float | None = None,
 ) -> _Samples:
-    """Sample a group of slabs (see :func:`compute_dvh`)."""
+    """Sample a group of slabs (see :func:`compute_dvh`); given ``hot_from_gy``, only the cells
+    whose neighbourhood reaches it (the others' volume as one sample at 0 Gy, :func:`compute_dvhs`)."""
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
     dx, dy = pd.dx, pd.dy
     xc = x[0] + cols * dx
@@ -483,6 +559,28 @@ def _sample(
     g = 1 - f
     flat0 = (kz * ny + iy) * nx + ix
     flat1 = flat0 + ny * nx if z.size > 1 else flat0  # the same node on the next plane
+    # the trilinear dose within a cell never leaves the range of its neighbouring nodes
+    # in double precision: compared with doses, a single-precision bound would round them to
+    # its own precision (NumPy 2 casts a Python float to the array's type)
+    cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
+    cmin = cmin.astype(np.float64)
+    cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))
+    cmax = cmax.astype(np.float64)
+    cold_cc = 0.0
+    if hot_from_gy is not None:
+        hot = np.flatnonzero(cmax >= hot_from_gy)
+        cold_cc = float(vol.sum() - vol[hot].sum()) / 1000.0
+        cell, sub, t, vol, r, c, iy, ix = cell[hot], sub[hot], t[hot], vol[hot], r[hot], c[hot], iy[hot], ix[hot]
+        kz, f, k1, g, flat0, flat1, cmin, cmax = (
+            kz[hot],
+            f[hot],
+            k1[hot] if z.size > 1 else kz[hot],
+            g[hot],
+            flat0[hot],
+            flat1[hot],
+            cmin[hot],
+            cmax[hot],
+        )
     # grad_z has one plane fewer but the same rows and columns: flat0 indexes it too
     gz = np.where(inside_sub[sub], np.take(pd.grad_z.reshape(-1), flat0), 0.0) if z.size > 1 else np.zeros(f.size)
     ox = cov.cx[cell] - xc[c]
@@ -523,13 +621,6 @@ def _sample(
         dval[edge] = (d00 * (1 - fxe) + d01 * fxe) * (1 - fye) + (d10 * (1 - fxe) + d11 * fxe) * fye
         gx[edge] = np.where(e_ix2 != e_ix, (d01 - d00) * np.sign(ox) / dx, gx[edge])
         gy[edge] = np.where(e_iy2 != e_iy, (d10 - d00) * np.sign(oy) / dy, gy[edge])
-    # the trilinear dose within a cell never leaves the range of its neighbouring nodes
-    # in double precision: compared with doses, a single-precision bound would round them to
-    # its own precision (NumPy 2 casts a Python float to the array's type)
-    cmin = np.minimum(np.take(pd.near_min.reshape(-1), flat0), np.take(pd.near_min.reshape(-1), flat1))
-    cmin = cmin.astype(np.float64)
-    cmax = np.maximum(np.take(pd.near_max.reshape(-1), flat0), np.take(pd.near_max.reshape(-1), flat1))
-    cmax = cmax.astype(np.float64)
     dval = np.clip(dval, cmin, cmax)
     # width of the uniform distribution with the variance of the dose over the sample
     w = np.sqrt(12 * (gx**2 * cov.var_x[cell] + gy**2 * cov.var_y[cell]) + (gz * t) ** 2)
@@ -550,8 +641,12 @@ def _sample(
         cmin=cmin,
         cmax=cmax,
     )
-    lowest, highest = _extremes(slabs, dose, pd, nodes, max_subslab_mm)
+    lowest, highest = _extremes(slabs, dose, pd, nodes, max_subslab_mm, hot_from_gy)
     dmid, width, v = (lo_d + hi_d) / 2, hi_d - lo_d, vol / 1000.0
+    if cold_cc > 0:  # the cells below the hot end: their volume, at 0 Gy
+        zero = np.zeros(1)
+        dmid, width, v = np.append(dmid, 0.0), np.append(width, 0.0), np.append(v, cold_cc)
+        lo_d, hi_d = np.append(lo_d, zero), np.append(hi_d, zero)
     return _Samples(total, uncovered, dmid, width, v, lo_d, hi_d, empty, lowest, highest)
 
 
@@ -561,6 +656,7 @@ def _extremes(
     pd: PreparedDose,
     samples: _NodeSamples,
     max_subslab_mm: float,
+    hot_from_gy: float | None = None,
 ) -> tuple[float, float]:
     """The exact lowest and highest dose of the interpolated grid over a group of slabs.
 
@@ -580,10 +676,27 @@ def _extremes(
     (:func:`_piece_turns`). A node in a cut cell
     counts if it lies inside its slab (parity over the rings). Returns NaN, NaN when the
     group has no outline point within the dose grid's coverage and no whole cell.
+
+    Given ``hot_from_gy`` (:func:`compute_dvhs`), only Dmax is sought, and only where it can
+    reach that dose: the outline of a slab is built only when a box it passes through does
+    (:func:`_outline_bounds`); the lowest returned is then NaN.
     """
     sm = samples
+    seek_lo = hot_from_gy is None
     check_time()  # the plan's time budget, between the sampling and the outline
-    ol = _outline(slabs, dose, pd, max_subslab_mm)
+    if hot_from_gy is not None:
+        lo_z, hi_z, slab_ok = _counted_z(slabs, dose, max_subslab_mm)
+        _, reach = _outline_bounds(slabs, dose, pd, lo_z, hi_z, slab_ok)
+        # each slab with only its rings that can reach the hot end (the outline needs no parity)
+        rings = [(n, ring) for n, sl in enumerate(slabs) for ring in sl.rings if len(ring) >= 3]
+        hot_rings: dict[int, list[FloatArray]] = {}
+        for (n, ring), top in zip(rings, reach, strict=True):
+            if top >= hot_from_gy:
+                hot_rings.setdefault(n, []).append(ring)
+        outlined = tuple(replace(slabs[n], rings=tuple(r)) for n, r in hot_rings.items())
+    else:
+        outlined = slabs
+    ol = _outline(outlined, dose, pd, max_subslab_mm)
     check_time()
     px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = (
         ol.px,
@@ -606,7 +719,7 @@ def _extremes(
         whole = sm.full[pick]
         if whole.any():
             lowest, highest = min(lowest, float(nlo[whole].min())), max(highest, float(nhi[whole].max()))
-        cut = np.flatnonzero(~whole & ((nlo < lowest) | (nhi > highest)))
+        cut = np.flatnonzero(~whole & (((nlo < lowest) & seek_lo) | (nhi > highest)))
         if cut.size:
             inside = _inside(slabs, sm.slab_of[pick[cut]], sm.x[pick[cut]], sm.y[pick[cut]])
             if inside.any():
@@ -624,23 +737,26 @@ def _extremes(
 
     # a probe: the places most likely to hold the extremes (the samples of lowest and highest
     # dose, the outline points of lowest and highest bound) give doses the shape holds...
-    visit_samples(np.unique([int(np.argmin(sm.dval)), int(np.argmax(sm.dval))]))
+    if sm.dval.size:
+        visit_samples(np.unique([int(np.argmin(sm.dval)), int(np.argmax(sm.dval))]))
     if px.size > 2 * _PROBE:
-        likeliest = [np.argpartition(b_lo, _PROBE)[:_PROBE], np.argpartition(-b_hi, _PROBE)[:_PROBE]]
+        likeliest = [np.argpartition(-b_hi, _PROBE)[:_PROBE]]
+        if seek_lo:
+            likeliest.append(np.argpartition(b_lo, _PROBE)[:_PROBE])
         visit_points(np.unique(np.concatenate(likeliest)))
     elif px.size:
         visit_points(np.arange(px.size))
     # ... and then every place whose bound reaches beyond them (everything, if the probe found
     # no dose: no outline point covered and no whole cell among its samples)
-    pick = np.flatnonzero(s_pending & ((sm.cmin < lowest) | (sm.cmax > highest)))
+    pick = np.flatnonzero(s_pending & (((sm.cmin < lowest) & seek_lo) | (sm.cmax > highest)))
     if pick.size:
         visit_samples(pick)
-    pts = np.flatnonzero(p_pending & ((b_lo < lowest) | (b_hi > highest)))
+    pts = np.flatnonzero(p_pending & (((b_lo < lowest) & seek_lo) | (b_hi > highest)))
     if pts.size:
         visit_points(pts)
     # last, the turning points within pieces of slanted edges whose box reaches beyond
     check_time()
-    pieces = np.flatnonzero((ol.q_lo < lowest) | (ol.q_hi > highest))
+    pieces = np.flatnonzero(((ol.q_lo < lowest) & seek_lo) | (ol.q_hi > highest))
     if pieces.size and not math.isinf(lowest):
         rep = z_count[ol.qslab[pieces]]
         i = np.repeat(pieces, rep)
@@ -649,6 +765,8 @@ def _extremes(
         turns = turns[~np.isnan(turns)]
         if turns.size:
             lowest, highest = min(lowest, float(turns.min())), max(highest, float(turns.max()))
+    if not seek_lo:
+        return math.nan, highest
     return (lowest, highest) if not math.isinf(lowest) else (math.nan, math.nan)
 
 
@@ -771,24 +889,7 @@ def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, max_subs
     dx, dy = pd.dx, pd.dy
     a, b, slab_of_edge, pt_edge, pt_t = _outline_points(slabs, x, y, dx, dy)
     pts = a[pt_edge] + (b[pt_edge] - a[pt_edge]) * pt_t[:, None]
-    z_cover = _z_cover(z, dx)
-    # the sub-slabs as _sample cuts them, and which of them it counts as covered
-    z_lo = np.array([sl.z_lo_mm for sl in slabs])
-    thick = np.array([sl.thickness_mm for sl in slabs])
-    n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
-    t_sub = thick / n_sub
-    first_sub = np.cumsum(n_sub) - n_sub
-    slab_of_sub = np.repeat(np.arange(len(slabs)), n_sub)
-    m_sub = np.arange(slab_of_sub.size) - first_sub[slab_of_sub]
-    zm_sub = z_lo[slab_of_sub] + (m_sub + 0.5) * t_sub[slab_of_sub]
-    counted = (zm_sub >= z_cover[0]) & (zm_sub <= z_cover[1])
-    m_first = np.full(len(slabs), np.iinfo(np.int64).max)
-    m_last = np.full(len(slabs), -1)
-    np.minimum.at(m_first, slab_of_sub[counted], m_sub[counted])
-    np.maximum.at(m_last, slab_of_sub[counted], m_sub[counted])
-    slab_ok = m_last >= 0
-    lo = np.where(slab_ok, z_lo + np.where(slab_ok, m_first, 0) * t_sub, z_lo)
-    hi = np.where(slab_ok, z_lo + (m_last + 1) * t_sub, z_lo)
+    lo, hi, slab_ok = _counted_z(slabs, dose, max_subslab_mm)
     tol = 1e-9 * max(dx, dy)
     pslab = slab_of_edge[pt_edge]
     ok = (
@@ -826,8 +927,106 @@ def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, max_subs
     b_lo, b_hi = _box_bounds(pts, pslab, lo, hi, dose, pd)
     q_lo, q_hi = _box_bounds(mid, qslab, lo, hi, dose, pd)
     return _Outline(
-        pts[:, 0], pts[:, 1], pslab, b_lo, b_hi, qa, qd, qslab, q_lo, q_hi, np.concatenate(zs_per), starts, counts
+        pts[:, 0],
+        pts[:, 1],
+        pslab,
+        b_lo,
+        b_hi,
+        qa,
+        qd,
+        qslab,
+        q_lo,
+        q_hi,
+        np.concatenate([np.zeros(0), *zs_per]),
+        starts,
+        counts,
     )
+
+
+def _counted_z(
+    slabs: tuple[Slab, ...], dose: DoseGrid, max_subslab_mm: float
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """The z range of each slab that the sampling counts as covered: from the lower face of its
+    first sub-slab whose middle lies within the grid's coverage to the upper face of its last
+    (sub-slabs as :func:`_sample` cuts them), and whether it has any."""
+    z_cover = _z_cover(dose.z_mm, float(dose.x_mm[1] - dose.x_mm[0]))
+    z_lo = np.array([sl.z_lo_mm for sl in slabs])
+    thick = np.array([sl.thickness_mm for sl in slabs])
+    n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
+    t_sub = thick / n_sub
+    first_sub = np.cumsum(n_sub) - n_sub
+    slab_of_sub = np.repeat(np.arange(len(slabs)), n_sub)
+    m_sub = np.arange(slab_of_sub.size) - first_sub[slab_of_sub]
+    zm_sub = z_lo[slab_of_sub] + (m_sub + 0.5) * t_sub[slab_of_sub]
+    counted = (zm_sub >= z_cover[0]) & (zm_sub <= z_cover[1])
+    m_first = np.full(len(slabs), np.iinfo(np.int64).max)
+    m_last = np.full(len(slabs), -1)
+    np.minimum.at(m_first, slab_of_sub[counted], m_sub[counted])
+    np.maximum.at(m_last, slab_of_sub[counted], m_sub[counted])
+    slab_ok = m_last >= 0
+    lo = np.where(slab_ok, z_lo + np.where(slab_ok, m_first, 0) * t_sub, z_lo)
+    hi = np.where(slab_ok, z_lo + (m_last + 1) * t_sub, z_lo)
+    return lo, hi, slab_ok
+
+
+def _outline_bounds(
+    slabs: tuple[Slab, ...],
+    dose: DoseGrid,
+    pd: PreparedDose,
+    lo: FloatArray,
+    hi: FloatArray,
+    slab_ok: npt.NDArray[np.bool_],
+) -> tuple[FloatArray, FloatArray]:
+    """Bounds of the dose anywhere on each ring (of three points or more, slab by slab, in
+    order) over the z range its slab counts (``lo`` to ``hi``, where ``slab_ok``; +inf, -inf
+    elsewhere): the lowest and highest node of every box an edge passes through, on every dose
+    interval the range meets. Each edge is cut into pieces
+    shorter than 0.99 of a box along x and along y, so a piece lies within the (at most 2 x 2)
+    boxes of its ends. Points beyond the grid fall in its outermost boxes, as the
+    interpolation clamps them."""
+    lengths = np.array([len(r) for sl in slabs for r in sl.rings if len(r) >= 3], dtype=np.intp)
+    low = np.full(lengths.size, np.inf)
+    high = np.full(lengths.size, -np.inf)
+    ring_edges = _ring_edges(slabs)
+    if ring_edges is None or not slab_ok.any():
+        return low, high
+    a, b, slab_of = ring_edges
+    ring_of = np.repeat(np.arange(lengths.size), lengths)
+    mine = slab_ok[slab_of]
+    a, b, slab_of, ring_of = a[mine], b[mine], slab_of[mine], ring_of[mine]
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    ua, va = (a[:, 0] - x[0]) / pd.dx, (a[:, 1] - y[0]) / pd.dy
+    ub, vb = (b[:, 0] - x[0]) / pd.dx, (b[:, 1] - y[0]) / pd.dy
+    n = np.maximum(1, np.ceil(np.maximum(np.abs(ub - ua), np.abs(vb - va)) / 0.99)).astype(np.int64)
+    e = np.repeat(np.arange(a.shape[0]), n)
+    t0 = (np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)) / n[e]
+    t1 = t0 + 1.0 / n[e]
+    nx1, ny1 = x.size - 1, y.size - 1
+
+    def box(u: FloatArray, m: int) -> npt.NDArray[np.intp]:
+        return np.minimum(np.clip(u, 0, m).astype(np.intp), m - 1)
+
+    ja = box(ua[e] + (ub[e] - ua[e]) * t0, nx1)
+    jb = box(ua[e] + (ub[e] - ua[e]) * t1, nx1)
+    ia = box(va[e] + (vb[e] - va[e]) * t0, ny1)
+    ib = box(va[e] + (vb[e] - va[e]) * t1, ny1)
+    sl, ring = slab_of[e], ring_of[e]
+    if z.size > 1:
+        k_lo = np.clip(np.searchsorted(z, lo, side="right") - 1, 0, z.size - 2)
+        k_hi = np.maximum(np.clip(np.searchsorted(z, hi, side="left") - 1, 0, z.size - 2), k_lo)
+    else:
+        k_lo = k_hi = np.zeros(lo.size, dtype=np.intp)
+    bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
+    plane = ny1 * nx1
+    for off in range(int((k_hi - k_lo)[slab_ok].max()) + 1):
+        kk = np.minimum(k_lo[sl] + off, k_hi[sl]) * plane
+        for jj in (ja, jb):
+            for ii in (ia, ib):
+                at = kk + ii * nx1 + jj
+                # in double precision, as in _sample
+                np.minimum.at(low, ring, np.take(bmin, at).astype(np.float64))
+                np.maximum.at(high, ring, np.take(bmax, at).astype(np.float64))
+    return low, high
 
 
 def _box_bounds(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rtqa.case import LoadedCase, Prescription, TargetPrescription
-from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, prepare_dose
+from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, hot_threshold_gy, prepare_dose
 from rtqa.dvh.geometry import (
     EndCap,
     SlabMemo,
@@ -35,6 +35,7 @@ from rtqa.dvh.geometry import (
     plane_ring_defects,
     roi_stack,
 )
+from rtqa.dvh.metrics import Metric
 from rtqa.errors import RtqaError
 from rtqa.evaluation.frames import FrameLink, link_frames, roi_frame_defect
 from rtqa.evaluation.identity import Identity, identify_structures
@@ -347,9 +348,49 @@ class CaseContext:
         if self._prepared is None:
             self._prepared = prepare_dose(self.dose)
         caps = list(stacks)
-        dvhs = compute_dvhs([stacks[c] for c in caps], self.dose, prepared=self._prepared)
+        variants = [stacks[c] for c in caps]
+        dvhs: list[DVH] | None = None
+        metrics = self.hot_end_metrics(key[0]) if not key[1] else ()
+        if metrics:
+            # every rule on it asks only for its hot end: compute that end, and the whole DVH
+            # after all if the end does not hold the volume a metric needs
+            hot = hot_threshold_gy(variants, self.dose)
+            if hot > 0:
+                dvhs = compute_dvhs(variants, self.dose, prepared=self._prepared, hot_from_gy=hot)
+                if not all(_hot_end_holds(d, m) for d in dvhs for m in metrics):
+                    dvhs = None
+        if dvhs is None:
+            dvhs = compute_dvhs(variants, self.dose, prepared=self._prepared)
         self._dvhs[key] = dvhs[0]
         self._other_dvhs[key] = dict(zip(caps[1:], dvhs[1:], strict=True))
+
+    def hot_end_metrics(self, structure: str) -> tuple[Metric, ...]:
+        """The metrics of a derived structure when the protocol asks nothing else of it than its
+        hot end, a dose to a volume (D1cc, D2 %, Max) of physical dose in constraints: its DVH is
+        then computed from a high dose up (:func:`rtqa.dvh.engine.compute_dvhs`), with no
+        minimum or mean. Empty (the whole DVH) for a structure of the protocol's structure list
+        (an organ's or a target's mean and minimum are reported), for any other use of it, and
+        for a structure that shares its name with an ROI."""
+        if structure in self.protocol.structures or structure not in self.protocol.derived:
+            return ()
+        if structure in self.structure_rois:
+            return ()
+        out: list[Metric] = []
+        for rule in self.protocol.all_rules():
+            if structure not in (rule.structure, rule.reference, rule.within):
+                continue
+            m = rule.metric
+            if (
+                rule.kind != "constraint"
+                or rule.structure != structure
+                or m is None
+                or m.kind not in ("D", "Max")
+                or rule.dose is not None
+                or rule.lower_dose_ring is not None
+            ):
+                return ()
+            out.append(m)
+        return tuple(out)
 
     def require_frame(self) -> None:
         """Raise when the dose and the contours are not proven to share a frame of reference."""
@@ -463,6 +504,20 @@ def case_institution(case: LoadedCase, clinical: ClinicalFacts | None) -> str:
         return case.plans[0].institution_name
     header = case.plan_set.structure_set
     return (header.institution_name if header is not None else None) or ""
+
+
+def _hot_end_holds(dvh: DVH, metric: Metric) -> bool:
+    """Whether the hot end of a DVH (``exact_from_gy`` up) gives ``metric`` (D or Max) exactly:
+    a maximum was found there, and the end holds the volume the metric asks for (or the
+    structure is smaller than that volume, and the metric does not exist either way)."""
+    if dvh.max_gy is None:
+        return False
+    if metric.kind == "Max":
+        return True
+    assert metric.value is not None
+    covered = dvh.covered_cc
+    wanted = metric.value / 100 * covered if metric.value_unit == "%" else metric.value
+    return wanted > covered * (1 + 1e-12) or dvh.volume_at_dose(dvh.exact_from_gy) >= wanted
 
 
 def roi_defects(roi: Roi, planes: FloatArray) -> list[str]:

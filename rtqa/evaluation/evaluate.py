@@ -236,7 +236,17 @@ def _structures(
         except RtqaError as exc:
             ctx.warnings.append(f"{name}: {exc}")
             continue
-        structures[name] = StructureSummary(roi, dvh.volume_cc, dvh.min_gy, dvh.mean_gy, dvh.max_gy, dvh.uncovered_cc)
+        structures[name] = StructureSummary(
+            roi,
+            dvh.volume_cc,
+            dvh.min_gy,
+            dvh.mean_gy,
+            dvh.max_gy,
+            dvh.uncovered_cc,
+            dvh.exact_from_gy if dvh.is_partial else None,
+        )
+        if dvh.is_partial:
+            continue  # the hot end only: no whole curve to draw
         grid = np.linspace(0.0, dvh.max_gy or 0.0, 101)
         curve = np.interp(grid, dvh.dose_edges_gy, dvh.volume_ge_cc, left=dvh.covered_cc, right=0.0)
         pct = curve / dvh.covered_cc * 100 if dvh.covered_cc > 0 else curve

@@ -239,9 +239,12 @@ class StructureSummary:
     mean_gy: float | None
     max_gy: float | None
     uncovered_cc: float | None
+    # the DVH was computed from this dose up only (all the protocol asks of the structure is its
+    # hot end): no minimum or mean; None for a whole DVH
+    dvh_from_gy: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "roi": self.roi,
             "volume_cc": _round(self.volume_cc, "cc"),
             "min_gy": _round(self.min_gy, "Gy"),
@@ -249,6 +252,9 @@ class StructureSummary:
             "max_gy": _round(self.max_gy, "Gy"),
             "uncovered_cc": _round(self.uncovered_cc, "cc"),
         }
+        if self.dvh_from_gy is not None:
+            out["dvh_from_gy"] = _round(self.dvh_from_gy, "Gy")
+        return out
 
 
 @dataclass(frozen=True)

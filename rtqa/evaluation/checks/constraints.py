@@ -308,6 +308,9 @@ def with_uncovered_at(dvh: DVH, dose_gy: float) -> DVH:
     v = v + u * (edges <= dose_gy)
     covered = dvh.covered_cc
     mean = None if dvh.mean_gy is None else (dvh.mean_gy * covered + dose_gy * u) / dvh.volume_cc
-    lo = dose_gy if dvh.min_gy is None else min(dvh.min_gy, dose_gy)
+    if dvh.is_partial:  # the hot end only: the minimum stays unknown
+        lo = None
+    else:
+        lo = dose_gy if dvh.min_gy is None else min(dvh.min_gy, dose_gy)
     hi = dose_gy if dvh.max_gy is None else max(dvh.max_gy, dose_gy)
     return replace(dvh, dose_edges_gy=edges, volume_ge_cc=v, uncovered_cc=0.0, mean_gy=mean, min_gy=lo, max_gy=hi)

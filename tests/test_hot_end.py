@@ -1,0 +1,196 @@
+"""A DVH computed for its hot end only (issue 21: "only the work the protocol asks for").
+
+When every rule on a derived structure asks only for a dose to a small volume or its maximum
+(Body-PTV: D1cc), the engine samples only the cells whose neighbourhood reaches a high dose
+and searches Dmax only where the outline can reach it. The references are the whole DVH of the
+same structures computed by the same engine without the shortcut: the hot end must agree with
+it at every bin edge from the threshold up, and nothing below the threshold may be given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rtqa.cli.app import cli
+from rtqa.dvh.engine import compute_dvhs, hot_threshold_gy
+from rtqa.dvh.geometry import EndCap, Slab, SlabStack
+from rtqa.model import DoseGrid
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "fixtures" / "demo" / "liver_clean"
+CLINICAL = REPO / "fixtures" / "demo" / "clinical.csv"
+
+
+def _hot_spot_dose() -> DoseGrid:
+    """A Gaussian hot spot of 60 Gy (sigma 8 mm) at the origin on a 3 mm grid, 2 Gy floor."""
+    x = np.arange(-60.0, 60.01, 3.0)
+    z = np.arange(-30.0, 30.01, 3.0)
+    zz, yy, xx = np.meshgrid(z, x, x, indexing="ij")
+    return DoseGrid(2.0 + 58.0 * np.exp(-(xx**2 + yy**2 + zz**2) / (2 * 8.0**2)), x, x.copy(), z)
+
+
+def _box_with_hole(z_planes: np.ndarray, cap: EndCap) -> SlabStack:
+    """A 100 x 100 mm box with a 10 mm square hole off the hot spot's centre (a Body minus a
+    PTV), one slab per plane."""
+    outer = np.array([[-50.0, -50.0], [50.0, -50.0], [50.0, 50.0], [-50.0, 50.0]])
+    hole = np.array([[3.0, -5.0], [13.0, -5.0], [13.0, 5.0], [3.0, 5.0]])
+    slabs = tuple(Slab(z - 1.5, z + 1.5, (outer, hole)) for z in z_planes)
+    return SlabStack("Box-Hole", slabs, cap)
+
+
+def test_the_hot_end_agrees_with_the_whole_dvh_from_its_threshold_up():
+    dose = _hot_spot_dose()
+    variants = [
+        _box_with_hole(np.arange(-15.0, 15.1, 3.0), EndCap.HALF_SLAB),
+        _box_with_hole(np.arange(-12.0, 12.1, 3.0), EndCap.NONE),
+    ]
+    hot = hot_threshold_gy(variants, dose)
+    # 90 % of the highest node near the structures (60 Gy at the origin), on a 0.01 Gy edge
+    assert hot == pytest.approx(54.0, abs=1e-9)
+    whole = compute_dvhs(variants, dose)
+    partial = compute_dvhs(variants, dose, hot_from_gy=hot)
+    for w, p in zip(whole, partial, strict=True):
+        assert p.is_partial and not w.is_partial
+        assert p.exact_from_gy == hot
+        assert p.volume_cc == w.volume_cc and p.uncovered_cc == w.uncovered_cc
+        assert p.max_gy == w.max_gy  # the same exact search, over the places that can reach it
+        # every bin edge from the threshold up (the curves may differ in length by trailing zeros)
+        n = min(p.dose_edges_gy.size, w.dose_edges_gy.size)
+        at = p.dose_edges_gy[:n] >= hot
+        # to 1e-5 cc: the histogram's hinge sums cancel large terms (narrow samples weigh
+        # volume / width), which leaves about 4e-7 cc of rounding, different in each sum
+        assert np.allclose(p.volume_ge_cc[:n][at], w.volume_ge_cc[:n][at], rtol=0, atol=1e-5)
+        assert p.volume_at_dose(hot) > 0.2  # the hot end holds 0.245 cc here
+        # that rounding over a slope of about 0.06 cc/Gy: 1e-5 Gy; reports give 0.01 Gy
+        assert p.dose_at_volume(0.2) == pytest.approx(w.dose_at_volume(0.2), abs=1e-4)
+        assert p.dose_at_volume(0.01) == pytest.approx(w.dose_at_volume(0.01), abs=1e-4)
+        # below the threshold nothing is known, and nothing is given
+        assert p.min_gy is None and p.mean_gy is None
+        with pytest.raises(ValueError, match="needs the whole DVH"):
+            p.volume_at_dose(hot - 1.0)
+        with pytest.raises(ValueError, match="needs the whole DVH"):
+            p.dose_at_volume(w.covered_cc / 2)
+        with pytest.raises(ValueError, match="needs the whole DVH"):
+            _ = p.differential_cc
+
+
+def test_a_spike_that_no_scan_line_crosses_still_gives_dmax_in_the_hot_end():
+    # a 0.01 mm wide spike from a cold square to the hot spot's centre: the cells it passes
+    # have no sampled area, so only the outline search can find its tip (60 Gy)
+    dose = _hot_spot_dose()
+    ring = np.array(
+        [
+            [-50.0, -50.0],
+            [-30.0, -50.0],
+            [-30.0, 0.1],
+            [0.0, 0.1],
+            [0.0, 0.11],
+            [-30.0, 0.11],
+            [-30.0, 50.0],
+            [-50.0, 50.0],
+        ]
+    )
+    stack = SlabStack("spike", (Slab(-1.5, 1.5, (ring,)),), EndCap.HALF_SLAB)
+    (whole,) = compute_dvhs([stack], dose)
+    (partial,) = compute_dvhs([stack], dose, hot_from_gy=54.0)
+    # the tip's vertex (0, 0.1) on the dose plane z = 0, between the nodes (0, 0) and (0, 3)
+    # along y: linear interpolation of the node doses, 60 Gy and 2 + 58 exp(-9 / 128)
+    node_3 = 2.0 + 58.0 * math.exp(-9.0 / 128.0)
+    top = 60.0 + (0.1 / 3.0) * (node_3 - 60.0)
+    assert whole.max_gy is not None and whole.max_gy == pytest.approx(top, abs=1e-9)
+    assert partial.max_gy == whole.max_gy
+    # the spike holds next to no volume: the hot end holds less than 1 cc, which the caller
+    # must see (and compute the whole DVH instead)
+    assert partial.volume_at_dose(54.0) < 1e-3
+
+
+def _check_json(tmp_path: Path, protocol: Path) -> dict:
+    out = tmp_path / f"{protocol.stem}.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "check",
+            str(DEMO),
+            "--clinical",
+            str(CLINICAL),
+            "--protocol",
+            str(protocol),
+            "--format",
+            "json",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code in (0, 16), result.output
+    data: dict = json.loads(out.read_text(encoding="utf-8"))
+    return data["plans"][0]
+
+
+def _protocol_with(tmp_path: Path, name: str, extra_rule: str) -> Path:
+    src = REPO / "rules" / "nct03535259.yaml"
+    text = src.read_text(encoding="utf-8")
+    anchor = "  - {id: BODY_HOTSPOT,"
+    assert anchor in text
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace(anchor, extra_rule + "\n" + anchor), encoding="utf-8")
+    for other in (REPO / "rules").iterdir():  # the aliases file the protocol names
+        if other.name != src.name and not (tmp_path / other.name).exists():
+            shutil.copy(other, tmp_path / other.name)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("hot_end")
+    shipped = tmp / "nct03535259.yaml"
+    shutil.copy(REPO / "rules" / "nct03535259.yaml", shipped)
+    mean_too = _protocol_with(
+        tmp,
+        "mean_too",
+        '  - {id: BODY_MEAN, structure: Body-PTV, metric: "Mean[Gy]", per_protocol: "<= 40", source: "test"}',
+    )
+    half = _protocol_with(
+        tmp,
+        "half",
+        '  - {id: BODY_D50, structure: Body-PTV, metric: "D50%[Gy]", per_protocol: "<= 40", source: "test"}',
+    )
+    return {k: _check_json(tmp, p) for k, p in (("shipped", shipped), ("mean_too", mean_too), ("half", half))}
+
+
+def _finding(plan: dict, rule: str) -> dict:
+    (f,) = [f for f in plan["findings"] if f["rule"] == rule]
+    return f
+
+
+def test_body_minus_ptv_is_computed_for_its_hot_end_and_grades_as_with_the_whole_dvh(demo_runs):
+    shipped, whole = demo_runs["shipped"], demo_runs["mean_too"]
+    # the shipped protocol asks only D1cc of Body-PTV: the hot end, said so in the report
+    s = shipped["structures"]["Body-PTV"]
+    assert s["dvh_from_gy"] > 0 and s["min_gy"] is None and s["mean_gy"] is None
+    # a Mean rule on it needs the whole DVH: no threshold, and a minimum and a mean
+    w = whole["structures"]["Body-PTV"]
+    assert "dvh_from_gy" not in w and w["min_gy"] is not None and w["mean_gy"] is not None
+    assert s["volume_cc"] == w["volume_cc"] and s["max_gy"] == w["max_gy"]
+    # D1cc, its grade and its values under every end-cap convention are the same either way
+    a, b = _finding(shipped, "BODY_HOTSPOT"), _finding(whole, "BODY_HOTSPOT")
+    assert (a["value"], a["grade"], a["by_end_cap"]) == (b["value"], b["grade"], b["by_end_cap"])
+    # the other structures keep their whole DVHs
+    assert shipped["structures"]["Liver-GTV"] == whole["structures"]["Liver-GTV"]
+    assert "dvh_from_gy" not in shipped["structures"]["Liver-GTV"]
+
+
+def test_a_metric_the_hot_end_cannot_hold_gets_the_whole_dvh(demo_runs):
+    # D50 % of Body-PTV lies far below 90 % of the highest dose: the hot end does not hold half
+    # the volume, so the whole DVH is computed and the minimum and mean are given
+    half = demo_runs["half"]
+    s = half["structures"]["Body-PTV"]
+    assert "dvh_from_gy" not in s and s["mean_gy"] == demo_runs["mean_too"]["structures"]["Body-PTV"]["mean_gy"]
+    f = _finding(half, "BODY_D50")
+    assert f["value"] is not None and f["value"] < s["max_gy"] / 2
