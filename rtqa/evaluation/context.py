@@ -34,6 +34,7 @@ from rtqa.dvh.geometry import (
     expression_names,
     plane_ring_defects,
     roi_stack,
+    shoelace_area,
 )
 from rtqa.dvh.metrics import Metric
 from rtqa.errors import RtqaError
@@ -571,11 +572,7 @@ def _on_planes(head: str, where: list[tuple[float, str]]) -> str:
 
 def _area(rings: tuple[FloatArray, ...]) -> float:
     """Parity area of rings (shoelace per ring, holes by nesting are ignored: only 0 matters here)."""
-    total = 0.0
-    for r in rings:
-        x, y = r[:, 0], r[:, 1]
-        total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    return total
+    return sum((shoelace_area(r) for r in rings), 0.0)
 
 
 def dose_in_name(roi: str) -> float | None:
