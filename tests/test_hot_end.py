@@ -194,3 +194,83 @@ def test_a_metric_the_hot_end_cannot_hold_gets_the_whole_dvh(demo_runs):
     assert "dvh_from_gy" not in s and s["mean_gy"] == demo_runs["mean_too"]["structures"]["Body-PTV"]["mean_gy"]
     f = _finding(half, "BODY_D50")
     assert f["value"] is not None and f["value"] < s["max_gy"] / 2
+
+
+def test_a_structure_all_in_its_hot_end_or_partly_off_the_grid_gets_the_whole_dvh():
+    # found by review: with every cell hot, the whole DVH holds large-volume doses at Dmin and
+    # the hot end cannot (D100 % came out 0.5 % low); with volume off the grid, the checks count
+    # it at 0 Gy or the boundary dose, so the volume a D x % asks for is not the covered one
+    from rtqa.dvh.metrics import parse_metric
+    from rtqa.evaluation.context import _hot_end_holds
+
+    dose = _hot_spot_dose()
+    small = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    core = SlabStack("core", (Slab(-1.0, 1.0, (small,)),), EndCap.HALF_SLAB)
+    hot = hot_threshold_gy([core], dose)
+    (p,) = compute_dvhs([core], dose, hot_from_gy=hot)
+    assert p.volume_at_dose(hot) == pytest.approx(p.covered_cc)  # all of it is hot
+    assert not _hot_end_holds(p, parse_metric("D1%[Gy]"))
+    # a box reaching 30 mm beyond the grid along x: uncovered volume
+    wide = np.array([[-50.0, -50.0], [90.0, -50.0], [90.0, 50.0], [-50.0, 50.0]])
+    off = SlabStack("off", (Slab(-1.5, 1.5, (wide,)),), EndCap.HALF_SLAB)
+    (q,) = compute_dvhs([off], dose, hot_from_gy=54.0)
+    assert q.uncovered_cc > 0 and q.volume_at_dose(54.0) > 0.1
+    assert not _hot_end_holds(q, parse_metric("D0.01%[Gy]"))
+    # the same two structures otherwise: the check passes on a hot end that holds the volume
+    (r,) = compute_dvhs([_box_with_hole(np.array([0.0]), EndCap.HALF_SLAB)], dose, hot_from_gy=54.0)
+    assert r.uncovered_cc == 0 and _hot_end_holds(r, parse_metric("D0.01%[Gy]"))
+
+
+def _cropped_demo(folder: Path, first: int, stop: int) -> Path:
+    """The demo case with its dose grid cut to frames [first, stop): Body-PTV then lies partly
+    outside the grid (the RS and RP copied as they are)."""
+    import pydicom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in DEMO.iterdir():
+        if f.name != "RD_PLAN.dcm":
+            shutil.copy(f, folder / f.name)
+    ds = pydicom.dcmread(DEMO / "RD_PLAN.dcm")
+    frames = ds.pixel_array[first:stop].copy()
+    offsets = [float(v) for v in ds.GridFrameOffsetVector][first:stop]
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + offsets[0]]
+    ds.GridFrameOffsetVector = [o - offsets[0] for o in offsets]
+    ds.NumberOfFrames = frames.shape[0]
+    ds.PixelData = frames.tobytes()
+    ds.save_as(folder / "RD_PLAN.dcm")
+    return folder
+
+
+def test_a_dose_grid_that_leaves_body_minus_ptv_partly_uncovered_grades_as_the_whole_dvh(tmp_path):
+    # found by review: D1 % of Body-PTV with 6.6 L outside the grid made the plan an internal
+    # error; now the whole DVH is used, and the finding is that of a protocol that asks for it
+    case = _cropped_demo(tmp_path / "cropped", 25, 55)
+    d1 = '  - {id: BODY_D1PCT, structure: Body-PTV, metric: "D1%[Gy]", per_protocol: "<= 55", source: "test"}'
+    mean = '  - {id: BODY_MEAN, structure: Body-PTV, metric: "Mean[Gy]", per_protocol: "<= 40", source: "test"}'
+    only = _protocol_with(tmp_path, "d1_only", d1)
+    whole = _protocol_with(tmp_path, "d1_whole", d1 + "\n" + mean)
+    runs = {}
+    for name, protocol in (("only", only), ("whole", whole)):
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(
+            cli,
+            [
+                "check",
+                str(case),
+                "--clinical",
+                str(CLINICAL),
+                "--protocol",
+                str(protocol),
+                "--format",
+                "json",
+                "--output",
+                str(out),
+            ],
+        )
+        assert result.exit_code != 70, result.output  # never an internal error
+        runs[name] = json.loads(out.read_text(encoding="utf-8"))["plans"][0]
+    a, b = _finding(runs["only"], "BODY_D1PCT"), _finding(runs["whole"], "BODY_D1PCT")
+    assert runs["only"]["structures"]["Body-PTV"]["uncovered_cc"] > 1000
+    assert (a["value"], a["interval"], a["grade"]) == (b["value"], b["interval"], b["grade"])
+    assert a["value"] is not None or a["interval"] is not None

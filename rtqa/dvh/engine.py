@@ -36,11 +36,16 @@ import shapely
 from rtqa.deadline import check_time
 from rtqa.dvh.budget import require_sampling_budget
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
-from rtqa.errors import GeometryError
+from rtqa.errors import GeometryError, RtqaError
 from rtqa.model import DoseGrid, FloatArray
 
 SMALL_STRUCTURE_CC = 0.5
 DEFAULT_BIN_WIDTH_GY = 0.01
+
+
+class PartialDVHError(RtqaError, ValueError):
+    """A value below the dose from which a DVH computed for its hot end is known
+    (:attr:`DVH.exact_from_gy`): a bug in whoever chose the shortcut, never a value."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,7 +94,7 @@ class DVH:
 
     def _require_whole(self, what: str) -> None:
         if self.is_partial:
-            raise ValueError(
+            raise PartialDVHError(
                 f"{self.name}: {what} needs the whole DVH; only doses from {self.exact_from_gy:.2f} Gy up were computed"
             )
 

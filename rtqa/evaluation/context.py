@@ -510,8 +510,13 @@ def case_institution(case: LoadedCase, clinical: ClinicalFacts | None) -> str:
 def _hot_end_holds(dvh: DVH, metric: Metric) -> bool:
     """Whether the hot end of a DVH (``exact_from_gy`` up) gives ``metric`` (D or Max) exactly:
     a maximum was found there, and the end holds the volume the metric asks for (or the
-    structure is smaller than that volume, and the metric does not exist either way)."""
-    if dvh.max_gy is None:
+    structure is smaller than that volume, and the metric does not exist either way). Never
+    when part of the structure lies outside the dose grid (the checks then count that part at
+    0 Gy or at the boundary's dose, which changes the volume a metric asks for), nor when all of
+    it lies in the hot end (the whole DVH then has a minimum that holds its curve)."""
+    if dvh.max_gy is None or dvh.uncovered_cc > 0:
+        return False
+    if dvh.volume_at_dose(dvh.exact_from_gy) >= dvh.covered_cc * (1 - 1e-9):
         return False
     if metric.kind == "Max":
         return True
