@@ -682,27 +682,26 @@ def _extremes(
     counts if it lies inside its slab (parity over the rings). Returns NaN, NaN when the
     group has no outline point within the dose grid's coverage and no whole cell.
 
-    Given ``hot_from_gy`` (:func:`compute_dvhs`), only Dmax is sought, and only where it can
-    reach that dose: the outline of a slab is built only when a box it passes through does
-    (:func:`_outline_bounds`); the lowest returned is then NaN.
+    Given ``hot_from_gy`` (:func:`compute_dvhs`), only Dmax is sought, and only on rings with a
+    box that reaches that dose (:func:`_outline_bounds`); the lowest returned is then NaN.
     """
     sm = samples
     seek_lo = hot_from_gy is None
     check_time()  # the plan's time budget, between the sampling and the outline
+    outlined = slabs
     if hot_from_gy is not None:
         lo_z, hi_z, slab_ok = _counted_z(slabs, dose, max_subslab_mm)
         _, reach = _outline_bounds(slabs, dose, pd, lo_z, hi_z, slab_ok)
         # each slab with only its rings that can reach the hot end (the outline needs no parity)
         rings = [(n, ring) for n, sl in enumerate(slabs) for ring in sl.rings if len(ring) >= 3]
-        hot_rings: dict[int, list[FloatArray]] = {}
-        for (n, ring), top in zip(rings, reach, strict=True):
+        kept: dict[int, list[FloatArray]] = {}
+        for (n, ring), top in zip(rings, reach.tolist(), strict=True):
             if top >= hot_from_gy:
-                hot_rings.setdefault(n, []).append(ring)
-        outlined = tuple(replace(slabs[n], rings=tuple(r)) for n, r in hot_rings.items())
-    else:
-        outlined = slabs
+                kept.setdefault(n, []).append(ring)
+        outlined = tuple(replace(slabs[n], rings=tuple(r)) for n, r in kept.items())
     ol = _outline(outlined, dose, pd, max_subslab_mm)
     check_time()
+    lowest, highest = math.inf, -math.inf
     px, py, pslab, b_lo, b_hi, zs_all, z_start, z_count = (
         ol.px,
         ol.py,
@@ -713,7 +712,6 @@ def _extremes(
         ol.z_start,
         ol.z_count,
     )
-    lowest, highest = math.inf, -math.inf
     s_pending = np.ones(sm.dval.size, dtype=bool)
     p_pending = np.ones(px.size, dtype=bool)
 
@@ -974,6 +972,9 @@ def _counted_z(
     return lo, hi, slab_ok
 
 
+_BOUND_PIECES = 64  # an edge crossing more boxes than this leaves its ring unbounded (outlined)
+
+
 def _outline_bounds(
     slabs: tuple[Slab, ...],
     dose: DoseGrid,
@@ -984,11 +985,12 @@ def _outline_bounds(
 ) -> tuple[FloatArray, FloatArray]:
     """Bounds of the dose anywhere on each ring (of three points or more, slab by slab, in
     order) over the z range its slab counts (``lo`` to ``hi``, where ``slab_ok``; +inf, -inf
-    elsewhere): the lowest and highest node of every box an edge passes through, on every dose
-    interval the range meets. Each edge is cut into pieces
-    shorter than 0.99 of a box along x and along y, so a piece lies within the (at most 2 x 2)
-    boxes of its ends. Points beyond the grid fall in its outermost boxes, as the
-    interpolation clamps them."""
+    for a slab with none): the lowest and highest node of every box an edge passes through, on
+    every dose interval the range meets. Each edge is cut into pieces shorter than 0.99 of a
+    box along x and along y, so a piece lies within the (at most 2 x 2) boxes of its ends.
+    Points beyond the grid fall in its outermost boxes, as the interpolation clamps them. A ring
+    with an edge of more than ``_BOUND_PIECES`` pieces (long, or far outside the grid) gets
+    -inf, +inf: no bound, so it is always outlined (whose own budget counts its crossings)."""
     lengths = np.array([len(r) for sl in slabs for r in sl.rings if len(r) >= 3], dtype=np.intp)
     low = np.full(lengths.size, np.inf)
     high = np.full(lengths.size, -np.inf)
@@ -997,40 +999,56 @@ def _outline_bounds(
         return low, high
     a, b, slab_of = ring_edges
     ring_of = np.repeat(np.arange(lengths.size), lengths)
-    mine = slab_ok[slab_of]
-    a, b, slab_of, ring_of = a[mine], b[mine], slab_of[mine], ring_of[mine]
     x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
-    ua, va = (a[:, 0] - x[0]) / pd.dx, (a[:, 1] - y[0]) / pd.dy
-    ub, vb = (b[:, 0] - x[0]) / pd.dx, (b[:, 1] - y[0]) / pd.dy
-    n = np.maximum(1, np.ceil(np.maximum(np.abs(ub - ua), np.abs(vb - va)) / 0.99)).astype(np.int64)
-    e = np.repeat(np.arange(a.shape[0]), n)
-    t0 = (np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)) / n[e]
-    t1 = t0 + 1.0 / n[e]
-    nx1, ny1 = x.size - 1, y.size - 1
+    with np.errstate(all="ignore"):  # a hostile coordinate gives inf or NaN: no bound
+        ua, va = (a[:, 0] - x[0]) / pd.dx, (a[:, 1] - y[0]) / pd.dy
+        ub, vb = (b[:, 0] - x[0]) / pd.dx, (b[:, 1] - y[0]) / pd.dy
+        span = np.maximum(np.abs(ub - ua), np.abs(vb - va))
+    wild = ~(span <= (_BOUND_PIECES - 1) * 0.99)  # NaN too
+    unbounded = np.zeros(lengths.size, dtype=bool)
+    unbounded[ring_of[wild]] = True
+    use = slab_ok[slab_of] & ~unbounded[ring_of]
+    if use.any():
+        ua, va, ub, vb, span = ua[use], va[use], ub[use], vb[use], span[use]
+        sl_e, ring_e = slab_of[use], ring_of[use]
+        n = np.maximum(1, np.ceil(span / 0.99)).astype(np.int64)
+        e = np.repeat(np.arange(ua.size), n)
+        t0 = (np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)) / n[e]
+        t1 = t0 + 1.0 / n[e]
+        nx1, ny1 = x.size - 1, y.size - 1
 
-    def box(u: FloatArray, m: int) -> npt.NDArray[np.intp]:
-        return np.minimum(np.clip(u, 0, m).astype(np.intp), m - 1)
+        def box(u: FloatArray, m: int) -> npt.NDArray[np.intp]:
+            return np.minimum(np.clip(u, 0, m).astype(np.intp), m - 1)
 
-    ja = box(ua[e] + (ub[e] - ua[e]) * t0, nx1)
-    jb = box(ua[e] + (ub[e] - ua[e]) * t1, nx1)
-    ia = box(va[e] + (vb[e] - va[e]) * t0, ny1)
-    ib = box(va[e] + (vb[e] - va[e]) * t1, ny1)
-    sl, ring = slab_of[e], ring_of[e]
-    if z.size > 1:
-        k_lo = np.clip(np.searchsorted(z, lo, side="right") - 1, 0, z.size - 2)
-        k_hi = np.maximum(np.clip(np.searchsorted(z, hi, side="left") - 1, 0, z.size - 2), k_lo)
-    else:
-        k_lo = k_hi = np.zeros(lo.size, dtype=np.intp)
-    bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
-    plane = ny1 * nx1
-    for off in range(int((k_hi - k_lo)[slab_ok].max()) + 1):
-        kk = np.minimum(k_lo[sl] + off, k_hi[sl]) * plane
-        for jj in (ja, jb):
-            for ii in (ia, ib):
-                at = kk + ii * nx1 + jj
-                # in double precision, as in _sample
-                np.minimum.at(low, ring, np.take(bmin, at).astype(np.float64))
-                np.maximum.at(high, ring, np.take(bmax, at).astype(np.float64))
+        ja = box(ua[e] + (ub[e] - ua[e]) * t0, nx1)
+        jb = box(ua[e] + (ub[e] - ua[e]) * t1, nx1)
+        ia = box(va[e] + (vb[e] - va[e]) * t0, ny1)
+        ib = box(va[e] + (vb[e] - va[e]) * t1, ny1)
+        sl = sl_e[e]
+        if z.size > 1:
+            k_lo = np.clip(np.searchsorted(z, lo, side="right") - 1, 0, z.size - 2)
+            k_hi = np.maximum(np.clip(np.searchsorted(z, hi, side="left") - 1, 0, z.size - 2), k_lo)
+        else:
+            k_lo = k_hi = np.zeros(lo.size, dtype=np.intp)
+        bmin, bmax = pd.box_min.reshape(-1), pd.box_max.reshape(-1)
+        plane = ny1 * nx1
+        piece_lo = np.full(e.size, np.inf, dtype=np.float32)
+        piece_hi = np.full(e.size, -np.inf, dtype=np.float32)
+        for off in range(int((k_hi - k_lo)[slab_ok].max()) + 1):
+            kk = np.minimum(k_lo[sl] + off, k_hi[sl]) * plane
+            for jj in (ja, jb):
+                for ii in (ia, ib):
+                    at = kk + ii * nx1 + jj
+                    piece_lo = np.minimum(piece_lo, np.take(bmin, at))
+                    piece_hi = np.maximum(piece_hi, np.take(bmax, at))
+        # the pieces are in ring order: one reduction per ring that has any
+        ring_p = ring_e[e]
+        starts = np.flatnonzero(np.r_[True, ring_p[1:] != ring_p[:-1]])
+        # in double precision, as in _sample (the bounds are rounded outward)
+        low[ring_p[starts]] = np.minimum.reduceat(piece_lo, starts).astype(np.float64)
+        high[ring_p[starts]] = np.maximum.reduceat(piece_hi, starts).astype(np.float64)
+    low[unbounded] = -np.inf
+    high[unbounded] = np.inf
     return low, high
 
 
