@@ -122,6 +122,7 @@ def coverage_ctx(uncovered: dict[int, float], boundary: float, highest: float | 
     )
     # one convention only here (tests/test_convention_flags.py grades coverage under all three)
     c.dvh_by_end_cap = lambda s, rois: {EndCap.HALF_SLAB: SimpleNamespace(uncovered_cc=uncovered.get(rois[0], 0.0))}
+    c.uncovered_by_end_cap = lambda s, rois: {EndCap.HALF_SLAB: uncovered.get(rois[0], 0.0)}
     c.label = lambda i: names[i]
     c.boundary_max_gy = lambda: boundary
     c.frames = FrameLink("F", "declared", None)

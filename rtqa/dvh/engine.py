@@ -370,6 +370,29 @@ def compute_dvhs(
     ]
 
 
+def within_coverage(structure: SlabStack, dose: DoseGrid) -> bool:
+    """Whether the structure's bounding box lies inside the dose grid's coverage (half a voxel
+    beyond the outermost nodes, :func:`_z_cover` along z) with a margin: then no part of it is
+    uncovered (``DVH.uncovered_cc`` is 0) and no DVH is needed to know it. False when unsure."""
+    if not structure.slabs or not any(len(r) >= 3 for sl in structure.slabs for r in sl.rings):
+        return False
+    x, y, z = dose.x_mm, dose.y_mm, dose.z_mm
+    if x.size < 2 or y.size < 2:
+        return False
+    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    x0, y0, z0, x1, y1, z1 = structure.bounds_mm
+    z_lo, z_hi = _z_cover(z, dx)
+    margin = 1e-6 * max(dx, dy)
+    return bool(
+        x0 > x[0] - dx / 2 + margin
+        and x1 < x[-1] + dx / 2 - margin
+        and y0 > y[0] - dy / 2 + margin
+        and y1 < y[-1] + dy / 2 - margin
+        and z0 > z_lo + margin
+        and z1 < z_hi - margin
+    )
+
+
 def hot_threshold_gy(
     structures: Sequence[SlabStack], dose: DoseGrid, *, bin_width_gy: float = DEFAULT_BIN_WIDTH_GY
 ) -> float:

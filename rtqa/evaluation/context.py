@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rtqa.case import LoadedCase, Prescription, TargetPrescription
-from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, hot_threshold_gy, prepare_dose
+from rtqa.dvh.engine import DVH, PreparedDose, compute_dvhs, hot_threshold_gy, prepare_dose, within_coverage
 from rtqa.dvh.geometry import (
     EndCap,
     SlabMemo,
@@ -90,6 +90,7 @@ class CaseContext:
         # the same DVHs under the other end-cap conventions (computed with them: only the slabs
         # that differ, the structure's ends, are sampled again)
         self._other_dvhs: dict[tuple[str, tuple[int, ...]], dict[EndCap, DVH]] = {}
+        self._single: set[tuple[str, tuple[int, ...]]] = set()  # DVHs with the protocol's convention only
         self._roi_stacks_by_cap: dict[tuple[int, EndCap], SlabStack] = {}
         self.institution = case_institution(case, clinical)
         self.identity: Identity = identify_structures(
@@ -308,24 +309,31 @@ class CaseContext:
                 self._stacks[key] = evaluate_expression(spec.expression, operands, name=structure, memo=self._memo)
         return self._stacks[key]
 
-    def dvh(self, structure: str, rois: tuple[int, ...] = ()) -> DVH:
+    def dvh(self, structure: str, rois: tuple[int, ...] = (), *, all_conventions: bool = True) -> DVH:
         """The DVH of :meth:`stack`, computed once per case (with its values under the other
-        conventions: :meth:`dvh_by_end_cap`)."""
+        conventions: :meth:`dvh_by_end_cap`; only under the protocol's given
+        ``all_conventions=False``, for a structure that no rule grades and the report lists)."""
         if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
             rois = ()  # the whole structure: share the DVH with rules that name no ROI
         if structure in self.ambiguous and not rois:
             raise RtqaError(self.ambiguous[structure])
         key = (structure, rois)
-        if key not in self._dvhs:
+        if key not in self._dvhs or (all_conventions and key in self._single):
             assert self.dose is not None
             self.require_frame()
-            stacks = {self.protocol.end_cap: self.stack(structure, rois)}
-            for cap in self.other_end_caps():
+            stacks = {} if key in self._dvhs else {self.protocol.end_cap: self.stack(structure, rois)}
+            for cap in self.other_end_caps() if all_conventions else ():
                 try:
                     stacks[cap] = self.stack(structure, rois, cap)
                 except RtqaError:  # nothing left under that convention: no value to give under it
                     continue
-            self._compute(key, stacks)
+            if key in self._single:  # the protocol's is there: the others now
+                self._single.discard(key)
+                self._other_dvhs[key] = self._computed(key, stacks) if stacks else {}
+            else:
+                self._compute(key, stacks)
+                if not all_conventions:
+                    self._single.add(key)
         return self._dvhs[key]
 
     def dvh_by_end_cap(self, structure: str, rois: tuple[int, ...] = ()) -> dict[EndCap, DVH]:
@@ -334,6 +342,28 @@ class CaseContext:
         if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
             rois = ()
         return {self.protocol.end_cap: primary, **self._other_dvhs.get((structure, rois), {})}
+
+    def uncovered_by_end_cap(self, structure: str, rois: tuple[int, ...] = ()) -> dict[EndCap, float]:
+        """The volume (cc) of :meth:`stack` outside the dose grid under every convention that
+        leaves something of it, as :meth:`dvh_by_end_cap` gives it; 0 without computing a DVH
+        when every such stack lies inside the grid's coverage (``within_coverage``)."""
+        if rois and structure in self.structure_rois and tuple(self.structure_rois[structure]) == rois:
+            rois = ()
+        key = (structure, rois)
+        if key not in self._dvhs or key in self._single:
+            if structure in self.ambiguous and not rois:
+                raise RtqaError(self.ambiguous[structure])
+            assert self.dose is not None
+            self.require_frame()
+            stacks = {self.protocol.end_cap: self.stack(structure, rois)}
+            for cap in self.other_end_caps():
+                try:
+                    stacks[cap] = self.stack(structure, rois, cap)
+                except RtqaError:  # nothing left under that convention, as in dvh()
+                    continue
+            if all(within_coverage(st, self.dose) for st in stacks.values()):
+                return {cap: 0.0 for cap in stacks}
+        return {cap: d.uncovered_cc for cap, d in self.dvh_by_end_cap(structure, rois).items()}
 
     def dvh_of(self, key: str, stack: SlabStack, others: dict[EndCap, SlabStack] | None = None) -> DVH:
         """The DVH of a stack built by a check itself (a target minus higher-dose targets), and,
@@ -345,6 +375,13 @@ class CaseContext:
         return self._dvhs[(key, ())]
 
     def _compute(self, key: tuple[str, tuple[int, ...]], stacks: dict[EndCap, SlabStack]) -> None:
+        """The DVHs of ``stacks`` (the first under the protocol's convention) kept under ``key``."""
+        got = self._computed(key, stacks)
+        caps = list(stacks)
+        self._dvhs[key] = got[caps[0]]
+        self._other_dvhs[key] = {cap: got[cap] for cap in caps[1:]}
+
+    def _computed(self, key: tuple[str, tuple[int, ...]], stacks: dict[EndCap, SlabStack]) -> dict[EndCap, DVH]:
         assert self.dose is not None
         if self._prepared is None:
             self._prepared = prepare_dose(self.dose)
@@ -362,8 +399,7 @@ class CaseContext:
                     dvhs = None
         if dvhs is None:
             dvhs = compute_dvhs(variants, self.dose, prepared=self._prepared)
-        self._dvhs[key] = dvhs[0]
-        self._other_dvhs[key] = dict(zip(caps[1:], dvhs[1:], strict=True))
+        return dict(zip(caps, dvhs, strict=True))
 
     def hot_end_metrics(self, structure: str) -> tuple[Metric, ...]:
         """The metrics of a derived structure when the protocol asks nothing else of it than its

@@ -232,7 +232,7 @@ def _structures(
             if ctx.dose is None or skip_dose or ctx.frames.problem is not None:
                 structures[name] = StructureSummary(roi, ctx.stack(name).volume_cc, None, None, None, None)
                 continue
-            dvh = ctx.dvh(name)
+            dvh = ctx.dvh(name, all_conventions=False)  # the report lists the protocol's convention
         except RtqaError as exc:
             ctx.warnings.append(f"{name}: {exc}")
             continue

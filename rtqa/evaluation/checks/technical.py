@@ -101,10 +101,10 @@ def _coverage(ctx: CaseContext, rule: Rule, targets: bool) -> Outcome:
     chosen = ctx.protocol.end_cap
     uncovered: dict[EndCap, list[tuple[str, float]]] = {chosen: []}
     for s, i in rois:
-        for cap, dvh in ctx.dvh_by_end_cap(s, (i,)).items():  # a convention that leaves nothing: none there
+        for cap, outside in ctx.uncovered_by_end_cap(s, (i,)).items():  # a convention that leaves nothing: none
             listed_here = uncovered.setdefault(cap, [])
-            if dvh.uncovered_cc > UNCOVERED_CC:
-                listed_here.append((ctx.label(i), dvh.uncovered_cc))
+            if outside > UNCOVERED_CC:
+                listed_here.append((ctx.label(i), outside))
     graded = {cap: _coverage_finding(ctx, rule, kind, len(rois), u) for cap, u in uncovered.items()}
     rows = [EndCapValue(cap.value, graded[cap].value, graded[cap].grade) for cap in EndCap if cap in graded]
     return [with_end_caps(graded[chosen], rows, chosen.value)]

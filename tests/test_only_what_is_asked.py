@@ -1,0 +1,87 @@
+"""Work the report does not need is not done (issue 21), and what it gives is unchanged.
+
+* The coverage checks need only the volume of each ROI outside the dose grid: when every
+  end-cap variant of an ROI lies inside the grid's coverage, that volume is 0 without a DVH
+  (``CaseContext.uncovered_by_end_cap``, ``rtqa.dvh.engine.within_coverage``).
+* A structure that no rule grades is listed in the report under the protocol's convention only
+  (``CaseContext.dvh(..., all_conventions=False)``); a rule that asks later gets the others.
+
+The reference each time is the value a fresh context gives by computing every DVH.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtqa.case import LoadedCase, PlanSet
+from rtqa.dvh.engine import compute_dvh, within_coverage
+from rtqa.dvh.geometry import EndCap, Slab, SlabStack
+from rtqa.evaluation.context import CaseContext
+from rtqa.model import ContourPlane, DoseGrid, Roi, StructureSet
+from rtqa.protocol.loader import load_protocol
+
+PROTOCOL = load_protocol()
+ZS = (0.0, 2.0, 4.0, 6.0)
+
+
+def _grid() -> DoseGrid:
+    """A 2 mm grid over x, y in [0, 100] mm and z in [-4, 10] mm, a gradient along x."""
+    x = np.arange(0.0, 100.01, 2.0)
+    z = np.arange(-4.0, 10.01, 2.0)
+    _, _, xx = np.meshgrid(z, x, x, indexing="ij")
+    return DoseGrid(10.0 + 0.2 * xx, x, x.copy(), z)
+
+
+def _roi(number: int, name: str, x0: float, size: float = 20.0) -> Roi:
+    ring = np.array([[x0, 10.0], [x0 + size, 10.0], [x0 + size, 10.0 + size], [x0, 10.0 + size]])
+    return Roi(number, name, "", None, tuple(ContourPlane(z, (ring,)) for z in ZS))
+
+
+def _context(rois: list[Roi]) -> CaseContext:
+    ss = StructureSet("ss.dcm", "1.2.3", "P1", "Doe", "SS", None, tuple(rois))
+    case = LoadedCase(PlanSet("P1", (), None, ()), (), ss, _grid(), None, (), ("read",))
+    return CaseContext(case, PROTOCOL, None)
+
+
+# inside; reaching past the grid's last column (100 mm + 1 mm of coverage); ending exactly on
+# the coverage limit (101 mm), where the shortcut must not guess
+ROIS = [_roi(1, "Stomach", 30.0), _roi(2, "Duodenum", 90.0), _roi(3, "Heart", 81.0)]
+
+
+@pytest.mark.parametrize(("structure", "index"), [("Stomach", 0), ("Duodenum", 1), ("Heart", 2)])
+def test_the_uncovered_volume_without_a_dvh_is_the_dvh_s(structure, index):
+    reference = {cap: d.uncovered_cc for cap, d in _context(ROIS).dvh_by_end_cap(structure, (index,)).items()}
+    c = _context(ROIS)
+    got = c.uncovered_by_end_cap(structure, (index,))
+    assert got == pytest.approx(reference, abs=1e-12)
+    assert set(got) == set(EndCap)
+    if structure == "Stomach":
+        assert all(v == 0 for v in got.values())
+        assert (structure, ()) not in c.dvhs  # no DVH was needed to know it
+    if structure == "Duodenum":
+        assert all(v > 0.1 for v in got.values())  # 9 mm of 20 beyond the coverage
+
+
+def test_within_coverage_answers_yes_only_with_a_margin():
+    dose = _grid()
+    inside = SlabStack("in", (Slab(-1.0, 1.0, (np.array([[0.0, 0.0], [99.0, 0.0], [99.0, 99.0]]),)),), EndCap.NONE)
+    assert within_coverage(inside, dose) and compute_dvh(inside, dose).uncovered_cc == 0.0
+    ring = np.array([[0.0, 0.0], [101.0, 0.0], [101.0, 50.0]])  # on the coverage limit in x
+    assert not within_coverage(SlabStack("edge", (Slab(-1.0, 1.0, (ring,)),), EndCap.NONE), dose)
+    low = SlabStack("low", (Slab(-5.5, -4.0, (np.array([[0.0, 0.0], [9.0, 0.0], [9.0, 9.0]]),)),), EndCap.NONE)
+    assert not within_coverage(low, dose)  # below the first plane's half interval (-5 mm)
+    assert not within_coverage(SlabStack("empty", (), EndCap.NONE), dose)
+
+
+def test_a_structure_listed_under_one_convention_gets_the_others_when_a_rule_asks():
+    reference = _context(ROIS).dvh_by_end_cap("Stomach", (0,))
+    c = _context(ROIS)
+    listed = c.dvh("Stomach", all_conventions=False)
+    assert listed.mean_gy == reference[PROTOCOL.end_cap].mean_gy
+    later = c.dvh_by_end_cap("Stomach")
+    assert later[PROTOCOL.end_cap] is listed  # the protocol's DVH is kept, the others added
+    assert set(later) == set(reference)
+    for cap, dvh in reference.items():
+        assert later[cap].volume_cc == dvh.volume_cc and later[cap].mean_gy == dvh.mean_gy
+        assert later[cap].max_gy == dvh.max_gy and later[cap].min_gy == dvh.min_gy
