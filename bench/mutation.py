@@ -79,13 +79,24 @@ MODULES: dict[str, list[str]] = {
     "rtqa/discovery/dose_selection.py": ["tests/test_dose_selection.py"],
     "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
     "rtqa/dvh/geometry.py": [*DVH_TESTS, "tests/test_geometry_edges.py"],
-    "rtqa/dvh/engine.py": DVH_TESTS,
+    "rtqa/dvh/engine.py": [*DVH_TESTS, "tests/test_hot_end.py"],
     "rtqa/evaluation/grading.py": ["tests/test_eval_grading.py", *EVALUATION],
     "rtqa/evaluation/checks/constraints.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
     "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
     "rtqa/evaluation/checks/eligibility.py": [CHECKS, *EVALUATION],
-    "rtqa/evaluation/checks/technical.py": [CHECKS, "tests/test_eval_constraints.py", EVALUATE, *EVALUATION],
-    "rtqa/evaluation/context.py": ["tests/test_eval_context.py", *EVALUATION],
+    "rtqa/evaluation/checks/technical.py": [
+        CHECKS,
+        "tests/test_eval_constraints.py",
+        "tests/test_only_what_is_asked.py",
+        EVALUATE,
+        *EVALUATION,
+    ],
+    "rtqa/evaluation/context.py": [
+        "tests/test_eval_context.py",
+        "tests/test_only_what_is_asked.py",
+        "tests/test_hot_end.py",
+        *EVALUATION,
+    ],
     "rtqa/evaluation/evaluate.py": [EVALUATE, *STORED, *EVALUATION],
 }
 
