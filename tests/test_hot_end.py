@@ -274,3 +274,20 @@ def test_a_dose_grid_that_leaves_body_minus_ptv_partly_uncovered_grades_as_the_w
     assert runs["only"]["structures"]["Body-PTV"]["uncovered_cc"] > 1000
     assert (a["value"], a["interval"], a["grade"]) == (b["value"], b["interval"], b["grade"])
     assert a["value"] is not None or a["interval"] is not None
+
+
+def test_slabs_that_repeat_their_rings_are_measured_once_with_the_same_numbers():
+    # Body - PTV cut at the PTV's end caps: thin slabs that repeat a neighbour's rings; the
+    # coverage of the distinct sets, spread over the slabs, is that of every slab, bit for bit
+    from rtqa.dvh.engine import _coverage, _coverage_of
+
+    outer = np.array([[-50.0, -50.0], [50.0, -50.0], [50.0, 50.0], [-50.0, 50.0]])
+    hole = np.array([[3.0, -5.0], [13.3, -5.0], [13.0, 5.7], [3.0, 5.0]])
+    tilted = outer @ np.array([[0.96, 0.28], [-0.28, 0.96]])
+    rings = [(outer, hole), (outer,), (outer, hole), (tilted,), (outer,), (np.zeros((2, 2)),), (tilted,)]
+    slabs = tuple(Slab(z, z + 0.7, r) for z, r in zip(np.arange(7) * 0.7, rings, strict=True))
+    xc, yc = np.arange(-60.0, 60.01, 3.0), np.arange(-63.0, 63.01, 3.0)
+    got, every = _coverage(slabs, xc, yc, 3.0, 3.0, 10), _coverage_of(slabs, xc, yc, 3.0, 3.0, 10)
+    for field in ("index", "area", "cx", "cy", "var_x", "var_y"):
+        assert np.array_equal(getattr(got, field), getattr(every, field)), field
+    assert got.index.size > 0 and np.all(np.diff(got.index) > 0)

@@ -1243,6 +1243,32 @@ _CHUNK_CELLS = 100_000  # slabs are sampled in groups of at most this many cells
 
 
 def _coverage(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int) -> _Coverage:
+    """Scan-line coverage of a group of slabs (:func:`_coverage_of`), each distinct set of rings
+    measured once: a slab's coverage depends on its rings and the lattice alone, and the slabs
+    of a derived structure cut at another's end (Body - PTV at the PTV's end caps) repeat their
+    neighbour's rings over a thinner z range. The same numbers as measuring every slab, bit
+    for bit: each slab's crossings, pieces and sums come in the same order either way."""
+    keys = [tuple(r.tobytes() for r in sl.rings) for sl in slabs]
+    position: dict[tuple[bytes, ...], int] = {}  # each distinct set of rings: its place among them
+    distinct: list[int] = []  # the first slab of each
+    for i, key in enumerate(keys):
+        if key not in position:
+            position[key] = len(distinct)
+            distinct.append(i)
+    if len(distinct) == len(slabs):
+        return _coverage_of(slabs, xc, yc, dx, dy, k)
+    cov = _coverage_of(tuple(slabs[i] for i in distinct), xc, yc, dx, dy, k)
+    cells = yc.size * xc.size
+    which = np.array([position[key] for key in keys], dtype=np.int64)  # each slab's distinct set
+    bounds = np.searchsorted(cov.index, np.arange(len(distinct) + 1, dtype=np.int64) * cells)
+    start, count = bounds[which], bounds[which + 1] - bounds[which]
+    take = np.repeat(start, count) + (np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count))
+    slab = np.repeat(np.arange(len(slabs), dtype=np.int64), count)
+    index = slab * cells + (cov.index[take] - which[slab] * cells)
+    return _Coverage(index, cov.area[take], cov.cx[take], cov.cy[take], cov.var_x[take], cov.var_y[take])
+
+
+def _coverage_of(slabs: tuple[Slab, ...], xc: FloatArray, yc: FloatArray, dx: float, dy: float, k: int) -> _Coverage:
     """Scan-line coverage of a group of slabs; rings of one slab combine by parity.
 
     Sparse: the pieces of scan line at the ends of each inside interval are accumulated
