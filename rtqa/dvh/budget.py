@@ -307,20 +307,25 @@ def require_sampling_budget(
     travel_x = 0.0
     edges = 0
     evaluations = 0.0
-    for slab in structure.slabs:
-        slab_points = 0.0
-        for ring in slab.rings:
-            if len(ring) < 3:  # the engine skips them too
-                continue
-            x, y = ring[:, 0], ring[:, 1]
-            along_y = float(np.abs(np.diff(y)).sum() + abs(y[0] - y[-1]))
-            along_x = float(np.abs(np.diff(x)).sum() + abs(x[0] - x[-1]))
-            travel += along_y
-            travel_x += along_x
-            edges += len(ring)
-            slab_points += along_x / dx + along_y / dy + len(ring)
-        # the outline is evaluated at the slab's two faces and at each dose plane between them
-        evaluations += slab_points * (2 + slab.thickness_mm / max_subslab_mm)
+    # every ring of three points or more (the engine skips the others), all at once
+    rings = [(n, ring) for n, slab in enumerate(structure.slabs) for ring in slab.rings if len(ring) >= 3]
+    if rings:
+        lengths = np.array([len(r) for _, r in rings])
+        a = np.concatenate([r for _, r in rings])
+        ends = np.cumsum(lengths)
+        following = np.arange(1, a.shape[0] + 1)
+        following[ends - 1] = ends - lengths  # each ring closes on its first point
+        with np.errstate(all="ignore"):  # a hostile ring's inf or NaN reaches the estimate, as before
+            step = np.abs(a[following] - a)
+            along_x = np.add.reduceat(step[:, 0], ends - lengths)
+            along_y = np.add.reduceat(step[:, 1], ends - lengths)
+            travel, travel_x = float(along_y.sum()), float(along_x.sum())
+            edges = int(lengths.sum())
+            ring_points = along_x / dx + along_y / dy + lengths
+            slab_points = np.bincount(np.array([n for n, _ in rings]), ring_points, minlength=len(structure.slabs))
+            # the outline is evaluated at the slab's two faces and at each dose plane between them
+            thickness = np.array([slab.thickness_mm for slab in structure.slabs])
+            evaluations = float(np.sum(slab_points * (2 + thickness / max_subslab_mm)))
     x0, y0, _, x1, y1, _ = structure.bounds_mm
     work = estimate_dvh_work(
         extent_x_mm=x1 - x0,
