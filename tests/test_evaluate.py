@@ -18,14 +18,14 @@ from rtqa.protocol.clinical import ClinicalFacts, read_clinical_csv, read_clinic
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
+from tests.shared_reports import evaluated
 
 PROTOCOL = load_protocol()
 
 
 def report(tree, name, child_pugh="A5", algorithm="AAA", **facts):
-    (ps,) = [p for p in discover([case(tree, name)]).plan_sets if p.plans]
-    clinical = ClinicalFacts(ps.patient_id, child_pugh, algorithm, **facts)
-    return run_job(Job(ps, PROTOCOL.path, clinical))
+    # evaluated once per run and shared with the other tests that ask for the same report
+    return evaluated(case(tree, name), dict(child_pugh=child_pugh, dose_algorithm=algorithm, **facts))
 
 
 def off_protocol(r):
@@ -121,8 +121,7 @@ def test_nonstandard_names_match_through_aliases_and_report_the_mapping(liver_tr
 
 
 def test_missing_clinical_fact_is_not_evaluable_and_named(liver_tree):
-    (ps,) = [p for p in discover([case(liver_tree, "liver_clean")]).plan_sets if p.plans]
-    r = run_job(Job(ps, PROTOCOL.path, None))
+    r = evaluated(case(liver_tree, "liver_clean"), None)
     mean = next(f for f in r.findings if f.rule == "NORMAL_LIVER_MEAN")
     assert mean.grade is Grade.NOT_EVALUABLE and "child-pugh, unknown" in mean.message
     assert set(r.not_evaluable) == {"NORMAL_LIVER_MEAN", "DOSE_ALGORITHM"}

@@ -23,25 +23,23 @@ from click.testing import CliRunner
 
 from fixtures import cases
 from rtqa.cli import cli
-from rtqa.discovery.batch import Job, run_job
-from rtqa.discovery.grouping import discover
-from rtqa.protocol.clinical import ClinicalFacts
 from rtqa.protocol.limits import Grade
 from rtqa.protocol.loader import load_protocol
 from tests.conftest import case
+from tests.shared_reports import evaluated
 
 PROTOCOL = load_protocol()
 SCHEMA = json.loads(resources.files("rtqa").joinpath("schemas/report-v1.schema.json").read_text())
 
 
 def report(folder, child_pugh=None, algorithm="AAA", **facts):
-    (ps,) = [p for p in discover([folder]).plan_sets if p.plans]
+    # a case of the shared tree is evaluated once per run, for every test that asks for the same report
     clinical = (
         None
         if child_pugh is None and algorithm is None
-        else ClinicalFacts(ps.patient_id, child_pugh, algorithm, **facts)
+        else dict(child_pugh=child_pugh, dose_algorithm=algorithm, **facts)
     )
-    return run_job(Job(ps, PROTOCOL.path, clinical))
+    return evaluated(folder, clinical)
 
 
 def finding(r, rule, roi=None):
