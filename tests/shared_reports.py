@@ -7,9 +7,11 @@ protocol. When the folder is a case of a tree written by ``_shared_tree_by_parts
 by the suite's contract), the report is computed by the first test, on any pytest-xdist worker,
 that asks for it, and kept beside the tree (``shared-reports``, pickled; a lock per report), so
 that the other tests and workers of the run read it instead of computing it again. The cache
-lives in the run's temp folder only: a new run (and each mutant of ``tox -e mutation``)
-evaluates again. Trees given by ``RTQA_FIXTURE_TREES`` are kept per process, in memory; any
-other folder (a test's own copy, which it may edit) is evaluated every time.
+lives in the run's temp folder only: a new run evaluates again. Nothing is kept for trees
+given by ``RTQA_FIXTURE_TREES``: the mutation run (tox -e mutation) uses them, and mutmut runs
+each mutant in a process forked from one that already ran the tests, which would inherit a
+report of the unmutated code. Any other folder (a test's own copy, which it may edit) is
+evaluated every time.
 
 This holds because an evaluation is a pure function of its files, protocol and clinical facts
 (tests/test_evaluate.py::test_evaluation_is_deterministic evaluates twice without this cache
@@ -35,7 +37,6 @@ from rtqa.report.model import PlanReport
 
 PROTOCOL = load_protocol()
 _PREBUILT = os.environ.get("RTQA_FIXTURE_TREES")
-_IN_MEMORY: dict[str, PlanReport] = {}
 
 
 def plan_set(folder: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
@@ -56,10 +57,6 @@ def evaluated(folder: str | os.PathLike[str], facts: dict[str, object] | None) -
     files = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file())  # every file discovery may read, CT included
     stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     key = hashlib.sha256(repr((os.path.realpath(folder), stats, clinical)).encode()).hexdigest()[:32]
-    if store == "memory":
-        if key not in _IN_MEMORY:
-            _IN_MEMORY[key] = run_job(job)
-        return _IN_MEMORY[key]
     path = store / f"{key}.pickle"
     with FileLock(str(path) + ".lock"):
         if path.exists():
@@ -74,11 +71,11 @@ def evaluated(folder: str | os.PathLike[str], facts: dict[str, object] | None) -
         return report
 
 
-def _store(folder: Path) -> Path | str | None:
+def _store(folder: Path) -> Path | None:
     """Where the reports of cases under ``folder`` are kept, if anywhere."""
     tree = folder.resolve().parent
-    if _PREBUILT and tree.parent == Path(_PREBUILT).resolve():
-        return "memory"
+    if _PREBUILT:
+        return None
     if tree.name.startswith("shared-") and (tree.parent / f"{tree.name}-0.done").exists():
         out = tree.parent / "shared-reports"
         out.mkdir(exist_ok=True)
