@@ -85,3 +85,25 @@ def test_a_structure_listed_under_one_convention_gets_the_others_when_a_rule_ask
     for cap, dvh in reference.items():
         assert later[cap].volume_cc == dvh.volume_cc and later[cap].mean_gy == dvh.mean_gy
         assert later[cap].max_gy == dvh.max_gy and later[cap].min_gy == dvh.min_gy
+
+
+def test_a_grid_uniform_only_to_1e4_or_not_at_all_gets_no_shortcut():
+    # found by review: the engine places column j at x[0] + j dx; on an axis whose first step is
+    # 1e-4 mm short (accepted as uniform) its coverage ends 0.02 mm before x[-1] + dx / 2, and an
+    # ROI ending between the two was "inside" for the shortcut and 0.16 cc outside for the DVH
+    n = 201
+    x = np.concatenate([[0.0], 2.4999 + 2.5 * np.arange(n - 1)])
+    y, z = np.arange(0.0, 200.01, 2.5), np.arange(-10.0, 60.01, 2.5)
+    dose = DoseGrid(np.full((z.size, y.size, x.size), 10.0), x, y.copy(), z)
+    x1 = x[-1] + 2.4999 / 2 - 0.001
+    ring = np.array([[x1 - 60, 20.0], [x1, 20.0], [x1, 180.0], [x1 - 60, 180.0]])
+    stack = SlabStack(
+        "edge", tuple(Slab(zz - 1.25, zz + 1.25, (ring,)) for zz in np.arange(0.0, 50.01, 2.5)), EndCap.NONE
+    )
+    assert compute_dvh(stack, dose).uncovered_cc > 0.1
+    assert not within_coverage(stack, dose)
+    # an axis the engine refuses as not uniform: no answer from the shortcut either
+    bent = np.concatenate([np.arange(0.0, 100.0, 2.5), 100.0 + np.arange(0.0, 100.01, 2.0)])
+    odd = DoseGrid(np.full((z.size, y.size, bent.size), 10.0), bent, y.copy(), z)
+    inside = SlabStack("in", (Slab(0.0, 2.5, (np.array([[50.0, 50.0], [60.0, 50.0], [60.0, 60.0]]),)),), EndCap.NONE)
+    assert not within_coverage(inside, odd)

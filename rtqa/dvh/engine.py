@@ -380,14 +380,20 @@ def within_coverage(structure: SlabStack, dose: DoseGrid) -> bool:
     if x.size < 2 or y.size < 2:
         return False
     dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    if not (np.allclose(np.diff(x), dx, rtol=1e-4) and np.allclose(np.diff(y), dy, rtol=1e-4)):
+        return False  # the engine refuses such a grid (prepare_dose): let it say so
     x0, y0, z0, x1, y1, z1 = structure.bounds_mm
     z_lo, z_hi = _z_cover(z, dx)
     margin = 1e-6 * max(dx, dy)
+    # the engine places column j at x[0] + j dx (and row i alike), which on a grid uniform only
+    # to 1e-4 may end short of the last node's own position: the nearer limit of the two
+    x_hi = min(float(x[-1]), float(x[0]) + (x.size - 1) * dx) + dx / 2
+    y_hi = min(float(y[-1]), float(y[0]) + (y.size - 1) * dy) + dy / 2
     return bool(
         x0 > x[0] - dx / 2 + margin
-        and x1 < x[-1] + dx / 2 - margin
+        and x1 < x_hi - margin
         and y0 > y[0] - dy / 2 + margin
-        and y1 < y[-1] + dy / 2 - margin
+        and y1 < y_hi - margin
         and z0 > z_lo + margin
         and z1 < z_hi - margin
     )
