@@ -542,14 +542,7 @@ def _sample(
     r_idx, c_idx = np.divmod(rc, nc)
 
     # sub-slabs along z: everything that depends on z alone is computed once per sub-slab
-    z_lo = np.array([sl.z_lo_mm for sl in slabs])
-    thick = np.array([sl.thickness_mm for sl in slabs])
-    n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
-    t_sub = thick / n_sub
-    first_sub = np.cumsum(n_sub) - n_sub
-    slab_of_sub = np.repeat(np.arange(len(slabs)), n_sub)
-    m_sub = np.arange(slab_of_sub.size) - first_sub[slab_of_sub]
-    zm_sub = z_lo[slab_of_sub] + (m_sub + 0.5) * t_sub[slab_of_sub]
+    n_sub, t_sub, first_sub, slab_of_sub, _, zm_sub = _sub_slabs(slabs, max_subslab_mm)
     t_of_sub = t_sub[slab_of_sub]
     if np.all(n_sub == 1):  # the usual case: one sub-slab per slab, no expansion
         cell = np.arange(q.size)
@@ -975,13 +968,14 @@ def _outline(slabs: tuple[Slab, ...], dose: DoseGrid, pd: PreparedDose, max_subs
     )
 
 
-def _counted_z(
-    slabs: tuple[Slab, ...], dose: DoseGrid, max_subslab_mm: float
-) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-    """The z range of each slab that the sampling counts as covered: from the lower face of its
-    first sub-slab whose middle lies within the grid's coverage to the upper face of its last
-    (sub-slabs as :func:`_sample` cuts them), and whether it has any."""
-    z_cover = _z_cover(dose.z_mm, float(dose.x_mm[1] - dose.x_mm[0]))
+def _sub_slabs(
+    slabs: tuple[Slab, ...], max_subslab_mm: float
+) -> tuple[
+    npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64], npt.NDArray[np.intp], npt.NDArray[np.int64], FloatArray
+]:
+    """How :func:`_sample` cuts slabs along z: per slab the number of sub-slabs no thicker than
+    ``max_subslab_mm``, their thickness and the index of its first; per sub-slab its slab, its
+    place in the slab and its middle."""
     z_lo = np.array([sl.z_lo_mm for sl in slabs])
     thick = np.array([sl.thickness_mm for sl in slabs])
     n_sub = np.maximum(1, np.ceil(thick / max_subslab_mm - 1e-9)).astype(np.int64)
@@ -990,6 +984,18 @@ def _counted_z(
     slab_of_sub = np.repeat(np.arange(len(slabs)), n_sub)
     m_sub = np.arange(slab_of_sub.size) - first_sub[slab_of_sub]
     zm_sub = z_lo[slab_of_sub] + (m_sub + 0.5) * t_sub[slab_of_sub]
+    return n_sub, t_sub, first_sub, slab_of_sub, m_sub, zm_sub
+
+
+def _counted_z(
+    slabs: tuple[Slab, ...], dose: DoseGrid, max_subslab_mm: float
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """The z range of each slab that the sampling counts as covered: from the lower face of its
+    first sub-slab whose middle lies within the grid's coverage to the upper face of its last
+    (sub-slabs as :func:`_sample` cuts them), and whether it has any."""
+    z_cover = _z_cover(dose.z_mm, float(dose.x_mm[1] - dose.x_mm[0]))
+    z_lo = np.array([sl.z_lo_mm for sl in slabs])
+    _, t_sub, _, slab_of_sub, m_sub, zm_sub = _sub_slabs(slabs, max_subslab_mm)
     counted = (zm_sub >= z_cover[0]) & (zm_sub <= z_cover[1])
     m_first = np.full(len(slabs), np.iinfo(np.int64).max)
     m_last = np.full(len(slabs), -1)
