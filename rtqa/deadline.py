@@ -113,23 +113,32 @@ def time_budget(seconds: float) -> Iterator[None]:
     if seconds <= 0:
         yield
         return
-    _local.deadline, _local.seconds = time.monotonic() + seconds, seconds
     armed = threading.current_thread() is threading.main_thread()
+    state = {"armed": False}
+    installed = False
     previous = None
-    if armed:
-        state = {"armed": True}
 
-        def on_alarm(_signum: int, _frame: FrameType | None) -> None:
-            if state["armed"]:
-                raise TimeBudgetExceeded(seconds)
+    def on_alarm(_signum: int, _frame: FrameType | None) -> None:
+        # only while this budget runs: a late alarm reaching the handler after the body ended
+        # does nothing
+        if state["armed"] and getattr(_local, "deadline", None) is not None:
+            raise TimeBudgetExceeded(seconds)
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+    # everything is armed inside the try: an alarm of a short budget can land as soon as the
+    # timer is set (the handler runs at the next check for signals), and the deadline and the
+    # handler must then be taken back all the same; left behind, the deadline of one plan
+    # ended the next plan run without a budget (seen once under load with a 1 ms budget)
     try:
+        _local.deadline, _local.seconds = time.monotonic() + seconds, seconds
+        if armed:
+            previous = signal.signal(signal.SIGALRM, on_alarm)
+            installed = True
+            state["armed"] = True
+            signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:
         _local.deadline = None
-        if armed:
-            state["armed"] = False
+        state["armed"] = False
+        if installed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
