@@ -264,3 +264,14 @@ def test_slabs_that_repeat_their_rings_are_measured_once_with_the_same_numbers()
     for field in ("index", "area", "cx", "cy", "var_x", "var_y"):
         assert np.array_equal(getattr(got, field), getattr(every, field)), field
     assert got.index.size > 0 and np.all(np.diff(got.index) > 0)
+
+
+def test_the_html_page_says_which_structure_has_no_curve_and_why(tmp_path):
+    out = tmp_path / "demo.html"
+    args = ["check", str(DEMO), "--clinical", str(CLINICAL), "--format", "html", "--output", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert 'data-structure="Liver-GTV"' in page  # whole DVHs are drawn
+    assert 'data-structure="Body-PTV"' not in page  # the hot end alone is not a curve...
+    assert "Not drawn: Body-PTV (its DVH was computed from" in page  # ...and the page says so

@@ -319,7 +319,14 @@ def _dvh_svg(report: PlanReport) -> str:
         "<p class='muted'>Numbered marks: the per-protocol limit of each dose-volume rule of a plotted structure "
         "(a tick at a dose limit, a cross at a volume limit).</p>"
     )
-    return "".join(parts) + (f"{note}<ol class='limits' id='limits'>{''.join(legend)}</ol>" if legend else "")
+    hot_only = [
+        f"{_e(name)} (its DVH was computed from {s.dvh_from_gy:.2f} Gy up only: its rules ask for nothing else)"
+        for name, s in report.structures.items()
+        if s.dvh_from_gy is not None
+    ]
+    not_drawn = f"<p class='muted' id='not-drawn'>Not drawn: {'; '.join(hot_only)}.</p>" if hot_only else ""
+    limits = f"{note}<ol class='limits' id='limits'>{''.join(legend)}</ol>" if legend else ""
+    return "".join(parts) + not_drawn + limits
 
 
 def _limit_mark(
