@@ -19,7 +19,7 @@ import pytest
 from filelock import FileLock, Timeout
 from hypothesis import settings
 
-from fixtures import cases
+from fixtures import cases, nelms
 
 # the throwaway PostgreSQL server and the ledger URLs of the ledger tests
 pytest_plugins = ["tests.ledger_fixtures"]
@@ -185,3 +185,13 @@ def case(tree: Path, name: str) -> str:
     path = os.path.join(tree, name)
     assert os.path.isdir(path), path
     return path
+
+
+@pytest.fixture(scope="module")
+def rsrd(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder with the Nelms-like sphere on 2 mm contours (RS) and a 2 mm grid of a linear
+    dose along SI (RD), without a plan: the end-cap tests' structure set and dose."""
+    folder = tmp_path_factory.mktemp("rsrd")
+    nelms.write_structure(str(folder), "Sphere", 2.0)
+    nelms.write_dose_grid(str(folder), "2", "SI")
+    return str(folder)

@@ -185,14 +185,6 @@ DVH_COLUMNS_BEFORE = (
 ).split(",")
 
 
-@pytest.fixture(scope="module")
-def rsrd(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rsrd")
-    nelms.write_structure(str(folder), "Sphere", 2.0)
-    nelms.write_dose_grid(str(folder), "2", "SI")
-    return str(folder)
-
-
 def test_rtqa_dvh_without_a_plan_gives_percent_of_rx_given_with_rx(rsrd):
     truth = nelms.truth("Sphere", "SI")  # the analytic truth on the true sphere
     res = CliRunner().invoke(cli, ["dvh", rsrd, "--rx", "20", "--format", "json"])

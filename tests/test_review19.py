@@ -183,14 +183,6 @@ def test_candidates_that_differ_in_value_but_not_in_grade_are_not_flagged():
 # -- rtqa dvh: non-finite numbers are usage errors -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rsrd(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rsrd")
-    nelms.write_structure(str(folder), "Sphere", 2.0)
-    nelms.write_dose_grid(str(folder), "2", "SI")
-    return str(folder)
-
-
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "Infinity", "1e400"])
 @pytest.mark.parametrize(("option", "expected"), [("--rx", "a prescription dose in Gy > 0"),
                                                   ("--alpha-beta", "an α/β in Gy > 0")])  # fmt: skip
