@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -23,6 +23,9 @@ SCALE_BAR_MM = 50.0
 # isodose lines: dashed, in colours that are not in the contour palette's first entries
 ISODOSE_STYLE = ("#00B0F0", "#FFC000", "#FF00FF", "#00E060", "#FF6040", "#B0B0FF")
 DPI = 100
+# the layout of a picture (inches): the margin around it, the band of the title above the image
+MARGIN_IN = 0.06
+TITLE_IN = 0.3
 
 
 def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
@@ -30,13 +33,19 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     rows, cols = view.dose_gy.shape
     aspect = rows / max(cols, 1)
-    fig = Figure(figsize=(width_in, width_in * aspect + 1.5), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    # laid out here rather than by matplotlib's constrained layout, which draws the figure twice:
+    # the title's band above the picture, the legend below it at its measured height
+    image_w = width_in - 2 * MARGIN_IN
+    image_h = image_w * aspect
+    fig = Figure(figsize=(width_in, image_h + TITLE_IN + 1.5), dpi=DPI)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_facecolor("black")
     handles: list[Any] = []
     if view.ct_hu is not None:
@@ -52,12 +61,10 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
     for i, (label, level) in enumerate(view.isodoses):
         colour = ISODOSE_STYLE[i % len(ISODOSE_STYLE)]
         if 0 < level < dose_max:
-            ax.contour(
-                np.nan_to_num(view.dose_gy, nan=0.0), levels=[level], colors=[colour], linewidths=1.1, linestyles="--"
-            )
+            _lines(ax, np.nan_to_num(view.dose_gy, nan=0.0), level, colour, 1.1, "--")
         handles.append(Line2D([], [], color=colour, lw=1.2, ls="--", label=f"isodose {label}"))
     for trace in view.contours:
-        ax.contour(trace.mask.astype(float), levels=[0.5], colors=[trace.colour], linewidths=1.4)
+        _lines(ax, trace.mask.astype(float), 0.5, trace.colour, 1.4, "-")
         handles.append(Line2D([], [], color=trace.colour, lw=1.6, label=trace.name))
     mx, my = view.marker_px
     ax.plot([mx], [my], marker="+", color="#FF3030", markersize=14, mew=2)
@@ -75,18 +82,36 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
     ax.set_yticks([])
     x, y, z = view.point_mm
     ax.set_title(f"{view.subject}: {view.plane} through ({x:.1f}, {y:.1f}, {z:.1f}) mm", fontsize=8)
-    fig.legend(
+    legend = fig.legend(
         handles=handles,
-        loc="outside lower center",
+        loc="upper center",
         ncol=3,
         fontsize=6,
         frameon=False,
         title=background,
         title_fontsize=6,
     )
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
+    legend_in = legend.get_window_extent(renderer).height / DPI + 2 * MARGIN_IN
+    height_in = TITLE_IN + image_h + legend_in
+    fig.set_size_inches(width_in, height_in)
+    ax.set_position((MARGIN_IN / width_in, legend_in / height_in, image_w / width_in, image_h / height_in))
+    legend.set_bbox_to_anchor((0.5, (legend_in - MARGIN_IN) / height_in), transform=fig.transFigure)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
+
+
+def _lines(ax: Any, field: np.ndarray, level: float, colour: str, width: float, style: str) -> None:
+    """The lines where ``field`` (indexed [row, column], drawn at pixel centres) crosses ``level``:
+    contourpy's, the algorithm behind matplotlib's ``contour``, drawn as one line collection
+    (without the colour-mapping machinery of a contour set, which costs more than the lines)."""
+    from contourpy import LineType, contour_generator
+    from matplotlib.collections import LineCollection
+
+    lines = cast("list[np.ndarray]", contour_generator(z=field, line_type=LineType.Separate).lines(level))
+    if lines:
+        ax.add_collection(LineCollection(lines, colors=colour, linewidths=width, linestyles=style))
 
 
 def _scale_bar(ax: Any, view: SliceView, rows: int, cols: int) -> None:
