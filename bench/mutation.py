@@ -16,6 +16,7 @@ under ``--work`` first. See bench/mutation.md for the scores and the surviving m
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -79,7 +80,15 @@ MODULES: dict[str, list[str]] = {
     "rtqa/discovery/dose_selection.py": ["tests/test_dose_selection.py"],
     "rtqa/discovery/grouping.py": ["tests/test_grouping.py"],
     "rtqa/dvh/geometry.py": [*DVH_TESTS, "tests/test_geometry_edges.py"],
-    "rtqa/dvh/engine.py": [*DVH_TESTS, "tests/test_hot_end.py"],
+    "rtqa/dvh/engine.py": [
+        *DVH_TESTS,
+        "tests/test_hot_end.py",
+        "tests/test_only_what_is_asked.py",
+        "tests/test_exact_extremes.py",
+        "tests/test_end_caps.py",
+        "tests/test_engine_paths.py",
+        "tests/test_properties.py",
+    ],
     "rtqa/evaluation/grading.py": ["tests/test_eval_grading.py", *EVALUATION],
     "rtqa/evaluation/checks/constraints.py": [CHECKS, "tests/test_eval_constraints.py", *EVALUATION],
     "rtqa/evaluation/checks/fractionation.py": [CHECKS, *EVALUATION],
@@ -99,6 +108,38 @@ MODULES: dict[str, list[str]] = {
     ],
     "rtqa/evaluation/evaluate.py": [EVALUATE, *STORED, *EVALUATION],
 }
+
+
+def changed_functions(module: str, since: str) -> list[str]:
+    """The functions and methods of ``module`` added or changed since the commit ``since`` (their
+    syntax trees differ), as ``name`` or ``Class.name``."""
+
+    def functions(source: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out[node.name] = ast.dump(node)
+            elif isinstance(node, ast.ClassDef):
+                for sub in node.body:
+                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        out[f"{node.name}.{sub.name}"] = ast.dump(sub)
+        return out
+
+    shown = subprocess.run(["git", "show", f"{since}:{module}"], cwd=ROOT, capture_output=True, text=True)
+    old = functions(shown.stdout) if shown.returncode == 0 else {}
+    new = functions((ROOT / module).read_text(encoding="utf-8"))
+    return [name for name, tree in new.items() if old.get(name) != tree]
+
+
+def mutant_patterns(module: str, functions: list[str]) -> list[str]:
+    """mutmut 3's names of the mutants of those functions (``pkg.mod.x_func__mutmut_N``, and
+    ``pkg.mod.xǁClassǁmethod__mutmut_N`` for methods), as patterns for ``mutmut run``."""
+    dotted = module.removesuffix(".py").replace("/", ".")
+    out = []
+    for name in functions:
+        cls, _, func = name.rpartition(".")
+        out.append(f"{dotted}.x\u01c1{cls}\u01c1{func}__mutmut_*" if cls else f"{dotted}.x_{func}__mutmut_*")
+    return out
 
 
 def _toml_list(items: list[str]) -> str:
@@ -142,16 +183,34 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="paths as in MODULES (default: all)")
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--work", default=str(ROOT / ".tox" / "mutation-work"))
+    parser.add_argument(
+        "--changed-since",
+        metavar="REV",
+        help="mutate only the functions added or changed since this commit (a module's new code, when a "
+        "whole-module run takes hours); the score is then that of those functions' mutants",
+    )
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RTQA_FIXTURE_TREES": _trees(work)}
     mutmut = shutil.which("mutmut") or "mutmut"
     for module in args.modules or list(MODULES):
+        patterns: list[str] = []
+        if args.changed_since:
+            functions = changed_functions(module, args.changed_since)
+            if not functions:
+                print(f"{module}: no function changed since {args.changed_since}", flush=True)
+                continue
+            patterns = mutant_patterns(module, functions)
+            print(f"{module}: {len(functions)} functions changed since {args.changed_since}: {', '.join(functions)}")
         scratch = _prepare(module, MODULES[module], work)
         start = time.monotonic()
         run = subprocess.run(
-            [mutmut, "run", "--max-children", str(args.children)], cwd=scratch, env=env, capture_output=True, text=True
+            [mutmut, "run", "--max-children", str(args.children), *patterns],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         subprocess.run([mutmut, "export-cicd-stats"], cwd=scratch, env=env, capture_output=True, check=False)
         stats_file = scratch / "mutants" / "mutmut-cicd-stats.json"
