@@ -116,6 +116,31 @@ def test_decreasing_and_non_uniform_offsets(tmp_path):
     assert dec.z_mm[iz] == pytest.approx(24.0)
 
 
+SAGITTAL = (0, 1, 0, 0, 0, -1)  # rows along +y, columns along -z: the frames run along -x
+CORONAL = (1, 0, 0, 0, 0, -1)  # rows along +x, columns along -z: the frames run along +y
+
+
+@pytest.mark.parametrize(("iop", "axis"), [(SAGITTAL, "x"), (CORONAL, "y")])
+def test_a_sagittal_or_coronal_dose_needs_equal_frame_steps_and_is_placed_by_the_dicom_formula(tmp_path, iop, axis):
+    # equal steps: the hot voxel where PS3.3's formula puts it
+    grid = read_dose(write_raw_dose(tmp_path / "even.dcm", iop=iop))
+    expected = dicom_position((-10.0, 20.0, 30.0), iop, (2.0, 3.0), (0.0, 4.0, 8.0, 12.0), (2, 3, 4))
+    iz, iy, ix = np.unravel_index(np.argmax(grid.dose_gy), grid.dose_gy.shape)
+    np.testing.assert_allclose([grid.x_mm[ix], grid.y_mm[iy], grid.z_mm[iz]], expected, atol=1e-6)
+    # unequal steps along x or y: refused when read, naming the file, the attribute and the axis
+    path = write_raw_dose(tmp_path / "uneven.dcm", iop=iop, offsets=(0.0, 4.0, 8.0, 14.0))
+    with pytest.raises(
+        InputError, match=rf"GridFrameOffsetVector \(3004,000C\).*along the patient's {axis} axis"
+    ) as info:
+        read_dose(path)
+    assert str(path) in str(info.value) and "from 4 to 6 mm" in str(info.value)
+    # an axial dose may space its planes unequally (z is not sampled by rows of a lattice)
+    assert (
+        read_dose(write_raw_dose(tmp_path / "axial.dcm", iop=ORIENTATIONS["HFS"], offsets=(0, 4, 8, 14))).z_mm[-1]
+        == 44.0
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

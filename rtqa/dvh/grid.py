@@ -114,6 +114,17 @@ def compute_canonical_grid(
             "frame offsets must be strictly increasing or strictly decreasing",
             attribute="GridFrameOffsetVector (3004,000C)",
         )
+    if normal[2] == 0 and offsets.size > 2 and not np.allclose(steps, steps[0], rtol=1e-4):
+        # a sagittal or coronal dose: its frames run along x or y, where the DVH engine needs
+        # equal steps (as PixelSpacing gives rows and columns); say so here, naming the attribute
+        across = _AXIS_NAMES[int(np.flatnonzero(normal)[0])]
+        raise DoseGridError(
+            None,
+            f"the frames of this dose lie along the patient's {across} axis, where rtqa needs them "
+            f"equally spaced; the steps range from {float(np.min(np.abs(steps))):g} to "
+            f"{float(np.max(np.abs(steps))):g} mm",
+            attribute="GridFrameOffsetVector (3004,000C)",
+        )
 
     ipp = np.asarray(position_mm, dtype=np.float64)
     # stored axis 2 (columns) moves along row_dir, axis 1 (rows) along col_dir, axis 0 along normal

@@ -62,8 +62,12 @@ def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
     scaling = as_float(require(ds, "DoseGridScaling", spath, "a positive scaling factor"), spath, "DoseGridScaling")
     if scaling is None or scaling <= 0:
         raise DoseGridError(spath, f"{scaling} must be positive", attribute="DoseGridScaling (3004,000E)")
-    frames = info.z_mm.size
+    # the stored layout (frames of Rows x Columns), which for a sagittal or coronal dose is not
+    # the patient axes' sizes (its frames run along x or y): the grid maps one onto the other
+    frames = as_int(ds.get("NumberOfFrames", 1), spath, "NumberOfFrames") or 1
     rows, cols = info.y_mm.size, info.x_mm.size
+    if frames != info.z_mm.size:
+        rows, cols = int(ds.Rows), int(ds.Columns)
     # pixel data is deferred by open_dataset: nothing of it is read or decoded before this check
     require_dose_budget(
         rows=rows,
