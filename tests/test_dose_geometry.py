@@ -214,3 +214,46 @@ def test_sum_resamples_other_grids_trilinearly():
     # outside the other grid the dose is 0 Gy, not extrapolated
     far = _linear_grid(np.arange(100, 110.0, 2), np.arange(0, 20.0, 2), np.arange(0, 10.0, 2))
     np.testing.assert_array_equal(resample(b, onto=far), 0.0)
+
+
+def test_the_demo_plan_with_its_dose_stored_sagittally_gets_the_same_report(tmp_path):
+    """The demo's axial dose rewritten as a sagittal one (the same voxels, stored as frames
+    along -x of rows along -z and columns along +y): the same grid once read, the same report."""
+    import json
+    import shutil
+
+    import pydicom
+    from click.testing import CliRunner
+
+    from rtqa.cli import cli
+
+    demo = "fixtures/demo/liver_clean"
+    folder = tmp_path / "sagittal"
+    shutil.copytree(demo, folder)
+    ds = pydicom.dcmread(folder / "RD_PLAN.dcm")
+    axial = ds.pixel_array  # [z, y, x]
+    x0, y0, z0 = (float(v) for v in ds.ImagePositionPatient)
+    dy, dx = (float(v) for v in ds.PixelSpacing)
+    dz = float(ds.GridFrameOffsetVector[1]) - float(ds.GridFrameOffsetVector[0])
+    nz, _, nx = axial.shape
+    stored = np.ascontiguousarray(axial[::-1, :, ::-1].transpose(2, 0, 1))  # [frame, row, column]
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    ds.ImagePositionPatient = [x0 + (nx - 1) * dx, y0, z0 + (nz - 1) * dz]
+    ds.PixelSpacing = [dz, dy]
+    ds.NumberOfFrames, ds.Rows, ds.Columns = stored.shape
+    ds.GridFrameOffsetVector = [i * dx for i in range(nx)]
+    ds.PixelData = stored.tobytes()
+    ds.save_as(folder / "RD_PLAN.dcm")
+
+    before, after = read_dose(f"{demo}/RD_PLAN.dcm"), read_dose(folder / "RD_PLAN.dcm")
+    for axis in ("x_mm", "y_mm", "z_mm", "dose_gy"):
+        np.testing.assert_array_equal(getattr(after, axis), getattr(before, axis))
+
+    def findings(path):
+        out = CliRunner().invoke(
+            cli, ["check", str(path), "--clinical", "fixtures/demo/clinical.csv", "--format", "json"]
+        )
+        (plan,) = json.loads(out.stdout)["plans"]
+        return plan["verdict"], [(f["rule"], f["value"], f["grade"]) for f in plan["findings"]]
+
+    assert findings(folder) == findings(demo)
