@@ -141,6 +141,39 @@ def test_a_sagittal_or_coronal_dose_needs_equal_frame_steps_and_is_placed_by_the
     )
 
 
+def test_the_reader_refuses_exactly_the_frame_steps_the_dvh_engine_would(tmp_path):
+    """Found by review: the reader compared the steps with the first stored one, the engine with
+    the first along the patient axis (the last stored one when the axis is flipped), so a dose
+    the reader accepted could still be refused by the engine without file or attribute."""
+    from rtqa.dvh.engine import prepare_dose
+
+    outcomes = set()
+    for n, (iop, sign, wiggle) in enumerate(
+        (iop, sign, wiggle) for iop in (SAGITTAL, CORONAL) for sign in (1, -1) for wiggle in (0.5e-4, 0.9e-4, 1.5e-4)
+    ):
+        steps = 3.0 * np.array([1.0, 1.0 - wiggle, 1.0 - wiggle, 1.0 + wiggle])
+        offsets = sign * np.concatenate([[0.0], np.cumsum(steps)])
+        path = write_raw_dose(tmp_path / f"d{n}.dcm", iop=iop, offsets=tuple(offsets), shape=(5, 5, 6), hot=(2, 3, 4))
+        try:
+            grid = read_dose(path)
+        except InputError as exc:
+            assert "GridFrameOffsetVector (3004,000C)" in str(exc)
+            outcomes.add("refused when read")
+            continue
+        prepare_dose(grid)  # raises GeometryError if the engine would refuse what was read
+        outcomes.add("read and used")
+    assert outcomes == {"refused when read", "read and used"}
+
+
+def test_a_sagittal_dose_of_one_frame_or_absolute_offsets_is_refused_saying_why(tmp_path):
+    one = write_raw_dose(tmp_path / "one.dcm", iop=SAGITTAL, offsets=(0.0,), shape=(1, 5, 6), hot=(0, 3, 4))
+    with pytest.raises(InputError, match=r"NumberOfFrames \(0028,0008\): 1 frame: .* along the patient's x axis"):
+        read_dose(one)
+    absolute = write_raw_dose(tmp_path / "abs.dcm", iop=SAGITTAL, offsets=(30.0, 34.0, 38.0, 42.0))
+    with pytest.raises(InputError, match=r"first value 30 is not 0: with orientation \(0,1,0,0,0,-1\) the offsets"):
+        read_dose(absolute)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -114,18 +114,6 @@ def compute_canonical_grid(
             "frame offsets must be strictly increasing or strictly decreasing",
             attribute="GridFrameOffsetVector (3004,000C)",
         )
-    if normal[2] == 0 and offsets.size > 2 and not np.allclose(steps, steps[0], rtol=1e-4):
-        # a sagittal or coronal dose: its frames run along x or y, where the DVH engine needs
-        # equal steps (as PixelSpacing gives rows and columns); say so here, naming the attribute
-        across = _AXIS_NAMES[int(np.flatnonzero(normal)[0])]
-        raise DoseGridError(
-            None,
-            f"the frames of this dose lie along the patient's {across} axis, where rtqa needs them "
-            f"equally spaced; the steps range from {float(np.min(np.abs(steps))):g} to "
-            f"{float(np.max(np.abs(steps))):g} mm",
-            attribute="GridFrameOffsetVector (3004,000C)",
-        )
-
     ipp = np.asarray(position_mm, dtype=np.float64)
     # stored axis 2 (columns) moves along row_dir, axis 1 (rows) along col_dir, axis 0 along normal
     directions = {2: row_dir, 1: col_dir, 0: normal}
@@ -152,8 +140,33 @@ def compute_canonical_grid(
         name = f"decubitus axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
     else:
         name = f"non-axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
+    if normal[2] == 0:
+        _require_even_frames(canon[2 - int(np.flatnonzero(normal)[0])], _AXIS_NAMES[int(np.flatnonzero(normal)[0])])
     z, y, x = canon
     return CanonicalGrid(x, y, z, (axes[0], axes[1], axes[2]), (flips[0], flips[1], flips[2]), name)
+
+
+def _require_even_frames(values: FloatArray, axis: str) -> None:
+    """The frames of a sagittal or coronal dose run along x or y, which the DVH engine samples
+    as a lattice (rtqa.dvh.engine.prepare_dose): at least two of them, at steps equal to the
+    first one within 1e-4 on the patient axis, as the engine requires; refused here, naming the
+    attribute, rather than by the engine without it."""
+    if values.size < 2:
+        raise DoseGridError(
+            None,
+            f"1 frame: the frames of this dose lie along the patient's {axis} axis, and a single one "
+            "is a plane with no extent along it; rtqa needs at least two",
+            attribute="NumberOfFrames (0028,0008)",
+        )
+    steps = np.diff(values)
+    if not np.allclose(steps, steps[0], rtol=1e-4):
+        raise DoseGridError(
+            None,
+            f"the frames of this dose lie along the patient's {axis} axis, where rtqa needs them "
+            f"equally spaced (within 1e-4 of the first step); the steps range from "
+            f"{float(np.min(steps)):g} to {float(np.max(steps)):g} mm",
+            attribute="GridFrameOffsetVector (3004,000C)",
+        )
 
 
 def _axis_label(direction: FloatArray) -> str:
@@ -177,12 +190,15 @@ def relative_frame_offsets(
     if identity and abs(offsets[0] - position_z_mm) < 0.01:
         relative: FloatArray = offsets - offsets[0]
         return relative
-    raise DoseGridError(
-        None,
-        f"first value {offsets[0]:g} is neither 0 (relative) nor the ImagePositionPatient z "
-        f"{position_z_mm:g} with orientation (1,0,0,0,1,0) (absolute)",
-        attribute="GridFrameOffsetVector (3004,000C)",
-    )
+    if identity:
+        why = f"neither 0 (relative) nor the ImagePositionPatient z {position_z_mm:g} (absolute)"
+    else:
+        shown = ",".join(f"{float(v):g}" for v in orientation)
+        why = (
+            f"not 0: with orientation ({shown}) the offsets must be relative (start at 0); absolute "
+            "offsets are defined only for orientation (1,0,0,0,1,0)"
+        )
+    raise DoseGridError(None, f"first value {offsets[0]:g} is {why}", attribute="GridFrameOffsetVector (3004,000C)")
 
 
 def interpolate_trilinear(

@@ -65,9 +65,8 @@ def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
     # the stored layout (frames of Rows x Columns), which for a sagittal or coronal dose is not
     # the patient axes' sizes (its frames run along x or y): the grid maps one onto the other
     frames = as_int(ds.get("NumberOfFrames", 1), spath, "NumberOfFrames") or 1
-    rows, cols = info.y_mm.size, info.x_mm.size
-    if frames != info.z_mm.size:
-        rows, cols = int(ds.Rows), int(ds.Columns)
+    rows = as_int(ds.get("Rows"), spath, "Rows") or 0
+    cols = as_int(ds.get("Columns"), spath, "Columns") or 0
     # pixel data is deferred by open_dataset: nothing of it is read or decoded before this check
     require_dose_budget(
         rows=rows,
@@ -88,7 +87,6 @@ def read_dose(path: str | os.PathLike[str], *, held_bytes: int = 0) -> DoseGrid:
             f"pixel data cannot be decoded ({type(exc).__name__}: {excerpt(str(exc), 200)})",
             attribute="PixelData (7FE0,0010)",
         ) from exc
-    rows, cols = int(ds.Rows), int(ds.Columns)
     pixels = np.asarray(pixels)
     if pixels.size != frames * rows * cols:
         raise DoseGridError(
