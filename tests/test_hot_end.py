@@ -275,3 +275,38 @@ def test_the_html_page_says_which_structure_has_no_curve_and_why(tmp_path):
     assert 'data-structure="Liver-GTV"' in page  # whole DVHs are drawn
     assert 'data-structure="Body-PTV"' not in page  # the hot end alone is not a curve...
     assert "Not drawn: Body-PTV (its DVH was computed from" in page  # ...and the page says so
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("side", ["low", "high"])
+@pytest.mark.parametrize("on_node", [True, False])
+def test_the_threshold_is_90_percent_of_the_highest_node_within_one_node_of_the_box(axis, side, on_node):
+    """hot_threshold_gy's definition, on a 1 mm grid of 1 Gy: a node of 30 Gy at most one node
+    spacing beyond the structures' bounding box along one axis counts, a node of 50 Gy beyond
+    that does not; the threshold is 0.9 x 30 Gy floored to a bin edge (0.01 Gy)."""
+    ax = np.arange(0.0, 30.01, 1.0)
+    dose = np.ones((ax.size, ax.size, ax.size))
+    shift = 0.0 if on_node else 0.4
+    # two structures, the bounding box of their union: x 5..12, y 8..15, z 10..17 (+ shift)
+    lo, hi = np.array([5.0, 8.0, 10.0]) + shift, np.array([12.0, 15.0, 17.0]) + shift
+
+    def square(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+    first = SlabStack("a", (Slab(lo[2], lo[2] + 3.0, (square(lo[0], lo[1], lo[0] + 3.0, lo[1] + 3.0),)),), EndCap.NONE)
+    second = SlabStack("b", (Slab(hi[2] - 3.0, hi[2], (square(hi[0] - 3.0, hi[1] - 3.0, hi[0], hi[1]),)),), EndCap.NONE)
+    centre = [round(float(a + b) / 2) for a, b in zip(lo, hi, strict=True)]
+    # the farthest node within one spacing beyond the box along the axis, and the next one
+    near = math.ceil(lo[axis] - 1.0 - 1e-9) if side == "low" else math.floor(hi[axis] + 1.0 + 1e-9)
+    far = near - 1 if side == "low" else near + 1
+    for index, value in ((near, 30.0), (far, 50.0)):
+        node = list(centre)
+        node[axis] = index
+        dose[node[2], node[1], node[0]] = value  # [z, y, x]
+    grid = DoseGrid(dose, ax, ax.copy(), ax.copy())
+    assert hot_threshold_gy([first, second], grid) == pytest.approx(math.floor(0.9 * 30.0 / 0.01) * 0.01)
+    # without the near node the highest node in reach is 1 Gy
+    node = list(centre)
+    node[axis] = near
+    dose[node[2], node[1], node[0]] = 1.0
+    assert hot_threshold_gy([first, second], grid) == pytest.approx(0.9)
