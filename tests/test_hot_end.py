@@ -310,3 +310,15 @@ def test_the_threshold_is_90_percent_of_the_highest_node_within_one_node_of_the_
     node[axis] = near
     dose[node[2], node[1], node[0]] = 1.0
     assert hot_threshold_gy([first, second], grid) == pytest.approx(0.9)
+
+
+def test_the_threshold_of_a_structure_below_the_grid_comes_from_the_first_plane_alone():
+    """A structure wholly below the first dose plane (off the grid along z): the nodes in reach are
+    those of the first plane only (the second is more than a spacing away)."""
+    ax = np.arange(0.0, 10.01, 1.0)
+    dose = np.ones((ax.size, ax.size, ax.size))
+    dose[0, 5, 5], dose[1, 5, 5] = 30.0, 50.0
+    ring = np.array([[4.0, 4.0], [6.0, 4.0], [6.0, 6.0], [4.0, 6.0]])
+    below = SlabStack("below", (Slab(-3.0, -2.0, (ring,)),), EndCap.NONE)
+    grid = DoseGrid(dose, ax, ax.copy(), ax.copy())
+    assert hot_threshold_gy([below], grid) == pytest.approx(math.floor(0.9 * 30.0 / 0.01) * 0.01)
