@@ -322,3 +322,94 @@ def test_the_threshold_of_a_structure_below_the_grid_comes_from_the_first_plane_
     below = SlabStack("below", (Slab(-3.0, -2.0, (ring,)),), EndCap.NONE)
     grid = DoseGrid(dose, ax, ax.copy(), ax.copy())
     assert hot_threshold_gy([below], grid) == pytest.approx(math.floor(0.9 * 30.0 / 0.01) * 0.01)
+
+
+@pytest.mark.parametrize("hot_from", [None, 20.0])
+def test_a_maximum_on_the_outline_between_nodes_is_found_whatever_the_rings_boxes(hot_from):
+    """Dose x + 2y (Gy, mm) on a 3 mm grid whose nodes start off the origin: trilinear
+    interpolation reproduces it exactly, so a ring's maximum is at its corner of largest x + 2y,
+    between nodes (closed form: 10.4 + 2 x 10.2 = 30.8 Gy, while the hottest node inside the
+    ring holds 27.5 Gy). The hot end finds it only if the bounds of the ring's boxes are right
+    (rtqa.dvh.engine._outline_bounds: the ring is searched when they reach above the best node);
+    two colder rings and a second slab share the structure."""
+    x = np.arange(-1.5, 40.0, 3.0)
+    y = np.arange(-2.0, 40.0, 3.0)
+    z = np.arange(-1.0, 20.0, 3.0)
+    _, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    dose = DoseGrid(xx + 2.0 * yy, x, y, z)
+
+    def rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+    hot = rect(4.4, 4.1, 10.4, 10.2)
+    cold = (rect(1.0, 1.0, 3.0, 2.5), rect(20.0, 0.5, 24.0, 2.0))
+    st = SlabStack(
+        "s", (Slab(4.0, 7.0, (cold[0], hot, cold[1])), Slab(7.0, 10.0, (rect(1.0, 1.0, 2.0, 2.0),))), EndCap.NONE
+    )
+    (d,) = compute_dvhs([st], dose, hot_from_gy=hot_from)
+    assert d.max_gy == pytest.approx(10.4 + 2 * 10.2, abs=1e-9)
+
+
+def test_the_bounds_of_each_ring_are_those_of_the_boxes_its_edges_cross():
+    """rtqa.dvh.engine._outline_bounds against a brute-force reference on random node values:
+    each edge sampled at 4001 points, each point's box (clamped to the grid, as interpolation
+    clamps) over the dose intervals the slab meets. The engine's bounds must hold every box an
+    edge crosses (low <= their lowest node, high >= their highest) and no box more than one box
+    away from them (it cuts edges into pieces of under a box: each lies within 2 x 2 boxes).
+    A ring with an edge longer than 63 boxes has no bound (-inf, +inf); a slab beyond the grid's
+    z coverage has none to give (+inf, -inf)."""
+    from rtqa.dvh.engine import _counted_z, _outline_bounds, prepare_dose
+
+    rng = np.random.default_rng(21)
+    x, y, z = np.arange(-7.0, 60.0, 3.0), np.arange(-4.0, 50.0, 2.5), np.arange(-10.0, 20.0, 2.0)
+    nodes = rng.uniform(0.0, 60.0, (z.size, y.size, x.size))
+    dose = DoseGrid(nodes, x, y, z)
+    rings = [
+        np.array([[4.4, 4.1], [10.4, 4.1], [10.4, 10.2], [4.4, 10.2]]),  # a rectangle
+        np.array([[20.0, 3.0], [31.5, 7.7], [22.2, 15.9]]),  # a triangle, slanted edges
+        np.array([[-20.0, 30.0], [5.0, 30.0], [5.0, 60.0]]),  # partly beyond the grid (clamped)
+        np.array([[40.0, 10.0], [41.0, 10.0], [41.0, 11.0], [40.0, 11.0]]),  # within one box
+    ]
+    far = np.array([[0.0, 0.0], [400.0, 0.0], [0.0, 5.0]])  # an edge of over 63 boxes: unbounded
+    above = Slab(40.0, 43.0, (rings[0],))  # beyond the grid's z coverage: nothing counted, no bound
+    slabs = (Slab(-1.0, 2.0, tuple(rings[:2])), Slab(2.0, 5.5, (rings[2], far)), Slab(5.5, 6.0, (rings[3],)), above)
+    lo, hi, ok = _counted_z(slabs, dose, 2.0)
+    low, high = _outline_bounds(slabs, dose, prepare_dose(dose), lo, hi, ok)
+
+    def box_range(px: np.ndarray, py: np.ndarray, ks: list[int], grow: int) -> tuple[float, float]:
+        j = np.clip(np.floor((px - x[0]) / 3.0).astype(int), 0, x.size - 2)
+        i = np.clip(np.floor((py - y[0]) / 2.5).astype(int), 0, y.size - 2)
+        vals = []
+        for di in range(-grow, grow + 1):
+            for dj in range(-grow, grow + 1):
+                ii, jj = np.clip(i + di, 0, y.size - 2), np.clip(j + dj, 0, x.size - 2)
+                for k in ks:
+                    for dk in (0, 1):
+                        for a in (0, 1):
+                            for b in (0, 1):
+                                vals.append(nodes[k + dk, ii + a, jj + b])
+        v = np.concatenate(vals)
+        return float(v.min()), float(v.max())
+
+    n = 0
+    for s, sl in enumerate(slabs):
+        # the dose intervals [z_k, z_k+1] the counted z range meets
+        if sl is above:
+            assert not ok[s] and (low[n], high[n]) == (np.inf, -np.inf)
+            n += 1
+            continue
+        ks = [k for k in range(z.size - 1) if z[k] < hi[s] and z[k + 1] > lo[s]]
+        assert ks and ok[s]
+        for ring in sl.rings:
+            if ring is far:
+                assert (low[n], high[n]) == (-np.inf, np.inf)
+                n += 1
+                continue
+            t = np.linspace(0.0, 1.0, 4001)[:, None]
+            pts = np.concatenate([ring[m] + t * (ring[(m + 1) % len(ring)] - ring[m]) for m in range(len(ring))])
+            crossed_lo, crossed_hi = box_range(pts[:, 0], pts[:, 1], ks, 0)
+            near_lo, near_hi = box_range(pts[:, 0], pts[:, 1], ks, 1)
+            assert low[n] <= crossed_lo and high[n] >= crossed_hi, n
+            assert low[n] >= near_lo - 1e-4 and high[n] <= near_hi + 1e-4, n
+            n += 1
+    assert n == low.size == high.size == 6
