@@ -107,3 +107,74 @@ def test_a_grid_uniform_only_to_1e4_or_not_at_all_gets_no_shortcut():
     odd = DoseGrid(np.full((z.size, y.size, bent.size), 10.0), bent, y.copy(), z)
     inside = SlabStack("in", (Slab(0.0, 2.5, (np.array([[50.0, 50.0], [60.0, 50.0], [60.0, 60.0]]),)),), EndCap.NONE)
     assert not within_coverage(inside, odd)
+
+
+def _box(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float) -> SlabStack:
+    ring = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    return SlabStack("box", (Slab(z0, z1, (ring,)),), EndCap.NONE)
+
+
+# inward distance of a face from the coverage limit (mm) -> whether the shortcut may say inside;
+# the margin is 1e-6 of the larger in-plane spacing (3e-6 mm here)
+FACE_OFFSETS = [(0.01, True), (1e-4, True), (1e-6, False), (1e-7, False), (0.0, False), (-0.01, False), (-2.0, False)]
+
+
+@pytest.mark.parametrize("face", ["x0", "x1", "y0", "y1", "z0", "z1"])
+@pytest.mark.parametrize(("inward", "inside"), FACE_OFFSETS)
+def test_within_coverage_on_every_face_of_the_grid(face, inward, inside):
+    """A box with one face moved to the grid's coverage limit (half a voxel beyond the outermost
+    nodes, half an interval along z) give or take ``inward``; every other face well inside. The
+    shortcut says inside only beyond its margin, and then the engine finds nothing uncovered."""
+    x = np.arange(-4.5, 40.0, 3.0)  # nodes -4.5 .. 37.5, coverage -6 .. 39 (x[0] not 0: the limits use it)
+    y = np.arange(7.0, 40.0, 2.5)  # nodes 7 .. 39.5, coverage 5.75 .. 40.75
+    z = np.arange(-3.0, 20.0, 2.0)  # planes -3 .. 19, coverage -4 .. 20
+    dose = DoseGrid(np.full((z.size, y.size, x.size), 10.0), x, y, z)
+    limits = {"x0": -6.0, "x1": 39.0, "y0": 5.75, "y1": 40.75, "z0": -4.0, "z1": 20.0}
+    faces = {"x0": 0.0, "x1": 20.0, "y0": 15.0, "y1": 30.0, "z0": 2.0, "z1": 10.0}
+    sign = 1.0 if face.endswith("0") else -1.0  # inward is up from a low face, down from a high one
+    faces[face] = limits[face] + sign * inward
+    box = _box(*(faces[k] for k in ("x0", "x1", "y0", "y1", "z0", "z1")))
+    assert within_coverage(box, dose) is inside
+    if inside:
+        assert compute_dvh(box, dose).uncovered_cc == 0.0
+    if inward < -1.0:  # the engine resolves a tenth of a voxel in plane and a sub-slab along z
+        assert compute_dvh(box, dose).uncovered_cc > 0.0
+
+
+def test_within_coverage_at_exactly_its_margin_and_on_small_or_odd_grids():
+    x = np.arange(-4.5, 40.0, 3.0)
+    y = np.arange(7.0, 40.0, 2.5)
+    z = np.arange(-3.0, 20.0, 2.0)
+    dose = DoseGrid(np.full((z.size, y.size, x.size), 10.0), x, y, z)
+    margin = 1e-6 * 3.0
+    on_margin = {
+        "x0": (x[0] - 3.0 / 2 + margin, 20.0, 15.0, 30.0, 2.0, 10.0),
+        "y0": (0.0, 20.0, y[0] - 2.5 / 2 + margin, 30.0, 2.0, 10.0),
+        "z0": (0.0, 20.0, 15.0, 30.0, -4.0 + margin, 10.0),
+        "x1": (0.0, x[-1] + 3.0 / 2 - margin, 15.0, 30.0, 2.0, 10.0),
+        "y1": (0.0, 20.0, 15.0, y[-1] + 2.5 / 2 - margin, 2.0, 10.0),
+        "z1": (0.0, 20.0, 15.0, 30.0, 2.0, 20.0 - margin),
+    }
+    for face, bounds in on_margin.items():
+        assert not within_coverage(_box(*bounds), dose), face  # strictly beyond the margin only
+    # a single column or row: no answer; two of each: an answer
+    one = DoseGrid(np.full((z.size, y.size, 1), 10.0), np.array([0.0]), y, z)
+    assert not within_coverage(_box(-0.5, 0.5, 15.0, 30.0, 2.0, 10.0), one)
+    single_row = DoseGrid(np.full((z.size, 1, x.size), 10.0), x, np.array([20.0]), z)
+    assert not within_coverage(_box(0.0, 20.0, 19.5, 20.5, 2.0, 10.0), single_row)
+    two = DoseGrid(np.full((z.size, 2, 2), 10.0), np.array([0.0, 3.0]), np.array([10.0, 12.5]), z)
+    assert within_coverage(_box(-1.0, 4.0, 9.0, 13.0, 2.0, 10.0), two)
+    # one plane: its coverage along z is one column spacing either side
+    flat = DoseGrid(np.full((1, y.size, x.size), 10.0), x, y, np.array([5.0]))
+    assert within_coverage(_box(0.0, 20.0, 15.0, 30.0, 2.1, 7.9), flat)
+    assert not within_coverage(_box(0.0, 20.0, 15.0, 30.0, 1.9, 7.9), flat)
+    # steps uniform to 5e-5 (within the engine's 1e-4): an answer; y uneven by 2 %: none
+    wobbly = x + np.where(np.arange(x.size) % 2, 3.0 * 5e-5, 0.0)
+    assert within_coverage(_box(0.0, 20.0, 15.0, 30.0, 2.0, 10.0), DoseGrid(dose.dose_gy, wobbly, y, z))
+    wobbly_y = y + np.where(np.arange(y.size) % 2, 2.5 * 5e-5, 0.0)
+    assert within_coverage(_box(0.0, 20.0, 15.0, 30.0, 2.0, 10.0), DoseGrid(dose.dose_gy, x, wobbly_y, z))
+    uneven = y + np.where(np.arange(y.size) % 2, 0.05, 0.0)
+    assert not within_coverage(_box(0.0, 20.0, 15.0, 30.0, 2.0, 10.0), DoseGrid(dose.dose_gy, x, uneven, z))
+    # a slab whose only ring has two points encloses nothing: no answer
+    line = SlabStack("line", (Slab(2.0, 10.0, (np.array([[0.0, 20.0], [10.0, 20.0]]),)),), EndCap.NONE)
+    assert not within_coverage(line, dose)
