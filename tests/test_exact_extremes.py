@@ -20,7 +20,7 @@ from scipy.interpolate import RegularGridInterpolator
 
 from fixtures import nelms
 from rtqa.dvh import engine
-from rtqa.dvh.engine import compute_dvh
+from rtqa.dvh.engine import compute_dvh, compute_dvhs
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack, evaluate_expression, roi_stack
 from rtqa.errors import GeometryError
 from rtqa.io import read_dose, read_structure_set
@@ -129,12 +129,22 @@ def test_extremes_agree_with_a_dense_independent_evaluation_on_the_liver_case(li
 
 def test_pruning_finds_what_evaluating_everything_finds(liver_tree, monkeypatch):
     """The bounds only skip places that cannot hold an extreme: with every place evaluated
-    (bounds that exclude nothing), Dmin and Dmax are the same numbers."""
+    (outline and sample bounds that exclude nothing), Dmin and Dmax are the same numbers, and
+    so is the maximum of the hot end, whose rings are pruned by their boxes' bounds too."""
     folder = case(liver_tree, "liver_clean")
     ss = read_structure_set(f"{folder}/RS.dcm")
     dose = read_dose(f"{folder}/RD_PLAN.dcm")
     names = ("Body", "Liver", "PTVv", "Kidney_R", "Stomach")
     pruned = {n: compute_dvh(roi_stack(ss.roi(n), ss.plane_positions_mm), dose) for n in names}
+    # the hot end's maximum (only rings whose boxes reach 90 % of the maximum are outlined)
+    hot_end = {
+        n: compute_dvhs(
+            [roi_stack(ss.roi(n), ss.plane_positions_mm)],
+            dose,
+            hot_from_gy=math.floor(0.9 * (pruned[n].max_gy or 0.0) / 0.01) * 0.01,
+        )[0].max_gy
+        for n in names
+    }
     real = engine._outline
 
     def unbounded(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -146,11 +156,22 @@ def test_pruning_finds_what_evaluating_everything_finds(liver_tree, monkeypatch)
             q_hi=np.full(ol.qslab.size, np.inf),
         )
 
+    real_extremes = engine._extremes
+
+    def every_sample(slabs, dose, pd, samples, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # the samples' neighbourhood bounds too: every node is evaluated
+        n = samples.dval.size
+        return real_extremes(
+            slabs, dose, pd, samples._replace(cmin=np.full(n, -np.inf), cmax=np.full(n, np.inf)), *args, **kwargs
+        )
+
     monkeypatch.setattr(engine, "_outline", unbounded)
+    monkeypatch.setattr(engine, "_extremes", every_sample)
     monkeypatch.setattr(engine, "_PROBE", 10**9)
     for n in names:
         full = compute_dvh(roi_stack(ss.roi(n), ss.plane_positions_mm), dose)
         assert (full.min_gy, full.max_gy) == (pruned[n].min_gy, pruned[n].max_gy), n
+        assert hot_end[n] == full.max_gy, n
 
 
 def test_a_cold_node_just_inside_a_cut_cell_is_the_minimum():
@@ -267,3 +288,25 @@ def test_a_slab_counted_as_uncovered_adds_nothing_to_dmin_or_dmax():
     both = compute_dvh(SlabStack("b", (covered, beyond), EndCap.HALF_SLAB), dose)
     assert both.uncovered_cc == pytest.approx(24 * 6 * 0.6 / 1000)
     assert (both.min_gy, both.max_gy) == pytest.approx((3.0, 9.0)) == (alone.min_gy, alone.max_gy)
+
+
+@pytest.mark.parametrize("hot_from", [None, 30.0])
+def test_a_node_peak_on_a_dose_plane_inside_a_slab_is_the_maximum_though_no_sample_shows_it(hot_from):
+    """The maximum of the trilinear dose is at a node: here a 60 Gy node on the dose plane
+    z = 4 mm, inside a slab from 0.5 to 6.5 mm, with 10 Gy above and below it. The sub-slab
+    middles (1.5, 3.5, 5.5 mm) see it at 47.5 Gy at most, while a 55 Gy node flat over
+    z = 2..4 mm shows 55 Gy: the likeliest sample is the wrong one, and Dmax (60 Gy, closed form)
+    is found only by visiting every sample whose neighbourhood can beat what is known."""
+    x = y = np.arange(0.0, 40.01, 2.0)
+    z = np.arange(-4.0, 12.01, 2.0)
+    d = np.full((z.size, y.size, x.size), 10.0)
+    k = int(np.flatnonzero(z == 4.0)[0])
+    d[k, 10, 10] = 60.0  # (x, y, z) = (20, 20, 4)
+    d[k - 1 : k + 1, 5, 6] = 55.0  # (12, 10) on z = 2 and 4
+    dose = DoseGrid(d, x, y, z)
+    ring = np.array([[3.0, 3.0], [37.0, 3.0], [37.0, 37.0], [3.0, 37.0]])
+    stack = SlabStack("s", (Slab(0.5, 6.5, (ring,)),), EndCap.NONE)
+    (dvh,) = compute_dvhs([stack], dose, max_subslab_mm=2.0, hot_from_gy=hot_from)
+    assert dvh.max_gy == 60.0
+    if hot_from is None:
+        assert dvh.min_gy == 10.0
