@@ -342,7 +342,7 @@ def test_a_maximum_on_the_outline_between_nodes_is_found_whatever_the_rings_boxe
         return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
 
     hot = rect(4.4, 4.1, 10.4, 10.2)
-    cold = (rect(1.0, 1.0, 3.0, 2.5), rect(20.0, 0.5, 24.0, 2.0))
+    cold = (rect(1.0, 1.0, 3.0, 2.5), np.array([[20.0, 0.5], [24.0, 0.5], [22.0, 2.0]]))  # a triangle too
     st = SlabStack(
         "s", (Slab(4.0, 7.0, (cold[0], hot, cold[1])), Slab(7.0, 10.0, (rect(1.0, 1.0, 2.0, 2.0),))), EndCap.NONE
     )
