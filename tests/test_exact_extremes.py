@@ -190,15 +190,19 @@ def test_a_cold_node_just_inside_a_cut_cell_is_the_minimum():
     assert dvh.max_gy == pytest.approx(20.0, abs=1e-9)
 
 
-def test_a_slanted_edge_through_a_saddle_passes_a_dose_higher_than_its_ends():
+@pytest.mark.parametrize("nodes", [(0.0, 10.0), (-10.0, 0.0, 10.0, 20.0)], ids=["one box", "middle of nine"])
+def test_a_slanted_edge_through_a_saddle_passes_a_dose_higher_than_its_ends(nodes):
     """Nodes 0, 10, 10, 0 Gy on the corners of one 10 mm box (a saddle: 10 u + 10 v - 20 u v in
     box units, the same on both planes). A thin strip along the diagonal v = 1 - u has 5 Gy at
     both ends of each long edge and, along the edge, 10 (u + (1-u)) - 20 u (1-u) = 10 - 20 u (1-u):
     the dose turns inside the edge, at u = 1/2, to 5 Gy; the short ends hold the box's corners'
-    side. Reference: that closed form at the points the strip's outline reaches."""
-    x = np.array([0.0, 10.0])
+    side. Reference: that closed form at the points the strip's outline reaches. The box alone,
+    or in the middle of nine whose nodes continue the same formula (whose pieces of outline are
+    then found among the boxes of a larger grid)."""
+    x = np.array(nodes)
     z = np.array([-5.0, 5.0])
-    d = np.array([[[0.0, 10.0], [10.0, 0.0]]] * 2)  # [z, y, x]: d(0,0)=0, d(x=10)=10, d(y=10)=10, d(10,10)=0
+    # [z, y, x]: d(0,0)=0, d(x=10)=10, d(y=10)=10, d(10,10)=0, the bilinear formula beyond
+    d = np.array([[[10 * u + 10 * v - 20 * u * v for u in x / 10] for v in x / 10]] * 2)
     w = 0.4  # the strip's half width, across the diagonal
     n = np.array([1.0, 1.0]) / math.sqrt(2)  # unit normal of the diagonal x + y = 10
     p0, p1 = np.array([1.0, 9.0]), np.array([9.0, 1.0])
