@@ -242,6 +242,9 @@ def main() -> int:
         "`rtqa check` demo liver plan (json)", check_args(DEMO / "liver_clean", demo_clinical), "≤ 0.5 s, ≤ 150 MiB"
     )
     runs = [Runs("`rtqa --version`", [sys.executable, "-m", "rtqa", "--version"], "≤ 0.15 s"), demo_check]
+    # the HTML page of the demo (image views drawn with matplotlib): the report of a QA office
+    html_args = [*check_args(DEMO / "liver_clean", demo_clinical)[:-1], "html", "--output", str(root / "demo.html")]
+    html_args.append("--force")
     if not args.no_large:
         large = Path(cases.write_large_case(str(root)))
         runs.append(
@@ -256,6 +259,9 @@ def main() -> int:
         )
         runs[1:1] = [Runs(f"`rtqa --version`, {label}", [sys.executable, "-m", "rtqa", "--version"], "", base)]
         runs[3:3] = [before_check]
+    runs.append(Runs("`rtqa check` demo liver plan (html, 9 image views)", html_args, "(measured)"))
+    if args.baseline:
+        runs.append(Runs(f"`rtqa check` demo liver plan (html, 9 image views), {label}", html_args, "", base))
     tree, batch_clinical = demo_batch(root, args.batch_plans)
     batch_runs = {
         w: Runs(
