@@ -415,3 +415,33 @@ def test_the_bounds_of_each_ring_are_those_of_the_boxes_its_edges_cross():
             assert low[n] >= near_lo - 1e-4 and high[n] <= near_hi + 1e-4, n
             n += 1
     assert n == low.size == high.size == 6
+
+
+def test_whether_the_hot_end_holds_a_metric_is_decided_on_the_volume_it_holds():
+    """_hot_end_holds on one hot end of the hot-spot box (volume v above the threshold T, of C cc
+    covered): a maximum always; a dose to a volume when v holds it (0.5 % under v yes, 0.5 % over
+    no, in cc and in %); D100 % never (its dose lies below T); a volume larger than the structure
+    yes (the metric does not exist on either DVH); and nothing once a little of the structure
+    lies outside the grid."""
+    from rtqa.dvh.metrics import parse_metric
+    from rtqa.evaluation.context import _hot_end_holds
+
+    dose = _hot_spot_dose()
+    stack = _box_with_hole(np.arange(-15.0, 15.1, 3.0), EndCap.HALF_SLAB)
+    hot = hot_threshold_gy([stack], dose)
+    (p,) = compute_dvhs([stack], dose, hot_from_gy=hot)
+    v, c = p.volume_at_dose(hot), p.covered_cc
+    assert 0 < v < c
+    assert _hot_end_holds(p, parse_metric("Max[Gy]"))
+    assert _hot_end_holds(p, parse_metric(f"D{v * 0.995:.6f}cc[Gy]"))
+    assert not _hot_end_holds(p, parse_metric(f"D{v * 1.005:.6f}cc[Gy]"))
+    assert _hot_end_holds(p, parse_metric(f"D{100 * v / c * 0.995:.6f}%[Gy]"))
+    assert not _hot_end_holds(p, parse_metric(f"D{100 * v / c * 1.005:.6f}%[Gy]"))
+    assert not _hot_end_holds(p, parse_metric("D100%[Gy]"))
+    assert _hot_end_holds(p, parse_metric(f"D{2 * c:.3f}cc[Gy]"))
+    # the same box reaching 0.2 mm beyond the grid's last column (under 1 cc uncovered)
+    outer = np.array([[-50.0, -50.0], [61.7, -50.0], [61.7, 50.0], [-50.0, 50.0]])
+    edge = SlabStack("edge", (Slab(-1.5, 1.5, (outer,)),), EndCap.HALF_SLAB)
+    (q,) = compute_dvhs([edge], dose, hot_from_gy=hot)
+    assert 0 < q.uncovered_cc < 1.0
+    assert not _hot_end_holds(q, parse_metric("Max[Gy]"))
