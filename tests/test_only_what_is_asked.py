@@ -17,6 +17,7 @@ import pytest
 from rtqa.case import LoadedCase, PlanSet
 from rtqa.dvh.engine import compute_dvh, within_coverage
 from rtqa.dvh.geometry import EndCap, Slab, SlabStack
+from rtqa.errors import RtqaError
 from rtqa.evaluation.context import CaseContext
 from rtqa.model import ContourPlane, DoseGrid, Roi, StructureSet
 from rtqa.protocol.loader import load_protocol
@@ -178,3 +179,43 @@ def test_within_coverage_at_exactly_its_margin_and_on_small_or_odd_grids():
     # a slab whose only ring has two points encloses nothing: no answer
     line = SlabStack("line", (Slab(2.0, 10.0, (np.array([[0.0, 20.0], [10.0, 20.0]]),)),), EndCap.NONE)
     assert not within_coverage(line, dose)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["the structure", "its ROI"])
+def test_a_structure_inside_the_grid_under_the_protocol_s_convention_only_is_measured_under_the_others(whole):
+    """Protocol convention none; an ROI whose last plane (10.6 mm) lies inside the grid's
+    coverage (to 11 mm) while its half slab reaches 11.9 mm: the shortcut must not answer 0 for
+    every convention from the protocol's stack. The reference is a fresh context's DVHs."""
+    import dataclasses
+
+    protocol = dataclasses.replace(PROTOCOL, end_cap=EndCap.NONE)
+    ring = np.array([[30.0, 10.0], [50.0, 10.0], [50.0, 30.0], [30.0, 30.0]])
+    roi = Roi(1, "Stomach", "", None, tuple(ContourPlane(z, (ring,)) for z in (4.0, 6.0, 8.0, 10.6)))
+
+    def fresh() -> CaseContext:
+        ss = StructureSet("ss.dcm", "1.2.3", "P1", "Doe", "SS", None, (roi,))
+        case = LoadedCase(PlanSet("P1", (), None, ()), (), ss, _grid(), None, (), ("read",))
+        return CaseContext(case, protocol, None)
+
+    rois = () if whole else (0,)
+    reference = {cap: d.uncovered_cc for cap, d in fresh().dvh_by_end_cap("Stomach", rois).items()}
+    assert reference[EndCap.NONE] == 0.0 and reference[EndCap.HALF_SLAB] > 0.3  # 0.9 mm of 20 x 20 mm
+    assert fresh().uncovered_by_end_cap("Stomach", rois) == pytest.approx(reference, abs=1e-12)
+
+
+def test_the_uncovered_volume_of_one_roi_of_a_structure_is_that_roi_s():
+    """PTV matches two ROIs, one inside the grid and one reaching beyond it: asked for one ROI,
+    the shortcut measures that ROI, not the structure (reference: a fresh context's DVHs)."""
+    rois = [_roi(1, "PTVp", 30.0), _roi(2, "PTVv", 90.0)]
+    for index in (0, 1):
+        reference = {cap: d.uncovered_cc for cap, d in _context(rois).dvh_by_end_cap("PTV", (index,)).items()}
+        assert _context(rois).uncovered_by_end_cap("PTV", (index,)) == pytest.approx(reference, abs=1e-12)
+        assert all((v > 0.1) is (index == 1) for v in reference.values())
+
+
+def test_the_uncovered_volume_of_an_ambiguous_structure_is_refused_with_the_ambiguity():
+    c = _context([_roi(1, "Stomach", 30.0), _roi(2, "stomach", 60.0)])
+    assert "Stomach" in c.ambiguous
+    with pytest.raises(RtqaError) as info:
+        c.uncovered_by_end_cap("Stomach")
+    assert str(info.value) == c.ambiguous["Stomach"]
