@@ -445,3 +445,40 @@ def test_whether_the_hot_end_holds_a_metric_is_decided_on_the_volume_it_holds():
     (q,) = compute_dvhs([edge], dose, hot_from_gy=hot)
     assert 0 < q.uncovered_cc < 1.0
     assert not _hot_end_holds(q, parse_metric("Max[Gy]"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", ("D1cc[%]",)),
+        (
+            '  - {id: BODY_MAX, structure: Body-PTV, metric: "Max[Gy]", per_protocol: "<= 60", source: "test"}',
+            ("Max[Gy]", "D1cc[%]"),
+        ),
+        ('  - {id: BODY_MEAN, structure: Body-PTV, metric: "Mean[Gy]", per_protocol: "<= 40", source: "test"}', ()),
+        ('  - {id: BODY_V40, structure: Body-PTV, metric: "V40Gy[cc]", per_protocol: "<= 400", source: "test"}', ()),
+        (
+            '  - {id: BODY_EQD2, structure: Body-PTV, metric: "D1cc[Gy]", dose: eqd2, per_protocol: "<= 60", '
+            'source: "test"}',
+            (),
+        ),
+    ],
+    ids=["shipped", "Max too", "Mean", "a volume", "EQD2"],
+)
+def test_the_hot_end_is_chosen_only_when_every_rule_on_the_structure_is_a_physical_d_or_max(tmp_path, extra, expected):
+    """CaseContext.hot_end_metrics on protocol variants: the metrics of Body-PTV's rules when each
+    is a constraint on it asking a physical D or Max; nothing (the whole DVH) when any rule asks
+    more of it (a mean, a volume, a dose in EQD2)."""
+    from rtqa.case import LoadedCase, PlanSet
+    from rtqa.evaluation.context import CaseContext
+    from rtqa.io import read_dose, read_structure_set
+    from rtqa.protocol.loader import load_protocol
+
+    path = _protocol_with(tmp_path, "variant", extra) if extra else REPO / "rules" / "nct03535259.yaml"
+    protocol = load_protocol(str(path))
+    ss = read_structure_set(DEMO / "RS.dcm")
+    case = LoadedCase(PlanSet("P", (), None, ()), (), ss, read_dose(DEMO / "RD_PLAN.dcm"), None, (), ("read",))
+    got = CaseContext(case, protocol, None).hot_end_metrics("Body-PTV")
+    assert tuple(m.text for m in got) == expected
+    # an organ of the protocol's structure list never gets a hot end, whatever its rules
+    assert CaseContext(case, protocol, None).hot_end_metrics("SpinalCord") == ()

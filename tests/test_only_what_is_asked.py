@@ -86,6 +86,12 @@ def test_a_structure_listed_under_one_convention_gets_the_others_when_a_rule_ask
     for cap, dvh in reference.items():
         assert later[cap].volume_cc == dvh.volume_cc and later[cap].mean_gy == dvh.mean_gy
         assert later[cap].max_gy == dvh.max_gy and later[cap].min_gy == dvh.min_gy
+        # and each is that convention's own (the engine on the convention's stack, not through
+        # the context): 20 x 20 mm over 8 mm with half slabs at the ends, 6 mm without
+        assert later[cap].volume_cc == compute_dvh(c.stack("Stomach", (), cap), c.dose).volume_cc
+    assert later[EndCap.NONE].volume_cc == pytest.approx(2.4) and later[EndCap.HALF_SLAB].volume_cc == pytest.approx(
+        3.2
+    )
 
 
 def test_a_grid_uniform_only_to_1e4_or_not_at_all_gets_no_shortcut():
