@@ -189,6 +189,32 @@ def test_a_target_outside_the_grid_never_passes_on_a_cold_boundary():
     assert one(technical.target_coverage(c, RULES["TARGET_COVERAGE"], {})).category == "resubmit"
 
 
+def test_coverage_under_each_convention_is_given_beside_the_protocol_s():
+    """The uncovered volume of each convention (a grid cut just beyond a PTV's last contour:
+    nothing outside under none, 2.3 cc under half_slab, 3.1 cc under shape), each graded."""
+    c = coverage_ctx({}, boundary=40.0, highest=50.0)
+    by_cap = {EndCap.HALF_SLAB: 2.3, EndCap.NONE: 0.0, EndCap.SHAPE: 3.1}
+    c.uncovered_by_end_cap = lambda s, rois: by_cap if rois == (1,) else dict.fromkeys(by_cap, 0.0)
+    f = one(technical.target_coverage(c, RULES["TARGET_COVERAGE"], {}))
+    assert f.grade is Grade.NOT_EVALUABLE and f.value == 2.3 and "PTVv 2.30 cc" in f.message
+    rows = {r.end_cap: (r.value, r.grade) for r in f.by_end_cap}
+    assert rows == {
+        "half_slab": (2.3, Grade.NOT_EVALUABLE),
+        "none": (0.0, Grade.PER_PROTOCOL),
+        "shape": (3.1, Grade.NOT_EVALUABLE),
+    }
+    assert f.convention_sensitive and "graded with the protocol's half_slab" in f.message
+
+
+def test_coverage_with_an_unproven_frame_of_reference_is_not_evaluable_resubmit():
+    c = coverage_ctx({0: 0.0}, boundary=0.0, highest=50.0)
+    c.frames = FrameLink("F", "declared", "the dose names another frame of reference")
+    for check, rule in ((technical.target_coverage, "TARGET_COVERAGE"), (technical.oar_coverage, "OAR_COVERAGE")):
+        f = one(check(c, RULES[rule], {}))
+        assert f.grade is Grade.NOT_EVALUABLE and f.category == "resubmit" and f.rule == rule
+        assert f.message.startswith("not evaluable: ") and "frame of reference" in f.message
+
+
 def test_coverage_with_nothing_to_check_is_not_evaluable():
     c = coverage_ctx({}, boundary=0.0, highest=50.0)
     c.structure_rois = {"Body": [4]}
