@@ -106,7 +106,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_hot_end.py",
         *EVALUATION,
     ],
-    "rtqa/evaluation/evaluate.py": [EVALUATE, *STORED, *EVALUATION],
+    "rtqa/evaluation/evaluate.py": [EVALUATE, *STORED, "tests/test_hot_end.py", *EVALUATION],
 }
 
 

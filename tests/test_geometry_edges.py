@@ -209,3 +209,26 @@ def test_an_expression_result_is_named_and_keeps_the_end_cap():
     assert evaluate_expression("Liver - GTV", stacks).name == "Liver - GTV"
     named = evaluate_expression("Liver - GTV", stacks, name="Liver-GTV")
     assert named.name == "Liver-GTV" and named.end_cap is EndCap.NONE
+
+
+def test_the_area_of_rings_by_parity_closed_forms():
+    """shoelace_area and _rings_area against closed forms: fewer than three points enclose
+    nothing; disjoint rings add (a triangle of 8 mm² and a square of 4 mm², an L of 64 mm² and a square of
+    4 mm² in its notch); nested rings
+    alternate by depth (squares of side 10, 8, 6 and 4 mm: 100 - 64 + 36 - 16 = 56 mm²)."""
+    from rtqa.dvh.geometry import _rings_area, shoelace_area
+
+    def square(side: float) -> np.ndarray:
+        h = side / 2
+        return np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
+
+    line = np.array([[0.0, 0.0], [5.0, 5.0]])
+    assert shoelace_area(line) == 0.0 and _rings_area((line,)) == 0.0 and _rings_area((line, line)) == 0.0
+    triangle = np.array([[20.0, 0.0], [24.0, 0.0], [20.0, 4.0]])
+    assert _rings_area((triangle, square(2.0) + 50.0)) == pytest.approx(8.0 + 4.0)
+    assert _rings_area(tuple(square(s) for s in (10.0, 8.0, 6.0, 4.0))) == pytest.approx(56.0)
+    assert _rings_area((square(4.0), square(10.0), square(6.0), square(8.0))) == pytest.approx(56.0)  # any order
+    # a square in the notch of an L (inside its bounding box, not inside it): they add
+    ell = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 4.0], [4.0, 4.0], [4.0, 10.0], [0.0, 10.0]])
+    notch = square(2.0) + 7.0
+    assert _rings_area((ell, notch)) == pytest.approx(64.0 + 4.0)
