@@ -102,6 +102,9 @@ MODULES: dict[str, list[str]] = {
     ],
     "rtqa/evaluation/context.py": [
         "tests/test_eval_context.py",
+        # the name map, the institution and the frame link the context hands on
+        "tests/test_identity.py",
+        "tests/test_geometry_hidden.py",
         "tests/test_only_what_is_asked.py",
         "tests/test_hot_end.py",
         *EVALUATION,
