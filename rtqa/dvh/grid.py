@@ -114,6 +114,7 @@ def compute_canonical_grid(
             "frame offsets must be strictly increasing or strictly decreasing",
             attribute="GridFrameOffsetVector (3004,000C)",
         )
+
     ipp = np.asarray(position_mm, dtype=np.float64)
     # stored axis 2 (columns) moves along row_dir, axis 1 (rows) along col_dir, axis 0 along normal
     directions = {2: row_dir, 1: col_dir, 0: normal}
@@ -140,8 +141,9 @@ def compute_canonical_grid(
         name = f"decubitus axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
     else:
         name = f"non-axial (row {_axis_label(row_dir)}, column {_axis_label(col_dir)})"
-    if normal[2] == 0:
-        _require_even_frames(canon[2 - int(np.flatnonzero(normal)[0])], _AXIS_NAMES[int(np.flatnonzero(normal)[0])])
+    if normal[2] == 0:  # the frames run along x (canon[2]) or y (canon[1])
+        across = int(np.flatnonzero(normal)[0])
+        _require_even_frames(canon[2 - across], _AXIS_NAMES[across])
     z, y, x = canon
     return CanonicalGrid(x, y, z, (axes[0], axes[1], axes[2]), (flips[0], flips[1], flips[2]), name)
 
