@@ -75,3 +75,16 @@ def test_contour_and_isodose_lines_are_drawn_where_the_mask_and_the_dose_put_the
     assert np.any(cyan[:legend_top])
     none = _colour(_pixels(_view(3, dose_max=40.0)), "#00B0F0")  # 47.5 Gy is above every dose
     assert not np.any(none[:legend_top])
+
+
+def test_structure_names_with_dollar_signs_are_drawn_as_text():
+    """matplotlib parses text between two $ as mathtext: a structure name with them (the
+    protocol's names and isodose labels are drawn, not the ROIs') failed to parse, and the picture
+    raised out of the batch worker: the plan's report became an internal error. Names are drawn
+    as they are."""
+    import dataclasses
+
+    view = _view(1)
+    odd = ContourTrace(r"PTV_$\frac{a$_50", GREEN, view.contours[0].mask)
+    view = dataclasses.replace(view, contours=(odd,), subject=r"PTV_$\foo$")
+    assert np.any(_colour(_pixels(view), GREEN))

@@ -62,10 +62,10 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
         colour = ISODOSE_STYLE[i % len(ISODOSE_STYLE)]
         if 0 < level < dose_max:
             _lines(ax, np.nan_to_num(view.dose_gy, nan=0.0), level, colour, 1.1, "--")
-        handles.append(Line2D([], [], color=colour, lw=1.2, ls="--", label=f"isodose {label}"))
+        handles.append(Line2D([], [], color=colour, lw=1.2, ls="--", label=_text(f"isodose {label}")))
     for trace in view.contours:
         _lines(ax, trace.mask.astype(float), 0.5, trace.colour, 1.4, "-")
-        handles.append(Line2D([], [], color=trace.colour, lw=1.6, label=trace.name))
+        handles.append(Line2D([], [], color=trace.colour, lw=1.6, label=_text(trace.name)))
     mx, my = view.marker_px
     ax.plot([mx], [my], marker="+", color="#FF3030", markersize=14, mew=2)
     handles.append(Line2D([], [], color="#FF3030", marker="+", ls="", markersize=9, mew=2, label="point of the view"))
@@ -81,7 +81,7 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
     ax.set_xticks([])
     ax.set_yticks([])
     x, y, z = view.point_mm
-    ax.set_title(f"{view.subject}: {view.plane} through ({x:.1f}, {y:.1f}, {z:.1f}) mm", fontsize=8)
+    ax.set_title(_text(f"{view.subject}: {view.plane} through ({x:.1f}, {y:.1f}, {z:.1f}) mm"), fontsize=8)
     legend = fig.legend(
         handles=handles,
         loc="upper center",
@@ -100,6 +100,13 @@ def render_view_png(view: SliceView, *, width_in: float = 3.6) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
+
+
+def _text(s: str) -> str:
+    """A string drawn as it is: matplotlib reads text between two ``$`` as mathtext, and a
+    protocol's structure named ``PTV_$\\frac{a$`` would fail to parse (the picture, and with it
+    the plan's report, lost)."""
+    return s.replace("$", r"\$")
 
 
 def _lines(ax: Any, field: np.ndarray, level: float, colour: str, width: float, style: str) -> None:
